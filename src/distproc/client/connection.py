@@ -1,0 +1,152 @@
+"""Blocking client connections in the stdlib's protocol.
+
+One :class:`Connection` is one authenticated TCP (or Unix) socket that sends
+and receives whole frames.  ``TCP_NODELAY`` is set and every frame goes out in
+one write.  :func:`dispatch` makes one request and turns the reply into a
+value or an exception, as ``multiprocessing.managers.dispatch`` does.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from ..errors import ConnectionLostError, RemoteError
+from ..wire import handshake
+from ..wire.codecs import Codec, get_codec
+from ..wire.framing import DEFAULT_MAX_FRAME, recv_frame, send_frame
+from ..wire.messages import ERROR, RETURN, TRACEBACK, UNSERIALIZABLE
+
+__all__ = ["Connection", "Client", "convert_to_error", "dispatch", "open_socket"]
+
+Address = Any  # (host, port) or a filesystem path
+
+
+def open_socket(address: Address, timeout: float | None = None) -> socket.socket:
+    """A connected socket for a stdlib-style address, with TCP_NODELAY set."""
+    if isinstance(address, (str, bytes)):
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        host, port = address[0], address[1]
+        sock = socket.create_connection((host or "127.0.0.1", port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(None)
+    return sock
+
+
+class Connection:
+    """An authenticated connection that sends and receives encoded messages."""
+
+    def __init__(
+        self, sock: socket.socket, codec: Codec, *, max_frame: int = DEFAULT_MAX_FRAME
+    ) -> None:
+        self._sock: socket.socket | None = sock
+        self.codec = codec
+        self.max_frame = max_frame
+
+    @property
+    def closed(self) -> bool:
+        return self._sock is None
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            raise OSError("handle is closed")
+        return self._sock
+
+    def fileno(self) -> int:
+        return self._socket().fileno()
+
+    def send_bytes(self, data: bytes) -> None:
+        send_frame(self._socket(), data)
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        return recv_frame(self._socket(), self.max_frame if maxlength is None else maxlength)
+
+    def send(self, obj: Any) -> None:
+        self.send_bytes(self.codec.dumps(obj))
+
+    def recv(self) -> Any:
+        try:
+            data = self.recv_bytes()
+        except EOFError as exc:
+            if isinstance(exc, ConnectionLostError):
+                raise
+            raise ConnectionLostError("the server closed the connection") from None
+        except ConnectionResetError as exc:
+            raise ConnectionLostError(f"the server closed the connection: {exc}") from None
+        return self.codec.loads(data)
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def Client(
+    address: Address,
+    authkey: bytes | None = None,
+    *,
+    serializer: str = "pickle",
+    allow_md5: bool = True,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    timeout: float | None = None,
+) -> Connection:
+    """Connect to a manager's server and run the authkey handshake."""
+    sock = open_socket(address, timeout)
+    conn = Connection(sock, get_codec(serializer), max_frame=max_frame)
+    try:
+        if authkey is not None:
+            if timeout is not None:
+                sock.settimeout(timeout)
+            handshake.client_handshake(conn, bytes(authkey), allow_md5=allow_md5)
+            sock.settimeout(None)
+    except EOFError:
+        conn.close()
+        raise ConnectionLostError(
+            "the server closed the connection during the handshake"
+        ) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def convert_to_error(kind: str, result: Any) -> BaseException:
+    """The exception that a non-``#RETURN`` reply stands for."""
+    if kind == ERROR:
+        if isinstance(result, BaseException):
+            return result
+        return RemoteError(f"the server sent a non-exception as an error: {result!r}\n")
+    if kind in (TRACEBACK, UNSERIALIZABLE):
+        if not isinstance(result, str):
+            return TypeError(f"Result {result!r} (kind '{kind}') type is {type(result)}, not str")
+        if kind == UNSERIALIZABLE:
+            return RemoteError(f"Unserializable message: {result}\n")
+        return RemoteError(result)
+    return ValueError(f"Unrecognized message type {kind!r}")
+
+
+def dispatch(
+    c: Connection, id: str | None, methodname: str, args: Any = (), kwds: Any = None
+) -> Any:
+    """Send one request on ``c`` and return its result or raise its error."""
+    c.send((id, methodname, args, {} if kwds is None else kwds))
+    kind, result = c.recv()
+    if kind == RETURN:
+        return result
+    try:
+        raise convert_to_error(kind, result)
+    finally:
+        del result

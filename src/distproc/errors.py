@@ -1,0 +1,72 @@
+"""Every exception distproc raises, under one root.
+
+::
+
+    DistprocError
+    ├── AuthenticationError      (also multiprocessing.AuthenticationError)
+    ├── ProtocolError            a peer broke the wire protocol
+    │   └── FrameTooLargeError   a length prefix over the configured limit
+    ├── ConnectionLostError      (also ConnectionResetError and EOFError)
+    │                            the server went away while a call was pending
+    ├── RemoteError              (also multiprocessing.managers.RemoteError)
+    │                            the server reported a failure with its traceback
+    └── StartError               a manager's server could not be started
+
+Where the stdlib has an exception type for a situation, the distproc class
+derives from it too, so code written against ``multiprocessing`` keeps
+catching what it caught before, and ``except DistprocError`` catches all of
+distproc's own.  Exceptions raised by a user's remote method are re-raised in
+the caller with their own type (``queue.Empty`` stays ``queue.Empty``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.managers as _mp_managers
+
+__all__ = [
+    "AuthenticationError",
+    "ConnectionLostError",
+    "DistprocError",
+    "FrameTooLargeError",
+    "ProtocolError",
+    "RemoteError",
+    "StartError",
+]
+
+
+class DistprocError(Exception):
+    """The root of every exception that distproc defines."""
+
+
+class AuthenticationError(DistprocError, multiprocessing.AuthenticationError):
+    """The peer did not prove that it knows the authkey (or we could not)."""
+
+
+class ProtocolError(DistprocError, OSError):
+    """The peer sent bytes that do not follow the protocol."""
+
+
+class FrameTooLargeError(ProtocolError):
+    """A frame's length prefix is larger than this side accepts."""
+
+
+class ConnectionLostError(DistprocError, ConnectionResetError, EOFError):
+    """The connection to the server closed while a call was waiting for its reply.
+
+    It is a ``ConnectionError`` (so ``except ConnectionError`` works) and an
+    ``EOFError`` (what the stdlib raises in the same situation).
+    """
+
+
+class RemoteError(DistprocError, _mp_managers.RemoteError):
+    """The server failed to run a call; ``str()`` holds the remote traceback."""
+
+    def __str__(self) -> str:
+        if not self.args:
+            return ""
+        return "\n" + "-" * 75 + "\n" + str(self.args[0]) + "-" * 75
+
+
+class StartError(DistprocError, RuntimeError):
+    """A manager's server process could not be started."""

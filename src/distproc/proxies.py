@@ -1,0 +1,563 @@
+"""Proxies: the client-side handles of shared objects.
+
+The public names and behaviour are those of ``multiprocessing.managers``:
+:class:`BaseProxy` with ``_callmethod`` and ``_getvalue``, :func:`AutoProxy`,
+:func:`MakeProxyType`, :func:`RebuildProxy` and the typed proxies.  Proxy
+internals all start with ``_`` so they never collide with remote names.
+
+Differences from the stdlib, all deliberate:
+
+* a call interrupted while it waits for its reply (Ctrl-C, a timeout signal)
+  closes that thread's connection instead of leaving the reply in the socket,
+  so the next call never reads a stale reply, and the server cancels the call;
+* a ``#PROXY`` reply on a proxy that has no manager (one rebuilt in another
+  process) builds an :func:`AutoProxy` instead of failing;
+* each proxy is tracked by its own serial number, so the per-thread connection
+  is closed only when the last proxy for that server goes away.
+
+On the wire, proxies and tokens are written under their
+``multiprocessing.managers`` names (see :mod:`distproc.wire.codecs`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing.managers as _mp
+import threading
+import time
+import types
+from collections.abc import Callable, Iterable
+from multiprocessing import process, util
+from multiprocessing.context import get_spawning_popen
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .client.connection import Client, Connection, dispatch
+from .errors import ConnectionLostError
+from .server.core import unpickling_server
+from .wire.codecs import register_pickle_alias, register_pickle_reducer
+from .wire.messages import PROXY, RETURN, Token
+
+if TYPE_CHECKING:
+    from .managers import BaseManager
+
+__all__ = [
+    "AcquirerProxy",
+    "ArrayProxy",
+    "AutoProxy",
+    "BarrierProxy",
+    "BaseListProxy",
+    "BasePoolProxy",
+    "BaseProxy",
+    "ConditionProxy",
+    "DictProxy",
+    "EventProxy",
+    "IteratorProxy",
+    "ListProxy",
+    "MakeProxyType",
+    "NamespaceProxy",
+    "PoolProxy",
+    "ProcessLocalSet",
+    "RebuildProxy",
+    "ValueProxy",
+]
+
+
+class ProcessLocalSet(set[Any]):
+    """A set that empties itself in a forked child."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        util.register_after_fork(self, lambda obj: obj.clear())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), ()
+
+
+def client_factory(serializer: str) -> Callable[..., Connection]:
+    """The connect function for a serializer, as ``listener_client[s][1]``."""
+    if serializer not in ("pickle", "xmlrpclib"):
+        raise ValueError(f"unknown serializer {serializer!r}")
+
+    def connect(address: Any, authkey: bytes | None = None) -> Connection:
+        return Client(address, authkey, serializer=serializer)
+
+    return connect
+
+
+_serials = itertools.count()
+
+
+class BaseProxy:
+    """A base for proxies of shared objects."""
+
+    _address_to_local: ClassVar[dict[Any, tuple[Any, ProcessLocalSet]]] = {}
+    _mutex = util.ForkAwareThreadLock()
+    _exposed_: ClassVar[tuple[str, ...]]
+    _method_to_typeid_: ClassVar[dict[str, str] | None]
+    _isauto = False
+
+    def __init__(
+        self,
+        token: Token,
+        serializer: str,
+        manager: BaseManager | None = None,
+        authkey: bytes | None = None,
+        exposed: Iterable[str] | None = None,
+        incref: bool = True,
+        manager_owned: bool = False,
+    ) -> None:
+        with BaseProxy._mutex:
+            local = BaseProxy._address_to_local.get(token.address)
+            if local is None:
+                local = (util.ForkAwareLocal(), ProcessLocalSet())
+                BaseProxy._address_to_local[token.address] = local
+        self._tls = local[0]
+        self._idset = local[1]
+        self._token = token
+        self._id = token.id
+        self._manager = manager
+        self._serializer = serializer
+        self._Client = client_factory(serializer)
+        self._owned_by_manager = manager_owned
+        if authkey is not None:
+            self._authkey = process.AuthenticationString(authkey)
+        elif manager is not None:
+            self._authkey = manager._authkey
+        else:
+            self._authkey = process.current_process().authkey
+        if incref:
+            self._incref()
+        util.register_after_fork(self, BaseProxy._after_fork)
+
+    # ------------------------------------------------------------ connections
+    def _connect(self) -> Connection:
+        name = process.current_process().name
+        if threading.current_thread().name != "MainThread":
+            name += "|" + threading.current_thread().name
+        conn = self._Client(self._token.address, authkey=self._authkey)
+        try:
+            dispatch(conn, None, "accept_connection", (name,))
+        except BaseException:
+            conn.close()
+            raise
+        self._tls.connection = conn
+        return conn
+
+    def _drop_connection(self, conn: Connection) -> None:
+        if getattr(self._tls, "connection", None) is conn:
+            del self._tls.connection
+        conn.close()
+
+    def _callmethod(self, methodname: str, args: Any = (), kwds: Any = None) -> Any:
+        """Call ``methodname`` on the referent and return a copy of the result."""
+        conn: Connection | None = getattr(self._tls, "connection", None)
+        if conn is None:
+            conn = self._connect()
+        payload = conn.codec.dumps((self._id, methodname, args, {} if kwds is None else kwds))
+        try:
+            conn.send_bytes(payload)
+            kind, result = conn.recv()
+        except BaseException as exc:
+            # The reply may still be on its way: this connection can no longer
+            # tell it from the reply to the next call, so it goes.
+            self._drop_connection(conn)
+            if isinstance(exc, (BrokenPipeError, ConnectionResetError)) and not isinstance(
+                exc, ConnectionLostError
+            ):
+                raise ConnectionLostError(f"lost the connection to the server: {exc}") from exc
+            raise
+        if kind == RETURN:
+            return result
+        if kind == PROXY:
+            exposed, token = result
+            return self._proxy_from_reply(token, exposed)
+        from .client.connection import convert_to_error
+
+        try:
+            raise convert_to_error(kind, result)
+        finally:
+            del result
+
+    def _proxy_from_reply(self, token: Token, exposed: Any) -> BaseProxy:
+        manager = self._manager
+        proxytype: Any = AutoProxy
+        if manager is not None and token.typeid in manager._registry:
+            proxytype = manager._registry[token.typeid][-1]
+        token.address = self._token.address
+        proxy = proxytype(
+            token, self._serializer, manager=manager, authkey=self._authkey, exposed=exposed
+        )
+        with self._Client(token.address, authkey=self._authkey) as conn:
+            dispatch(conn, None, "decref", (token.id,))
+        return proxy  # type: ignore[no-any-return]  # proxytype is any registered callable
+
+    def _getvalue(self) -> Any:
+        """A copy of the referent."""
+        return self._callmethod("#GETVALUE")
+
+    # ------------------------------------------------------------- refcounts
+    def _incref(self) -> None:
+        if self._owned_by_manager:
+            return
+        with self._Client(self._token.address, authkey=self._authkey) as conn:
+            dispatch(conn, None, "incref", (self._id,))
+        serial = next(_serials)
+        self._idset.add(serial)
+        state = self._manager._state if self._manager is not None else None
+        self._close = util.Finalize(
+            self,
+            BaseProxy._decref,
+            args=(self._token, self._authkey, state, self._tls, self._idset, self._Client, serial),
+            exitpriority=10,
+        )
+
+    @staticmethod
+    def _decref(
+        token: Token,
+        authkey: bytes,
+        state: Any,
+        tls: Any,
+        idset: ProcessLocalSet,
+        _Client: Callable[..., Connection],
+        serial: int = -1,
+    ) -> None:
+        idset.discard(serial)
+        if state is None or state.value == 1:  # State.STARTED
+            try:
+                with _Client(token.address, authkey=authkey) as conn:
+                    dispatch(conn, None, "decref", (token.id,))
+            except Exception as exc:
+                util.debug("... decref failed %s", exc)
+        if not idset and hasattr(tls, "connection"):
+            tls.connection.close()
+            del tls.connection
+
+    def _after_fork(self) -> None:
+        self._manager = None
+        try:
+            self._incref()
+        except Exception as exc:
+            util.info("incref failed: %s", exc)
+
+    # ---------------------------------------------------------------- pickle
+    def __reduce__(self) -> tuple[Any, ...]:
+        kwds: dict[str, Any] = {}
+        if get_spawning_popen() is not None:
+            kwds["authkey"] = self._authkey
+        if self._isauto:
+            kwds["exposed"] = self._exposed_
+            return RebuildProxy, (AutoProxy, self._token, self._serializer, kwds)
+        return RebuildProxy, (type(self), self._token, self._serializer, kwds)
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self._getvalue()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} object, typeid {self._token.typeid!r} at {id(self):#x}>"
+
+    def __str__(self) -> str:
+        try:
+            return str(self._callmethod("__repr__"))
+        except Exception:
+            return repr(self)[:-1] + "; '__str__()' failed>"
+
+
+def RebuildProxy(func: Callable[..., Any], token: Token, serializer: str, kwds: dict[str, Any]) -> Any:
+    """Unpickle a proxy (the function that pickled proxies name)."""
+    server = unpickling_server()
+    if server is not None and server.address == token.address:
+        kwds["manager_owned"] = True
+        server.table.keep_local(token.id)  # type: ignore[arg-type]  # id is set
+    incref = kwds.pop("incref", True) and not getattr(
+        process.current_process(), "_inheriting", False
+    )
+    return func(token, serializer, incref=incref, **kwds)
+
+
+def _make_method(name: str) -> Callable[..., Any]:
+    def method(self: BaseProxy, /, *args: Any, **kwds: Any) -> Any:
+        return self._callmethod(name, args, kwds)
+
+    method.__name__ = name
+    return method
+
+
+_proxy_types: dict[tuple[str, tuple[str, ...]], type[BaseProxy]] = {}
+
+
+def MakeProxyType(name: str, exposed: Iterable[str], _cache: Any = None) -> type[BaseProxy]:
+    """A proxy class with one method per name in ``exposed``."""
+    exposed = tuple(exposed)
+    cache = _proxy_types if _cache is None else _cache
+    try:
+        return cache[(name, exposed)]  # type: ignore[no-any-return]
+    except KeyError:
+        pass
+    namespace: dict[str, Any] = {name_: _make_method(name_) for name_ in exposed}
+    namespace["__module__"] = __name__
+    proxy_type = type(name, (BaseProxy,), namespace)
+    proxy_type._exposed_ = exposed
+    cache[(name, exposed)] = proxy_type
+    return proxy_type
+
+
+def AutoProxy(
+    token: Token,
+    serializer: str,
+    manager: BaseManager | None = None,
+    authkey: bytes | None = None,
+    exposed: Iterable[str] | None = None,
+    incref: bool = True,
+    manager_owned: bool = False,
+) -> BaseProxy:
+    """A proxy whose methods are the referent's exposed methods."""
+    _Client = client_factory(serializer)
+    if exposed is None:
+        with _Client(token.address, authkey=authkey) as conn:
+            exposed = dispatch(conn, None, "get_methods", (token,))
+    if authkey is None and manager is not None:
+        authkey = manager._authkey
+    if authkey is None:
+        authkey = process.current_process().authkey
+    proxy_type = MakeProxyType(f"AutoProxy[{token.typeid}]", exposed or ())
+    proxy = proxy_type(
+        token, serializer, manager=manager, authkey=authkey, incref=incref,
+        manager_owned=manager_owned,
+    )
+    proxy._isauto = True
+    return proxy
+
+
+# ------------------------------------------------------------------ typed proxies
+class IteratorProxy(BaseProxy):
+    _exposed_ = ("__next__", "send", "throw", "close")
+
+    def __iter__(self) -> IteratorProxy:
+        return self
+
+    def __next__(self, *args: Any) -> Any:
+        return self._callmethod("__next__", args)
+
+    def send(self, *args: Any) -> Any:
+        return self._callmethod("send", args)
+
+    def throw(self, *args: Any) -> Any:
+        return self._callmethod("throw", args)
+
+    def close(self, *args: Any) -> Any:
+        return self._callmethod("close", args)
+
+
+class AcquirerProxy(BaseProxy):
+    _exposed_ = ("acquire", "release")
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Any:
+        args = (blocking,) if timeout is None else (blocking, timeout)
+        return self._callmethod("acquire", args)
+
+    def release(self) -> Any:
+        return self._callmethod("release")
+
+    def __enter__(self) -> Any:
+        return self._callmethod("acquire")
+
+    def __exit__(self, *exc: object) -> Any:
+        return self._callmethod("release")
+
+
+class ConditionProxy(AcquirerProxy):
+    _exposed_ = ("acquire", "release", "wait", "notify", "notify_all")
+
+    def wait(self, timeout: float | None = None) -> Any:
+        return self._callmethod("wait", (timeout,))
+
+    def notify(self, n: int = 1) -> Any:
+        return self._callmethod("notify", (n,))
+
+    def notify_all(self) -> Any:
+        return self._callmethod("notify_all")
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
+        result = predicate()
+        if result:
+            return result
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not result:
+            remaining = None
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+            self.wait(remaining)
+            result = predicate()
+        return result
+
+
+class EventProxy(BaseProxy):
+    _exposed_ = ("is_set", "set", "clear", "wait")
+
+    def is_set(self) -> Any:
+        return self._callmethod("is_set")
+
+    def set(self) -> Any:
+        return self._callmethod("set")
+
+    def clear(self) -> Any:
+        return self._callmethod("clear")
+
+    def wait(self, timeout: float | None = None) -> Any:
+        return self._callmethod("wait", (timeout,))
+
+
+class BarrierProxy(BaseProxy):
+    _exposed_ = ("__getattribute__", "wait", "abort", "reset")
+
+    def wait(self, timeout: float | None = None) -> Any:
+        return self._callmethod("wait", (timeout,))
+
+    def abort(self) -> Any:
+        return self._callmethod("abort")
+
+    def reset(self) -> Any:
+        return self._callmethod("reset")
+
+    @property
+    def parties(self) -> Any:
+        return self._callmethod("__getattribute__", ("parties",))
+
+    @property
+    def n_waiting(self) -> Any:
+        return self._callmethod("__getattribute__", ("n_waiting",))
+
+    @property
+    def broken(self) -> Any:
+        return self._callmethod("__getattribute__", ("broken",))
+
+
+class NamespaceProxy(BaseProxy):
+    _exposed_ = ("__getattribute__", "__setattr__", "__delattr__")
+
+    def __getattr__(self, key: str) -> Any:
+        if key[0] == "_":
+            return object.__getattribute__(self, key)
+        callmethod = object.__getattribute__(self, "_callmethod")
+        return callmethod("__getattribute__", (key,))
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key[0] == "_":
+            object.__setattr__(self, key, value)
+            return
+        callmethod = object.__getattribute__(self, "_callmethod")
+        callmethod("__setattr__", (key, value))
+
+    def __delattr__(self, key: str) -> None:
+        if key[0] == "_":
+            object.__delattr__(self, key)
+            return
+        callmethod = object.__getattribute__(self, "_callmethod")
+        callmethod("__delattr__", (key,))
+
+
+class ValueProxy(BaseProxy):
+    _exposed_ = ("get", "set")
+
+    def get(self) -> Any:
+        return self._callmethod("get")
+
+    def set(self, value: Any) -> Any:
+        return self._callmethod("set", (value,))
+
+    value = property(get, set)
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+
+BaseListProxy = MakeProxyType(
+    "BaseListProxy",
+    (
+        "__add__", "__contains__", "__delitem__", "__getitem__", "__len__", "__mul__",
+        "__reversed__", "__rmul__", "__setitem__", "append", "count", "extend", "index",
+        "insert", "pop", "remove", "reverse", "sort", "__imul__",
+    ),
+)
+
+
+class ListProxy(BaseListProxy):  # type: ignore[misc,valid-type]  # a class made at run time
+    def __iadd__(self, value: Any) -> ListProxy:
+        self._callmethod("extend", (value,))
+        return self
+
+    def __imul__(self, value: Any) -> ListProxy:
+        self._callmethod("__imul__", (value,))
+        return self
+
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+
+_BaseDictProxy = MakeProxyType(
+    "DictProxy",
+    (
+        "__contains__", "__delitem__", "__getitem__", "__iter__", "__len__", "__setitem__",
+        "clear", "copy", "get", "items", "keys", "pop", "popitem", "setdefault", "update",
+        "values",
+    ),
+)
+_BaseDictProxy._method_to_typeid_ = {"__iter__": "Iterator"}
+
+
+class DictProxy(_BaseDictProxy):  # type: ignore[misc,valid-type]  # a class made at run time
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+
+ArrayProxy = MakeProxyType("ArrayProxy", ("__len__", "__getitem__", "__setitem__"))
+
+BasePoolProxy = MakeProxyType(
+    "PoolProxy",
+    (
+        "apply", "apply_async", "close", "imap", "imap_unordered", "join", "map", "map_async",
+        "starmap", "starmap_async", "terminate",
+    ),
+)
+BasePoolProxy._method_to_typeid_ = {
+    "apply_async": "AsyncResult",
+    "map_async": "AsyncResult",
+    "starmap_async": "AsyncResult",
+    "imap": "Iterator",
+    "imap_unordered": "Iterator",
+}
+
+
+class PoolProxy(BasePoolProxy):  # type: ignore[misc,valid-type]  # a class made at run time
+    def __enter__(self) -> PoolProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+
+# ------------------------------------------------ the stdlib's names on the wire
+_STDLIB_EQUIVALENT: dict[Any, Any] = {
+    AutoProxy: _mp.AutoProxy,
+    IteratorProxy: _mp.IteratorProxy,
+    AcquirerProxy: _mp.AcquirerProxy,
+    ConditionProxy: _mp.ConditionProxy,
+    EventProxy: _mp.EventProxy,
+    BarrierProxy: _mp.BarrierProxy,
+    NamespaceProxy: _mp.NamespaceProxy,
+    ValueProxy: _mp.ValueProxy,
+    BaseListProxy: _mp.BaseListProxy,
+    ListProxy: _mp.ListProxy,
+    DictProxy: _mp.DictProxy,
+    ArrayProxy: _mp.ArrayProxy,
+    PoolProxy: _mp.PoolProxy,
+}
+
+
+def _reduce_proxy_for_wire(proxy: BaseProxy) -> tuple[Any, ...]:
+    _, (func, token, serializer, kwds) = proxy.__reduce__()
+    return _mp.RebuildProxy, (_STDLIB_EQUIVALENT.get(func, func), token, serializer, kwds)
+
+
+register_pickle_reducer(BaseProxy, _reduce_proxy_for_wire)
+register_pickle_alias("multiprocessing.managers", "RebuildProxy", RebuildProxy)
+for _ours, _theirs in _STDLIB_EQUIVALENT.items():
+    register_pickle_alias("multiprocessing.managers", _theirs.__qualname__, _ours)

@@ -1,0 +1,221 @@
+"""Blocking ``get``/``put`` on ``queue.Queue`` objects, served by the event loop.
+
+A client blocked in ``get()`` costs the server a small waiter record, not a
+thread.  The waiter is woken when an item arrives by any route: another client,
+a thread of the server's process that uses the queue directly, or a user method
+running on a pool thread.  That works because ``queue.Queue`` signals every
+new item through ``self.not_empty.notify()`` (and every freed slot through
+``not_full``): :func:`attach` replaces those two conditions with subclasses
+that also tell the loop.  Threads already waiting on the old conditions are
+notified too.
+
+Items are taken from the queue only when a live waiter is at the head of the
+line, so when a client dies while it waits, its waiter is dropped and the next
+item goes to a live consumer (the stdlib's server thread would take it and
+lose it writing to a dead socket).  Waiters are served in arrival order.
+
+Only queues whose class keeps ``queue.Queue``'s own ``get`` and ``put`` are
+served this way (``LifoQueue`` and ``PriorityQueue`` qualify); a subclass that
+overrides them runs its methods on a pool thread like any user method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections import deque
+from typing import Any, Protocol
+
+__all__ = ["LoopQueue", "PendingCall", "attach", "is_loop_servable"]
+
+
+class PendingCall(Protocol):
+    """A call waiting for its reply, as the connection sees it."""
+
+    def reply(self, value: Any) -> None: ...
+
+    def fail(self, exc: BaseException) -> None: ...
+
+    def on_cancel(self, callback: Any) -> None: ...
+
+
+def is_loop_servable(obj: object) -> bool:
+    cls = type(obj)
+    return (
+        isinstance(obj, queue.Queue)
+        and cls.get is queue.Queue.get
+        and cls.put is queue.Queue.put
+        and isinstance(getattr(obj, "not_empty", None), threading.Condition)
+    )
+
+
+class _Signalling(threading.Condition):
+    """A condition that also calls ``hook`` (under the queue's mutex) on notify."""
+
+    def __init__(self, lock: Any, old: threading.Condition, hook: Any) -> None:
+        super().__init__(lock)
+        self._old = old
+        self._hook = hook
+
+    def notify(self, n: int = 1) -> None:
+        super().notify(n)
+        self._old.notify(n)
+        self._hook()
+
+    def notify_all(self) -> None:
+        super().notify_all()
+        self._old.notify_all()
+        self._hook()
+
+
+class _Waiter:
+    __slots__ = ("call", "item", "timer")
+
+    def __init__(self, call: PendingCall, item: Any = None) -> None:
+        self.call = call
+        self.item = item
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def _get_args(block: bool = True, timeout: float | None = None) -> tuple[bool, float | None]:
+    return block, timeout
+
+
+def _put_args(item: Any, block: bool = True, timeout: float | None = None) -> tuple[Any, bool, float | None]:
+    return item, block, timeout
+
+
+class LoopQueue:
+    """The loop's side of one ``queue.Queue``: its blocked getters and putters."""
+
+    def __init__(self, q: queue.Queue[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.q = q
+        self.loop = loop
+        self._loop_thread = threading.get_ident()
+        self.getters: deque[_Waiter] = deque()
+        self.putters: deque[_Waiter] = deque()
+        self._get_wake = False
+        self._put_wake = False
+        with q.mutex:
+            q.not_empty = _Signalling(q.mutex, q.not_empty, self._item_added)
+            q.not_full = _Signalling(q.mutex, q.not_full, self._slot_freed)
+
+    # -- wake-ups, called from any thread with the queue's mutex held --
+    def _item_added(self) -> None:
+        if self.getters and not self._get_wake:
+            self._get_wake = True
+            self._schedule(self._serve_getters)
+
+    def _slot_freed(self) -> None:
+        if self.putters and not self._put_wake:
+            self._put_wake = True
+            self._schedule(self._serve_putters)
+
+    def _schedule(self, fn: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self.loop.call_soon(fn)
+        else:
+            try:
+                self.loop.call_soon_threadsafe(fn)
+            except RuntimeError:
+                pass  # the loop is closed: the server is gone
+
+    # -- on the loop --
+    def _serve_getters(self) -> None:
+        self._get_wake = False
+        while self.getters:
+            try:
+                item = self.q.get_nowait()
+            except queue.Empty:
+                return
+            self._finish(self.getters.popleft(), item)
+
+    def _serve_putters(self) -> None:
+        self._put_wake = False
+        while self.putters:
+            waiter = self.putters[0]
+            try:
+                self.q.put_nowait(waiter.item)
+            except queue.Full:
+                return
+            self.putters.popleft()
+            self._finish(waiter, None)
+
+    @staticmethod
+    def _finish(waiter: _Waiter, value: Any) -> None:
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        waiter.call.reply(value)
+
+    def _wait(self, line: deque[_Waiter], waiter: _Waiter, timeout: float | None) -> None:
+        line.append(waiter)
+
+        def cancel() -> None:
+            try:
+                line.remove(waiter)
+            except ValueError:
+                return
+            if waiter.timer is not None:
+                waiter.timer.cancel()
+
+        waiter.call.on_cancel(cancel)
+        if timeout is not None:
+            exc = queue.Empty() if line is self.getters else queue.Full()
+
+            def expire() -> None:
+                try:
+                    line.remove(waiter)
+                except ValueError:
+                    return
+                waiter.call.fail(exc)
+
+            waiter.timer = self.loop.call_later(timeout, expire)
+
+    def get(self, call: PendingCall, args: Any, kwds: Any) -> None:
+        block, timeout = _get_args(*args, **kwds)
+        if block and timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        if not self.getters:
+            try:
+                call.reply(self.q.get_nowait())
+                return
+            except queue.Empty:
+                if not block:
+                    raise
+        elif not block:
+            raise queue.Empty
+        self._wait(self.getters, _Waiter(call), timeout)
+        if not self.q.empty():  # an item may have come before the waiter was in line
+            self._item_added()
+
+    def put(self, call: PendingCall, args: Any, kwds: Any) -> None:
+        item, block, timeout = _put_args(*args, **kwds)
+        if block and timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        if not self.putters:
+            try:
+                self.q.put_nowait(item)
+                call.reply(None)
+                return
+            except queue.Full:
+                if not block:
+                    raise
+        elif not block:
+            raise queue.Full
+        self._wait(self.putters, _Waiter(call, item), timeout)
+        if not self.q.full():
+            self._slot_freed()
+
+    def close(self, exc: BaseException) -> None:
+        """Fail every waiter (the server is stopping)."""
+        for line in (self.getters, self.putters):
+            while line:
+                waiter = line.popleft()
+                if waiter.timer is not None:
+                    waiter.timer.cancel()
+                waiter.call.fail(exc)
+
+
+def attach(q: queue.Queue[Any], loop: asyncio.AbstractEventLoop) -> LoopQueue:
+    return LoopQueue(q, loop)

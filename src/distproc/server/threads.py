@@ -1,0 +1,107 @@
+"""Threads for user methods that may block, so the event loop never does.
+
+:class:`ElasticPool` hands each job to an idle thread, or starts a new one
+when none is idle: a blocked call never makes another call wait (the stdlib
+gets the same property from a thread per connection).  Threads that stay idle
+for ``idle_timeout`` seconds exit, so a burst does not leave threads behind.
+The most recently idle thread is reused first, so a steady load runs on few,
+warm threads.
+
+:class:`Worker` is also used on its own as a connection's *sticky* thread:
+objects whose methods care which thread calls them (``threading.RLock`` and
+``threading.Condition`` check the owner thread) are always called from the
+same thread for a given connection, as they would be with the stdlib.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+__all__ = ["ElasticPool", "Worker"]
+
+Job = Callable[[], None]
+
+
+class Worker:
+    """One thread with a mailbox of jobs."""
+
+    def __init__(self, name: str, pool: ElasticPool | None = None) -> None:
+        self._mailbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._pool = pool
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        self._mailbox.put(job)
+
+    def stop(self) -> None:
+        self._mailbox.put(None)
+
+    def _run(self) -> None:
+        pool = self._pool
+        while True:
+            try:
+                job = self._mailbox.get(timeout=pool.idle_timeout if pool else None)
+            except queue.Empty:
+                assert pool is not None
+                if pool._retire(self):
+                    return
+                continue
+            if job is None:
+                return
+            job()
+            if pool is not None:
+                pool._idle_again(self)
+
+
+class ElasticPool:
+    """A thread pool that grows on demand and shrinks when idle."""
+
+    def __init__(self, name: str = "distproc-call", idle_timeout: float = 30.0) -> None:
+        self.name = name
+        self.idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._idle: list[Worker] = []
+        self._started = 0
+        self._closed = False
+
+    @property
+    def idle_threads(self) -> int:
+        return len(self._idle)
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the pool is shut down")
+            worker = self._idle.pop() if self._idle else None
+            if worker is None:
+                self._started += 1
+                name = f"{self.name}-{self._started}"
+        if worker is None:
+            worker = Worker(name, self)
+        worker.submit(job)
+
+    def _idle_again(self, worker: Worker) -> None:
+        with self._lock:
+            if self._closed:
+                worker.stop()
+            else:
+                self._idle.append(worker)
+
+    def _retire(self, worker: Worker) -> bool:
+        """Called by an idle worker that timed out: True if it may exit."""
+        with self._lock:
+            try:
+                self._idle.remove(worker)
+            except ValueError:
+                return False  # just handed a job; it is in the mailbox
+            return True
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.stop()
