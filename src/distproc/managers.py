@@ -27,7 +27,6 @@ import multiprocessing.connection as _mp_connection
 import os
 import queue
 import signal
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from multiprocessing import pool, process, util
@@ -37,7 +36,7 @@ from os import getpid
 from traceback import format_exc
 from typing import Any, ClassVar
 
-from .client.connection import Client, Connection, convert_to_error, dispatch
+from .client.connection import Connection, convert_to_error, dispatch
 from .errors import RemoteError, StartError
 from .proxies import (
     AcquirerProxy,
@@ -58,6 +57,7 @@ from .proxies import (
     ProcessLocalSet,
     RebuildProxy,
     ValueProxy,
+    _AuthenticationString,
     client_factory,
 )
 from .server.core import Server, ServerConfig
@@ -78,11 +78,33 @@ __all__ = ["BaseManager", "BaseProxy", "SharedMemoryManager", "SyncManager", "To
 
 # Names the stdlib module also exports, kept for code that imports them from here.
 _REEXPORTED = (
-    AcquirerProxy, ArrayProxy, AutoProxy, BarrierProxy, BaseListProxy, BasePoolProxy,
-    ConditionProxy, DictProxy, EventProxy, IteratorProxy, ListProxy, MakeProxyType,
-    NamespaceProxy, PoolProxy, ProcessLocalSet, RebuildProxy, ValueProxy, RemoteError,
-    ProcessError, all_methods, public_methods, convert_to_error, dispatch, format_exc,
-    get_context, get_spawning_popen, getpid,
+    AcquirerProxy,
+    ArrayProxy,
+    AutoProxy,
+    BarrierProxy,
+    BaseListProxy,
+    BasePoolProxy,
+    ConditionProxy,
+    DictProxy,
+    EventProxy,
+    IteratorProxy,
+    ListProxy,
+    MakeProxyType,
+    NamespaceProxy,
+    PoolProxy,
+    ProcessLocalSet,
+    RebuildProxy,
+    ValueProxy,
+    RemoteError,
+    ProcessError,
+    all_methods,
+    public_methods,
+    convert_to_error,
+    dispatch,
+    format_exc,
+    get_context,
+    get_spawning_popen,
+    getpid,
 )
 
 
@@ -99,7 +121,7 @@ view_types = [type(getattr({}, name)()) for name in ("items", "keys", "values")]
 #: serializer name -> (listener class, client function), as in the stdlib.
 listener_client: dict[str, tuple[Any, Callable[..., Connection]]] = {
     "pickle": (_mp_connection.Listener, client_factory("pickle")),
-    "xmlrpclib": (_mp_connection.XmlListener, client_factory("xmlrpclib")),
+    "xmlrpclib": (getattr(_mp_connection, "XmlListener"), client_factory("xmlrpclib")),  # noqa: B009
 }
 
 
@@ -118,7 +140,9 @@ def _authkey_bytes(authkey: Any) -> bytes:
         return authkey.encode("utf-8")
     if isinstance(authkey, (bytes, bytearray, memoryview)):
         return bytes(authkey)
-    raise TypeError(f"authkey must be bytes (or a str, encoded as UTF-8), not {type(authkey).__name__}")
+    raise TypeError(
+        f"authkey must be bytes (or a str, encoded as UTF-8), not {type(authkey).__name__}"
+    )
 
 
 def _unpicklable_entries(registry: dict[str, Any]) -> list[str]:
@@ -154,7 +178,7 @@ class BaseManager:
         if serializer not in listener_client:
             raise ValueError(f"unknown serializer {serializer!r}")
         self._address = address
-        self._authkey = process.AuthenticationString(_authkey_bytes(authkey))
+        self._authkey = _AuthenticationString(_authkey_bytes(authkey))
         self._state = State()
         self._serializer = serializer
         self._Listener, self._Client = listener_client[serializer]
@@ -177,7 +201,10 @@ class BaseManager:
                 raise ProcessError("Manager has shut down")
             raise ProcessError(f"Unknown state {self._state.value!r}")
         return self._Server(
-            self._registry, self._address, bytes(self._authkey), self._serializer,
+            self._registry,
+            self._address,
+            bytes(self._authkey),
+            self._serializer,
             config=self._config,
         )
 
@@ -187,7 +214,9 @@ class BaseManager:
             dispatch(conn, None, "dummy")
         self._state.value = State.STARTED
 
-    def start(self, initializer: Callable[..., Any] | None = None, initargs: Sequence[Any] = ()) -> None:
+    def start(
+        self, initializer: Callable[..., Any] | None = None, initargs: Sequence[Any] = ()
+    ) -> None:
         """Start a child process that runs the server."""
         if self._state.value != State.INITIAL:
             if self._state.value == State.STARTED:
@@ -212,8 +241,16 @@ class BaseManager:
         reader, writer = _mp_connection.Pipe(duplex=False)
         self._process = self._ctx.Process(  # type: ignore[attr-defined]  # every context has Process
             target=type(self)._run_server,
-            args=(self._registry, self._address, bytes(self._authkey), self._serializer,
-                  writer, initializer, initargs, self._config),
+            args=(
+                self._registry,
+                self._address,
+                bytes(self._authkey),
+                self._serializer,
+                writer,
+                initializer,
+                initargs,
+                self._config,
+            ),
         )
         ident = ":".join(str(i) for i in self._process._identity)
         self._process.name = type(self).__name__ + "-" + ident
@@ -237,8 +274,14 @@ class BaseManager:
         self._finalizer = util.Finalize(
             self,
             type(self)._finalize_manager,
-            args=(self._process, self._address, self._authkey, self._state, self._Client,
-                  self._shutdown_timeout),
+            args=(
+                self._process,
+                self._address,
+                self._authkey,
+                self._state,
+                self._Client,
+                self._shutdown_timeout,
+            ),
             exitpriority=0,
         )
 
@@ -300,8 +343,10 @@ class BaseManager:
             self.start()
         if self._state.value != State.STARTED:
             raise ProcessError(
-                {State.INITIAL: "Unable to start server",
-                 State.SHUTDOWN: "Manager has shut down"}.get(self._state.value, "bad state")
+                {
+                    State.INITIAL: "Unable to start server",
+                    State.SHUTDOWN: "Manager has shut down",
+                }.get(self._state.value, "bad state")
             )
         return self
 
@@ -406,7 +451,9 @@ def Array(typecode: str, sequence: Any, lock: bool = True) -> array.array[Any]:
     return array.array(typecode, sequence)
 
 
-import multiprocessing.managers as _mp  # noqa: E402  (after our own classes on purpose)
+import multiprocessing.managers  # noqa: E402  (after our own classes on purpose)
+
+_mp: Any = multiprocessing.managers
 
 register_pickle_reducer(Namespace, lambda ns: (_mp.Namespace, (), dict(ns.__dict__)))
 register_pickle_reducer(Value, lambda v: (_mp.Value, (v._typecode, v._value)))
@@ -490,7 +537,9 @@ class SharedMemoryServer(Server):
             address = os.fsdecode(address)
         self.shared_memory_context = _SegmentTracker(f"shm_{address}_{getpid()}")
 
-    def create(self, c: Any, typeid: str, /, *args: Any, **kwargs: Any) -> tuple[str, tuple[str, ...]]:
+    def create(
+        self, c: Any, typeid: str, /, *args: Any, **kwargs: Any
+    ) -> tuple[str, tuple[str, ...]]:
         if hasattr(self.registry[typeid][-1], "_shared_memory_proxy"):
             kwargs["shared_memory_context"] = self.shared_memory_context
         return super().create(c, typeid, *args, **kwargs)
@@ -553,4 +602,3 @@ def Manager(*, ctx: BaseContext | None = None) -> SyncManager:
     manager = SyncManager(ctx=ctx or get_context())
     manager.start()
     return manager
-

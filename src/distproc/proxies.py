@@ -22,7 +22,7 @@ On the wire, proxies and tokens are written under their
 from __future__ import annotations
 
 import itertools
-import multiprocessing.managers as _mp
+import multiprocessing.managers
 import threading
 import time
 import types
@@ -39,6 +39,10 @@ from .wire.messages import PROXY, RETURN, Token
 
 if TYPE_CHECKING:
     from .managers import BaseManager
+
+# typeshed lacks many names of these two modules; they exist on every version.
+_mp: Any = multiprocessing.managers
+_AuthenticationString: Any = getattr(process, "AuthenticationString")  # noqa: B009
 
 __all__ = [
     "AcquirerProxy",
@@ -120,7 +124,7 @@ class BaseProxy:
         self._Client = client_factory(serializer)
         self._owned_by_manager = manager_owned
         if authkey is not None:
-            self._authkey = process.AuthenticationString(authkey)
+            self._authkey = _AuthenticationString(authkey)
         elif manager is not None:
             self._authkey = manager._authkey
         else:
@@ -262,7 +266,9 @@ class BaseProxy:
             return repr(self)[:-1] + "; '__str__()' failed>"
 
 
-def RebuildProxy(func: Callable[..., Any], token: Token, serializer: str, kwds: dict[str, Any]) -> Any:
+def RebuildProxy(
+    func: Callable[..., Any], token: Token, serializer: str, kwds: dict[str, Any]
+) -> Any:
     """Unpickle a proxy (the function that pickled proxies name)."""
     server = unpickling_server()
     if server is not None and server.address == token.address:
@@ -288,17 +294,18 @@ _proxy_types: dict[tuple[str, tuple[str, ...]], type[BaseProxy]] = {}
 def MakeProxyType(name: str, exposed: Iterable[str], _cache: Any = None) -> type[BaseProxy]:
     """A proxy class with one method per name in ``exposed``."""
     exposed = tuple(exposed)
-    cache = _proxy_types if _cache is None else _cache
-    try:
-        return cache[(name, exposed)]  # type: ignore[no-any-return]
-    except KeyError:
-        pass
+    cache: dict[tuple[str, tuple[str, ...]], type[BaseProxy]] = (
+        _proxy_types if _cache is None else _cache
+    )
+    cached = cache.get((name, exposed))
+    if cached is not None:
+        return cached
     namespace: dict[str, Any] = {name_: _make_method(name_) for name_ in exposed}
     namespace["__module__"] = __name__
-    proxy_type = type(name, (BaseProxy,), namespace)
+    proxy_type: Any = type(name, (BaseProxy,), namespace)
     proxy_type._exposed_ = exposed
     cache[(name, exposed)] = proxy_type
-    return proxy_type
+    return cache[(name, exposed)]
 
 
 def AutoProxy(
@@ -321,7 +328,11 @@ def AutoProxy(
         authkey = process.current_process().authkey
     proxy_type = MakeProxyType(f"AutoProxy[{token.typeid}]", exposed or ())
     proxy = proxy_type(
-        token, serializer, manager=manager, authkey=authkey, incref=incref,
+        token,
+        serializer,
+        manager=manager,
+        authkey=authkey,
+        incref=incref,
         manager_owned=manager_owned,
     )
     proxy._isauto = True
@@ -330,7 +341,7 @@ def AutoProxy(
 
 # ------------------------------------------------------------------ typed proxies
 class IteratorProxy(BaseProxy):
-    _exposed_ = ("__next__", "send", "throw", "close")
+    _exposed_: ClassVar[tuple[str, ...]] = ("__next__", "send", "throw", "close")
 
     def __iter__(self) -> IteratorProxy:
         return self
@@ -349,7 +360,7 @@ class IteratorProxy(BaseProxy):
 
 
 class AcquirerProxy(BaseProxy):
-    _exposed_ = ("acquire", "release")
+    _exposed_: ClassVar[tuple[str, ...]] = ("acquire", "release")
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> Any:
         args = (blocking,) if timeout is None else (blocking, timeout)
@@ -366,7 +377,7 @@ class AcquirerProxy(BaseProxy):
 
 
 class ConditionProxy(AcquirerProxy):
-    _exposed_ = ("acquire", "release", "wait", "notify", "notify_all")
+    _exposed_: ClassVar[tuple[str, ...]] = ("acquire", "release", "wait", "notify", "notify_all")
 
     def wait(self, timeout: float | None = None) -> Any:
         return self._callmethod("wait", (timeout,))
@@ -394,7 +405,7 @@ class ConditionProxy(AcquirerProxy):
 
 
 class EventProxy(BaseProxy):
-    _exposed_ = ("is_set", "set", "clear", "wait")
+    _exposed_: ClassVar[tuple[str, ...]] = ("is_set", "set", "clear", "wait")
 
     def is_set(self) -> Any:
         return self._callmethod("is_set")
@@ -410,7 +421,7 @@ class EventProxy(BaseProxy):
 
 
 class BarrierProxy(BaseProxy):
-    _exposed_ = ("__getattribute__", "wait", "abort", "reset")
+    _exposed_: ClassVar[tuple[str, ...]] = ("__getattribute__", "wait", "abort", "reset")
 
     def wait(self, timeout: float | None = None) -> Any:
         return self._callmethod("wait", (timeout,))
@@ -435,7 +446,7 @@ class BarrierProxy(BaseProxy):
 
 
 class NamespaceProxy(BaseProxy):
-    _exposed_ = ("__getattribute__", "__setattr__", "__delattr__")
+    _exposed_: ClassVar[tuple[str, ...]] = ("__getattribute__", "__setattr__", "__delattr__")
 
     def __getattr__(self, key: str) -> Any:
         if key[0] == "_":
@@ -459,7 +470,7 @@ class NamespaceProxy(BaseProxy):
 
 
 class ValueProxy(BaseProxy):
-    _exposed_ = ("get", "set")
+    _exposed_: ClassVar[tuple[str, ...]] = ("get", "set")
 
     def get(self) -> Any:
         return self._callmethod("get")
@@ -468,15 +479,31 @@ class ValueProxy(BaseProxy):
         return self._callmethod("set", (value,))
 
     value = property(get, set)
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
 BaseListProxy = MakeProxyType(
     "BaseListProxy",
     (
-        "__add__", "__contains__", "__delitem__", "__getitem__", "__len__", "__mul__",
-        "__reversed__", "__rmul__", "__setitem__", "append", "count", "extend", "index",
-        "insert", "pop", "remove", "reverse", "sort", "__imul__",
+        "__add__",
+        "__contains__",
+        "__delitem__",
+        "__getitem__",
+        "__len__",
+        "__mul__",
+        "__reversed__",
+        "__rmul__",
+        "__setitem__",
+        "append",
+        "count",
+        "extend",
+        "index",
+        "insert",
+        "pop",
+        "remove",
+        "reverse",
+        "sort",
+        "__imul__",
     ),
 )
 
@@ -490,14 +517,27 @@ class ListProxy(BaseListProxy):  # type: ignore[misc,valid-type]  # a class made
         self._callmethod("__imul__", (value,))
         return self
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
 _BaseDictProxy = MakeProxyType(
     "DictProxy",
     (
-        "__contains__", "__delitem__", "__getitem__", "__iter__", "__len__", "__setitem__",
-        "clear", "copy", "get", "items", "keys", "pop", "popitem", "setdefault", "update",
+        "__contains__",
+        "__delitem__",
+        "__getitem__",
+        "__iter__",
+        "__len__",
+        "__setitem__",
+        "clear",
+        "copy",
+        "get",
+        "items",
+        "keys",
+        "pop",
+        "popitem",
+        "setdefault",
+        "update",
         "values",
     ),
 )
@@ -505,7 +545,7 @@ _BaseDictProxy._method_to_typeid_ = {"__iter__": "Iterator"}
 
 
 class DictProxy(_BaseDictProxy):  # type: ignore[misc,valid-type]  # a class made at run time
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
 ArrayProxy = MakeProxyType("ArrayProxy", ("__len__", "__getitem__", "__setitem__"))
@@ -513,8 +553,17 @@ ArrayProxy = MakeProxyType("ArrayProxy", ("__len__", "__getitem__", "__setitem__
 BasePoolProxy = MakeProxyType(
     "PoolProxy",
     (
-        "apply", "apply_async", "close", "imap", "imap_unordered", "join", "map", "map_async",
-        "starmap", "starmap_async", "terminate",
+        "apply",
+        "apply_async",
+        "close",
+        "imap",
+        "imap_unordered",
+        "join",
+        "map",
+        "map_async",
+        "starmap",
+        "starmap_async",
+        "terminate",
     ),
 )
 BasePoolProxy._method_to_typeid_ = {

@@ -17,7 +17,7 @@ from ..wire.codecs import Codec, get_codec
 from ..wire.framing import DEFAULT_MAX_FRAME, recv_frame, send_frame
 from ..wire.messages import ERROR, RETURN, TRACEBACK, UNSERIALIZABLE
 
-__all__ = ["Connection", "Client", "convert_to_error", "dispatch", "open_socket"]
+__all__ = ["Client", "Connection", "convert_to_error", "dispatch", "open_socket"]
 
 Address = Any  # (host, port) or a filesystem path
 
@@ -114,9 +114,7 @@ def Client(
             sock.settimeout(None)
     except EOFError:
         conn.close()
-        raise ConnectionLostError(
-            "the server closed the connection during the handshake"
-        ) from None
+        raise ConnectionLostError("the server closed the connection during the handshake") from None
     except BaseException:
         conn.close()
         raise

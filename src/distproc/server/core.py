@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -53,16 +54,51 @@ Registry = dict[str, tuple[Any, Any, Any, Any]]
 #: Methods that run on the loop because they cannot block (per exact type).
 INLINE_METHODS: dict[type, frozenset[str]] = {
     list: frozenset(
-        "__add__ __contains__ __delitem__ __getitem__ __len__ __mul__ __reversed__ __rmul__ "
-        "__setitem__ append count extend index insert pop remove reverse sort __imul__".split()
+        [
+            "__add__",
+            "__contains__",
+            "__delitem__",
+            "__getitem__",
+            "__len__",
+            "__mul__",
+            "__reversed__",
+            "__rmul__",
+            "__setitem__",
+            "append",
+            "count",
+            "extend",
+            "index",
+            "insert",
+            "pop",
+            "remove",
+            "reverse",
+            "sort",
+            "__imul__",
+        ]
     ),
     dict: frozenset(
-        "__contains__ __delitem__ __getitem__ __iter__ __len__ __setitem__ clear copy get "
-        "items keys pop popitem setdefault update values".split()
+        [
+            "__contains__",
+            "__delitem__",
+            "__getitem__",
+            "__iter__",
+            "__len__",
+            "__setitem__",
+            "clear",
+            "copy",
+            "get",
+            "items",
+            "keys",
+            "pop",
+            "popitem",
+            "setdefault",
+            "update",
+            "values",
+        ]
     ),
-    array.array: frozenset("__len__ __getitem__ __setitem__".split()),
+    array.array: frozenset(["__len__", "__getitem__", "__setitem__"]),
 }
-_QUEUE_INLINE = frozenset("qsize empty full put_nowait get_nowait task_done".split())
+_QUEUE_INLINE = frozenset(["qsize", "empty", "full", "put_nowait", "get_nowait", "task_done"])
 _STICKY_TYPES = (type(threading.RLock()), threading.Condition)
 
 _tls = threading.local()
@@ -165,10 +201,8 @@ class Server:
             if self._stop_requested:
                 stop.set_result(None)
             self.started.set()
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 loop.run_until_complete(stop)
-            except KeyboardInterrupt:
-                pass
             srv.close()
             loop.run_until_complete(self._close_connections())
         finally:
@@ -195,10 +229,8 @@ class Server:
             if not self._stop_future.done():
                 self._stop_future.set_result(None)
 
-        try:
+        with contextlib.suppress(RuntimeError):  # already closed
             loop.call_soon_threadsafe(_set)
-        except RuntimeError:
-            pass  # already closed
 
     async def _close_connections(self) -> None:
         lost = ConnectionLostError("the server is shutting down")
@@ -215,7 +247,9 @@ class Server:
     def dummy(self, c: Any) -> None:
         pass
 
-    def create(self, c: Any, typeid: str, /, *args: Any, **kwds: Any) -> tuple[str, tuple[str, ...]]:
+    def create(
+        self, c: Any, typeid: str, /, *args: Any, **kwds: Any
+    ) -> tuple[str, tuple[str, ...]]:
         """Create a shared object of ``typeid``; return its id and exposed methods."""
         try:
             callable_, _, _, _ = self.registry[typeid]
@@ -313,7 +347,7 @@ _FIRST_REQUEST, _CHANNEL, _CLOSING = range(3, 6)
 class _Call:
     """One object call in flight on a channel (the :class:`~.queues.PendingCall`)."""
 
-    __slots__ = ("conn", "entry", "methodname", "cancel")
+    __slots__ = ("cancel", "conn", "entry", "methodname")
 
     def __init__(self, conn: _Connection, entry: Entry, methodname: str) -> None:
         self.conn = conn
@@ -403,8 +437,11 @@ class _Connection(asyncio.Protocol):
 
     def _handshake_timeout(self) -> None:
         if self.state < _FIRST_REQUEST:
-            log.info("dropping connection from %s: no handshake within %ss", self.peer,
-                     self.server.config.handshake_timeout)
+            log.info(
+                "dropping connection from %s: no handshake within %ss",
+                self.peer,
+                self.server.config.handshake_timeout,
+            )
             self.abort()
 
     # -------------------------------------------------------------- handshake
@@ -488,7 +525,10 @@ class _Connection(asyncio.Protocol):
             server.stop()
             return
         if methodname not in server.public:
-            text = f"Traceback (most recent call last):\nAttributeError: {methodname!r} is not a server method\n"
+            text = (
+                "Traceback (most recent call last):\n"
+                f"AttributeError: {methodname!r} is not a server method\n"
+            )
             self.send(server.encode((TRACEBACK, text)))
             self.close()
             return
@@ -507,8 +547,14 @@ class _Connection(asyncio.Protocol):
         else:
             self.run_off_loop(run, then_close=True)
 
-    def run_off_loop(self, job: Callable[[], bytes], *, then_close: bool = False,
-                     call: _Call | None = None, sticky: bool = False) -> None:
+    def run_off_loop(
+        self,
+        job: Callable[[], bytes],
+        *,
+        then_close: bool = False,
+        call: _Call | None = None,
+        sticky: bool = False,
+    ) -> None:
         loop = self.server.loop
         assert loop is not None
 
@@ -525,10 +571,8 @@ class _Connection(asyncio.Protocol):
                 payload = job()
             except BaseException as exc:  # SystemExit and friends from user code
                 payload = self.server.encode((TRACEBACK, _traceback_text(exc)))
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to answer
                 loop.call_soon_threadsafe(done, payload)
-            except RuntimeError:
-                pass  # the loop is gone: nobody to answer
 
         if sticky:
             if self.sticky is None:
@@ -551,7 +595,9 @@ class _Connection(asyncio.Protocol):
         if self.requests:
             self.next_request()
 
-    def call(self, ident: Any, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]) -> None:
+    def call(
+        self, ident: Any, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]
+    ) -> None:
         server = self.server
         try:
             entry = server.table.get(ident)

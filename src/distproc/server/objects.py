@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Entry", "ObjectTable", "public_methods", "all_methods"]
+__all__ = ["Entry", "ObjectTable", "all_methods", "public_methods"]
 
 
 def all_methods(obj: Any) -> list[str]:

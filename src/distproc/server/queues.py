@@ -22,6 +22,7 @@ overrides them runs its methods on a pool thread like any user method.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections import deque
@@ -41,7 +42,7 @@ class PendingCall(Protocol):
 
 
 def is_loop_servable(obj: object) -> bool:
-    cls = type(obj)
+    cls: Any = type(obj)
     return (
         isinstance(obj, queue.Queue)
         and cls.get is queue.Queue.get
@@ -82,7 +83,9 @@ def _get_args(block: bool = True, timeout: float | None = None) -> tuple[bool, f
     return block, timeout
 
 
-def _put_args(item: Any, block: bool = True, timeout: float | None = None) -> tuple[Any, bool, float | None]:
+def _put_args(
+    item: Any, block: bool = True, timeout: float | None = None
+) -> tuple[Any, bool, float | None]:
     return item, block, timeout
 
 
@@ -116,10 +119,8 @@ class LoopQueue:
         if threading.get_ident() == self._loop_thread:
             self.loop.call_soon(fn)
         else:
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: the server is gone
                 self.loop.call_soon_threadsafe(fn)
-            except RuntimeError:
-                pass  # the loop is closed: the server is gone
 
     # -- on the loop --
     def _serve_getters(self) -> None:

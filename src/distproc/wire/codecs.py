@@ -61,7 +61,8 @@ def _reduce_as_list(view: Any) -> tuple[Any, ...]:
 
 
 _EXTRA_REDUCERS: dict[type, Callable[[Any], Any]] = {array.array: _reduce_array}
-for _view in (type({}.items()), type({}.keys()), type({}.values())):
+_VIEW_TYPES: tuple[type, ...] = (type({}.items()), type({}.keys()), type({}.values()))
+for _view in _VIEW_TYPES:
     _EXTRA_REDUCERS[_view] = _reduce_as_list
 
 

@@ -46,7 +46,10 @@ class Token:
         self.typeid, self.address, self.id = state
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(typeid={self.typeid!r}, address={self.address!r}, id={self.id!r})"
+        return (
+            f"{type(self).__name__}(typeid={self.typeid!r}, "
+            f"address={self.address!r}, id={self.id!r})"
+        )
 
 
 def _reduce_token(token: Token) -> tuple[Any, ...]:
