@@ -30,40 +30,48 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from multiprocessing import pool, process, util
-from multiprocessing.context import BaseContext, ProcessError, get_spawning_popen
+from multiprocessing.context import (
+    BaseContext,
+    ProcessError as ProcessError,
+    get_spawning_popen as get_spawning_popen,
+)
 from multiprocessing.reduction import ForkingPickler
-from os import getpid
-from traceback import format_exc
+from os import getpid as getpid
+from traceback import format_exc as format_exc
 from typing import Any, ClassVar
 
-from .client.connection import Connection, convert_to_error, dispatch
-from .errors import RemoteError, StartError
+from .client.connection import (
+    Connection,
+    convert_to_error as convert_to_error,
+    dispatch as dispatch,
+)
+from .errors import RemoteError as RemoteError, StartError
 from .proxies import (
-    AcquirerProxy,
-    ArrayProxy,
-    AutoProxy,
-    BarrierProxy,
-    BaseListProxy,
-    BasePoolProxy,
-    BaseProxy,
-    ConditionProxy,
-    DictProxy,
-    EventProxy,
-    IteratorProxy,
-    ListProxy,
-    MakeProxyType,
-    NamespaceProxy,
-    PoolProxy,
-    ProcessLocalSet,
-    RebuildProxy,
-    ValueProxy,
+    AcquirerProxy as AcquirerProxy,
+    ArrayProxy as ArrayProxy,
+    AutoProxy as AutoProxy,
+    BarrierProxy as BarrierProxy,
+    BaseListProxy as BaseListProxy,
+    BasePoolProxy as BasePoolProxy,
+    BaseProxy as BaseProxy,
+    ConditionProxy as ConditionProxy,
+    DictProxy as DictProxy,
+    EventProxy as EventProxy,
+    IteratorProxy as IteratorProxy,
+    ListProxy as ListProxy,
+    MakeProxyType as MakeProxyType,
+    NamespaceProxy as NamespaceProxy,
+    PoolProxy as PoolProxy,
+    ProcessLocalSet as ProcessLocalSet,
+    RebuildProxy as RebuildProxy,
+    ValueProxy as ValueProxy,
     _AuthenticationString,
     client_factory,
 )
-from .server.core import Server, ServerConfig
-from .server.objects import all_methods, public_methods
+from .server.core import Server as Server, ServerConfig
+from .server.objects import all_methods as all_methods, public_methods as public_methods
 from .wire.codecs import register_pickle_alias, register_pickle_reducer
-from .wire.messages import Token
+from .wire.messages import Token as Token
 
 try:
     from multiprocessing import shared_memory
@@ -72,40 +80,9 @@ try:
 except ImportError:  # pragma: no cover - every supported platform has it
     HAS_SHMEM = False
 
-from multiprocessing import get_context
+from multiprocessing import get_context as get_context
 
 __all__ = ["BaseManager", "BaseProxy", "SharedMemoryManager", "SyncManager", "Token"]
-
-# Names the stdlib module also exports, kept for code that imports them from here.
-_REEXPORTED = (
-    AcquirerProxy,
-    ArrayProxy,
-    AutoProxy,
-    BarrierProxy,
-    BaseListProxy,
-    BasePoolProxy,
-    ConditionProxy,
-    DictProxy,
-    EventProxy,
-    IteratorProxy,
-    ListProxy,
-    MakeProxyType,
-    NamespaceProxy,
-    PoolProxy,
-    ProcessLocalSet,
-    RebuildProxy,
-    ValueProxy,
-    RemoteError,
-    ProcessError,
-    all_methods,
-    public_methods,
-    convert_to_error,
-    dispatch,
-    format_exc,
-    get_context,
-    get_spawning_popen,
-    getpid,
-)
 
 
 def reduce_array(a: array.array[Any]) -> tuple[Any, ...]:

@@ -21,11 +21,13 @@ On the wire, proxies and tokens are written under their
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing.managers
 import threading
 import time
 import types
+import weakref
 from collections.abc import Callable, Iterable
 from multiprocessing import process, util
 from multiprocessing.context import get_spawning_popen
@@ -89,6 +91,10 @@ def client_factory(serializer: str) -> Callable[..., Connection]:
 
 
 _serials = itertools.count()
+#: While a reply is decoded: the proxy that receives it.  Proxies unpickled from
+#: that reply (nested proxies) borrow its authkey and manager, where the stdlib
+#: falls back to ``current_process().authkey`` and fails with any other key.
+_receiving = threading.local()
 
 
 class BaseProxy:
@@ -160,7 +166,11 @@ class BaseProxy:
         payload = conn.codec.dumps((self._id, methodname, args, {} if kwds is None else kwds))
         try:
             conn.send_bytes(payload)
-            kind, result = conn.recv()
+            _receiving.proxy = self
+            try:
+                kind, result = conn.recv()
+            finally:
+                _receiving.proxy = None
         except BaseException as exc:
             # The reply may still be on its way: this connection can no longer
             # tell it from the reply to the next call, so it goes.
@@ -271,13 +281,28 @@ def RebuildProxy(
 ) -> Any:
     """Unpickle a proxy (the function that pickled proxies name)."""
     server = unpickling_server()
+    held_by = None
     if server is not None and server.address == token.address:
         kwds["manager_owned"] = True
-        server.table.keep_local(token.id)  # type: ignore[arg-type]  # id is set
+        server.table.incref(token.id)  # type: ignore[arg-type]  # id is set
+        held_by = server.table
+    receiver: BaseProxy | None = getattr(_receiving, "proxy", None)
+    if receiver is not None and "authkey" not in kwds and receiver._token.address == token.address:
+        kwds["authkey"] = receiver._authkey
+        if receiver._manager is not None and func is not AutoProxy:
+            kwds.setdefault("manager", receiver._manager)
     incref = kwds.pop("incref", True) and not getattr(
         process.current_process(), "_inheriting", False
     )
-    return func(token, serializer, incref=incref, **kwds)
+    proxy = func(token, serializer, incref=incref, **kwds)
+    if held_by is not None:
+        weakref.finalize(proxy, _release_local, held_by, str(token.id))
+    return proxy
+
+
+def _release_local(table: Any, ident: str) -> None:
+    with contextlib.suppress(KeyError):
+        table.decref(ident)
 
 
 def _make_method(name: str) -> Callable[..., Any]:

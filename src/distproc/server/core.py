@@ -410,14 +410,16 @@ class _Connection(asyncio.Protocol):
             self.sticky = None
 
     def data_received(self, data: bytes) -> None:
-        try:
-            frames = self.decoder.feed(data)
-        except ProtocolError as exc:
-            log.warning("dropping connection from %s: %s", self.peer, exc)
-            self.abort()
-            return
-        for frame in frames:
-            if self.state == _CLOSING:
+        decoder = self.decoder
+        decoder.append(data)
+        while self.state != _CLOSING:
+            try:
+                frame = decoder.next_frame()
+            except ProtocolError as exc:
+                log.warning("dropping connection from %s: %s", self.peer, exc)
+                self.abort()
+                return
+            if frame is None:
                 return
             self.frame_received(frame)
 

@@ -3,10 +3,10 @@
 Ids are hex strings of a counter (``'1'``, ``'2'``, ...), never ``id()``:
 an id is never reused while the server runs, so a stale proxy can only miss,
 never reach another object.  An entry lives while its refcount is above zero.
-Entries created for proxies that were unpickled inside the server itself
-(nested proxies: a list of dicts) are kept in ``local_proxy_refs`` as the
-stdlib keeps ``id_to_local_proxy_obj``, and dropped when the refcount of
-their id reaches zero again.
+A proxy unpickled inside the server itself (a nested proxy: a dict stored in
+a list) holds one reference for as long as it lives, and gives it back when
+it is collected; the stdlib instead keeps such objects forever
+(``id_to_local_proxy_obj``, CPython issue #103136).
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ class ObjectTable:
         self._counter = itertools.count(1)
         self.entries: dict[str, Entry] = {}
         self.refcounts: dict[str, int] = {}
-        self.local_proxy_refs: dict[str, Entry] = {}
 
     def add(
         self,
@@ -74,16 +73,11 @@ class ObjectTable:
     def get(self, ident: str) -> Entry:
         entry = self.entries.get(ident)
         if entry is None:
-            entry = self.local_proxy_refs.get(ident)
-            if entry is None:
-                raise KeyError(f"no shared object with id {ident!r}")
+            raise KeyError(f"no shared object with id {ident!r}")
         return entry
 
     def incref(self, ident: str) -> None:
         with self._lock:
-            if ident not in self.refcounts and ident in self.local_proxy_refs:
-                self.entries[ident] = self.local_proxy_refs[ident]
-                self.refcounts[ident] = 0
             if ident not in self.refcounts:
                 raise KeyError(f"no shared object with id {ident!r}")
             self.refcounts[ident] += 1
@@ -93,22 +87,12 @@ class ObjectTable:
         with self._lock:
             count = self.refcounts.get(ident)
             if count is None:
-                if ident in self.local_proxy_refs:
-                    return None
                 raise KeyError(f"no shared object with id {ident!r}")
             if count > 1:
                 self.refcounts[ident] = count - 1
                 return None
             del self.refcounts[ident]
-            self.local_proxy_refs.pop(ident, None)
             return self.entries.pop(ident, None)
-
-    def keep_local(self, ident: str) -> None:
-        """Remember an object whose proxy was rebuilt inside the server."""
-        with self._lock:
-            entry = self.entries.get(ident)
-            if entry is not None:
-                self.local_proxy_refs.setdefault(ident, entry)
 
     def __len__(self) -> int:
         return len(self.refcounts)

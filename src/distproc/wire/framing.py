@@ -59,53 +59,63 @@ def _too_large(size: int, limit: int) -> FrameTooLargeError:
 class FrameDecoder:
     """Incremental (sans-IO) frame parser with a size limit.
 
-    ``feed()`` takes whatever bytes arrived and returns the frames they
-    complete.  A declared length over ``max_size`` raises
+    ``append()`` buffers whatever bytes arrived; ``next_frame()`` returns the
+    next whole frame or ``None``.  Frames are handed out one at a time so the
+    caller can change ``max_size`` between them (the handshake's 256 bytes,
+    then the real limit).  A declared length over ``max_size`` raises
     :class:`FrameTooLargeError` before any buffer for it is allocated.
     """
 
-    __slots__ = ("_buf", "_need", "max_size")
+    __slots__ = ("_buf", "_pos", "max_size")
 
     def __init__(self, max_size: int = DEFAULT_MAX_FRAME) -> None:
         self.max_size = max_size
         self._buf = bytearray()
-        self._need = -1  # payload size of the frame being read, -1 = header next
+        self._pos = 0
 
     @property
     def pending(self) -> int:
         """Bytes buffered that do not yet form a whole frame."""
-        return len(self._buf)
+        return len(self._buf) - self._pos
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        self._buf += data
+
+    def next_frame(self) -> bytes | None:
+        buf, pos = self._buf, self._pos
+        available = len(buf) - pos
+        if available < 4:
+            return None
+        (size,) = HEADER.unpack_from(buf, pos)
+        start = pos + 4
+        if size == -1:
+            if available < 12:
+                return None
+            (size,) = HEADER64.unpack_from(buf, pos + 4)
+            start = pos + 12
+        elif size < 0:
+            raise ProtocolError(f"bad message length: negative size {size}")
+        if size > self.max_size:
+            raise _too_large(size, self.max_size)
+        end = start + size
+        if end > len(buf):
+            return None
+        frame = bytes(buf[start:end])
+        self._pos = end
+        if end > 65536 and end * 2 > len(buf):
+            del buf[:end]
+            self._pos = 0
+        return frame
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        buf = self._buf
-        buf += data
-        frames: list[bytes] = []
-        pos = 0
-        end = len(buf)
-        while True:
-            if self._need < 0:
-                if end - pos < 4:
-                    break
-                (size,) = HEADER.unpack_from(buf, pos)
-                if size == -1:
-                    if end - pos < 12:
-                        break
-                    (size,) = HEADER64.unpack_from(buf, pos + 4)
-                    pos += 12
-                elif size < 0:
-                    raise ProtocolError(f"bad message length: negative size {size}")
-                else:
-                    pos += 4
-                if size > self.max_size:
-                    raise _too_large(size, self.max_size)
-                self._need = size
-            if end - pos < self._need:
-                break
-            frames.append(bytes(buf[pos : pos + self._need]))
-            pos += self._need
-            self._need = -1
-        if pos:
-            del buf[:pos]
+        """Append ``data`` and return every whole frame now buffered."""
+        self.append(data)
+        frames = []
+        while (frame := self.next_frame()) is not None:
+            frames.append(frame)
         return frames
 
 

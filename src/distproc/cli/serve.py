@@ -1,0 +1,291 @@
+"""``distproc serve MODULE:CLASS``: serve a manager's registered objects.
+
+What ``manager.get_server().serve_forever()`` does in a script, as a command:
+import the manager class, bind, print where it listens, serve until Ctrl-C,
+SIGTERM or a client's ``shutdown``.
+
+The authkey never comes from argv, where ``ps`` shows it to every user of the
+machine: it comes from ``DISTPROC_AUTHKEY`` or ``--authkey-file`` and is used as
+the UTF-8 bytes of that text.  A loopback address without an authkey gets a
+random one, printed once; any other address without an authkey is refused
+before anything is imported or bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib
+import ipaddress
+import multiprocessing.managers
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import click
+
+from .errors import EXIT_FAILURE, CliError
+
+if TYPE_CHECKING:
+    from ..managers import BaseManager
+
+__all__ = [
+    "AUTHKEY_ENV",
+    "DEFAULT_ADDRESS",
+    "format_address",
+    "is_loopback",
+    "load_manager_class",
+    "parse_address",
+    "read_authkey",
+    "serve",
+]
+
+AUTHKEY_ENV = "DISTPROC_AUTHKEY"
+DEFAULT_ADDRESS = "127.0.0.1:50000"
+_ADDRESS_HINT = "expected HOST:PORT, e.g. 127.0.0.1:50000 or [::1]:50000"
+
+
+class _Server(Protocol):
+    """What ``BaseManager.get_server()`` returns, as far as this command uses it."""
+
+    address: Any
+
+    def serve(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` as a ``(host, port)`` tuple; port 0 is allowed."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise CliError(f"bad address {text!r}: {_ADDRESS_HINT}")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise CliError(f"bad address {text!r}: {host!r} is not an IPv6 address") from None
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            raise CliError(f"bad address {text!r}: {_ADDRESS_HINT}")
+        if ":" in host:
+            raise CliError(
+                f"bad address {text!r}: write an IPv6 host in brackets, e.g. [::1]:50000"
+            )
+    if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+        raise CliError(f"bad address {text!r}: the port must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def format_address(address: Any) -> str:
+    """A bound address as ``HOST:PORT`` (``[HOST]:PORT`` for IPv6), or a path as is."""
+    if isinstance(address, (str, bytes)):
+        return os.fsdecode(address)
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_authkey(authkey_file: str | None, environ: Mapping[str, str]) -> str | None:
+    """The authkey text from ``--authkey-file`` (preferred) or the environment, if any."""
+    if authkey_file is not None:
+        source = f"authkey file {authkey_file!r}"
+        try:
+            key = Path(authkey_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise CliError(f"{source} is not UTF-8 text") from None
+        except OSError as exc:
+            raise CliError(f"cannot read {source}: {exc.strerror or exc}") from None
+    else:
+        source = AUTHKEY_ENV
+        found = environ.get(AUTHKEY_ENV)
+        if found is None:
+            return None
+        key = found
+    if not key:
+        raise CliError(f"{source} is empty")
+    return key
+
+
+def _import_module(name: str) -> Any:
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)  # as `python -m` does
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing == name or name.startswith(missing + "."):
+            raise CliError(
+                f"cannot import {name!r}: no module named {missing!r} "
+                f"in the current directory ({cwd}) or on sys.path"
+            ) from None
+        raise CliError(f"importing {name!r} failed: {_describe(exc)}", EXIT_FAILURE) from None
+    except Exception as exc:
+        raise CliError(f"importing {name!r} failed: {_describe(exc)}", EXIT_FAILURE) from None
+
+
+def _describe(exc: Exception) -> str:
+    """``Type: message (file:line)`` for an exception raised by imported code."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename}:{exc.lineno}"
+        return f"SyntaxError: {exc.msg} ({where})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def load_manager_class(target: str) -> type[BaseManager]:
+    """The ``BaseManager`` subclass named by ``MODULE:CLASS``."""
+    from ..managers import BaseManager
+
+    module_name, colon, attr = target.partition(":")
+    if not colon or not module_name or not attr:
+        raise CliError(f"bad manager {target!r}: expected MODULE:CLASS, e.g. myapp:QueueManager")
+    if module_name.endswith(".py") or "/" in module_name:
+        stem = Path(module_name).stem
+        raise CliError(f"bad manager {target!r}: give a module name, not a file: {stem}:{attr}")
+    module = _import_module(module_name)
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            found = sorted(
+                n
+                for n, v in vars(module).items()
+                if isinstance(v, type) and issubclass(v, BaseManager) and v is not BaseManager
+            )
+            known = f"; its BaseManager subclasses: {', '.join(found)}" if found else ""
+            raise CliError(f"module {module_name!r} has no attribute {attr!r}{known}") from None
+    if isinstance(obj, type) and issubclass(obj, BaseManager):
+        return obj
+    if isinstance(obj, type) and issubclass(obj, multiprocessing.managers.BaseManager):
+        raise CliError(
+            f"{target} derives from multiprocessing.managers.BaseManager; "
+            "import BaseManager from distproc.managers instead"
+        )
+    what = "a class" if isinstance(obj, type) else f"a {type(obj).__name__} object"
+    raise CliError(f"{target} is {what}, not a subclass of distproc.managers.BaseManager")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(server: _Server) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM ask ``server`` to stop instead of raising."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        server.stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            if old is not None:
+                signal.signal(sig, old)
+
+
+def _refuse_authkey_in_argv(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:
+        raise CliError(
+            "--authkey is not accepted: other users can read the command line; "
+            f"set {AUTHKEY_ENV} or use --authkey-file FILE"
+        )
+
+
+@click.command(
+    epilog="""\b
+Example, with this in queues.py in the current directory:
+  import queue
+  from distproc.managers import BaseManager
+  tasks = queue.Queue()
+  class QueueManager(BaseManager):
+      pass
+  QueueManager.register("get_task_queue", callable=lambda: tasks)
+
+\b
+  $ distproc serve queues:QueueManager --address 127.0.0.1:50000 \\
+        --authkey-file ~/.config/distproc/authkey
+  distproc: serving queues:QueueManager on 127.0.0.1:50000
+""",
+)
+@click.argument("manager", metavar="MODULE:CLASS")
+@click.option(
+    "--address",
+    default=DEFAULT_ADDRESS,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to listen; [::1]:PORT for IPv6, port 0 for any free port.",
+)
+@click.option(
+    "--authkey-file",
+    metavar="FILE",
+    help=f"Read the authkey from FILE (one line of text) instead of ${AUTHKEY_ENV}.",
+)
+@click.option(
+    "--authkey",
+    hidden=True,
+    expose_value=False,
+    callback=_refuse_authkey_in_argv,
+)
+def serve(manager: str, address: str, authkey_file: str | None) -> int:
+    """Serve the objects registered on a manager class until stopped.
+
+    MODULE:CLASS names a subclass of distproc.managers.BaseManager, imported
+    with the current directory on sys.path as `python -m` does. Importing it
+    should only define and register; start nothing at import time.
+
+    The authkey comes from $DISTPROC_AUTHKEY or --authkey-file, never from the
+    command line. On a loopback address without one, a random authkey is
+    generated and printed; any other address needs one.
+
+    Prints "distproc: serving MODULE:CLASS on HOST:PORT" to stderr once it
+    listens. Ctrl-C, SIGTERM or a client's shutdown() stop it with status 0.
+    """
+    host, port = parse_address(address)
+    key = read_authkey(authkey_file, os.environ)
+    generated = key is None
+    if key is None:
+        if not is_loopback(host):
+            raise CliError(
+                f"refusing to listen on {address} without an authkey: anyone who can reach it "
+                f"could run code here; set {AUTHKEY_ENV} or use --authkey-file FILE"
+            )
+        key = os.urandom(16).hex()
+    cls = load_manager_class(manager)
+    try:
+        server: _Server = cls(address=(host, port), authkey=key.encode()).get_server()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason += " (another server there? use another port, or port 0 for a free one)"
+        raise CliError(f"cannot listen on {address}: {reason}", EXIT_FAILURE) from None
+    if generated:
+        click.echo(
+            f"distproc: no authkey given, using a random one; clients need {AUTHKEY_ENV}={key}",
+            err=True,
+        )
+    click.echo(f"distproc: serving {manager} on {format_address(server.address)}", err=True)
+    with _stop_on_signals(server):
+        server.serve()
+    return 0
