@@ -23,6 +23,7 @@ The differences, all deliberate (the README has the full table):
 from __future__ import annotations
 
 import array
+import multiprocessing
 import multiprocessing.connection as _mp_connection
 import os
 import queue
@@ -159,6 +160,8 @@ class BaseManager:
         self._state = State()
         self._serializer = serializer
         self._Listener, self._Client = listener_client[serializer]
+        # Asked before get_context(), which fixes the start method as a side effect.
+        self._ctx_chosen = ctx is not None or multiprocessing.get_start_method(True) is not None
         self._ctx = ctx or get_context()
         self._shutdown_timeout = shutdown_timeout
         self._config = config
@@ -203,20 +206,9 @@ class BaseManager:
             raise ProcessError(f"Unknown state {self._state.value!r}")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        method = self._ctx.get_start_method()
-        if method != "fork":
-            bad = _unpicklable_entries(self._registry)
-            if bad:
-                raise StartError(
-                    f"{type(self).__name__}.start() cannot send its registry to a server "
-                    f"process made with the {method!r} start method, which pickles it: "
-                    + "; ".join(bad)
-                    + ". Register a module-level function instead of a lambda or closure "
-                    "(e.g. def get_task_queue(): return task_queue), or start the server "
-                    "with the fork start method: pass ctx=multiprocessing.get_context('fork')."
-                )
+        ctx = self._start_context()
         reader, writer = _mp_connection.Pipe(duplex=False)
-        self._process = self._ctx.Process(  # type: ignore[attr-defined]  # every context has Process
+        self._process = ctx.Process(  # type: ignore[attr-defined]  # every context has Process
             target=type(self)._run_server,
             args=(
                 self._registry,
@@ -260,6 +252,31 @@ class BaseManager:
                 self._shutdown_timeout,
             ),
             exitpriority=0,
+        )
+
+    def _start_context(self) -> BaseContext:
+        """The context to start the server with, or a StartError saying what to change.
+
+        A registry with lambdas or closures (the seed's pattern) can only reach
+        the server process by fork.  When nobody chose a start method (no
+        ``ctx``, no ``set_start_method``) and fork exists, fork is used; when
+        spawn or forkserver was chosen, the error names what cannot be sent.
+        """
+        method = self._ctx.get_start_method()
+        if method == "fork":
+            return self._ctx
+        bad = _unpicklable_entries(self._registry)
+        if not bad:
+            return self._ctx
+        if not self._ctx_chosen and "fork" in multiprocessing.get_all_start_methods():
+            return get_context("fork")
+        raise StartError(
+            f"{type(self).__name__}.start() cannot send its registry to a server "
+            f"process made with the {method!r} start method, which pickles it: "
+            + "; ".join(bad)
+            + ". Register a module-level function instead of a lambda or closure "
+            "(e.g. def get_task_queue(): return task_queue), or start the server "
+            "with the fork start method: pass ctx=multiprocessing.get_context('fork')."
         )
 
     @classmethod

@@ -296,3 +296,35 @@ def test_stdlib_pickles_of_our_proxies(serve: ServeFn) -> None:
     assert b"DictProxy" in data and b"RebuildProxy" in data
     # pickled for a child process (not the wire), distproc's own classes are named
     assert b"distproc.proxies" in pickle.dumps(d)
+
+
+_DEFAULT_FORKSERVER = """
+import multiprocessing, queue
+from distproc.managers import BaseManager
+q = queue.Queue()
+class QM(BaseManager):
+    pass
+QM.register("get_q", callable=lambda: q)
+m = QM(address=("127.0.0.1", 0), authkey=b"k")
+m._ctx = multiprocessing.get_context("forkserver")  # what Python 3.14 has by default
+m.start()
+p = m.get_q()
+p.put(41)
+print(p.get() + 1)
+m.shutdown()
+"""
+
+
+def test_lambda_registry_falls_back_to_fork_when_no_method_was_chosen() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _DEFAULT_FORKSERVER],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "42"

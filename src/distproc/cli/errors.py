@@ -6,20 +6,19 @@ from typing import IO, Any
 
 import click
 
-__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "CliError"]
-
-#: Something went wrong while doing what was asked (address in use, ...).
-EXIT_FAILURE = 1
-#: What was asked cannot be done as given (bad argument, missing authkey, ...).
-EXIT_USAGE = 2
+__all__ = ["CliError", "CliUsageError"]
 
 
 class CliError(click.ClickException):
-    """An error a person can act on: shown as ``distproc: error: <message>``."""
+    """Something a person can act on went wrong: ``distproc: error: <message>``, status 1."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = 1
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"distproc: error: {self.format_message()}", file=file, err=file is None)
+
+
+class CliUsageError(CliError):
+    """What was asked cannot be done as given (bad argument, no authkey, ...): status 2."""
+
+    exit_code = 2

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
-from .errors import EXIT_FAILURE, CliError
+from .errors import CliError, CliUsageError
 
 if TYPE_CHECKING:
     from ..managers import BaseManager
@@ -66,22 +66,22 @@ def parse_address(text: str) -> tuple[str, int]:
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
         if not bracket or not rest.startswith(":"):
-            raise CliError(f"bad address {text!r}: {_ADDRESS_HINT}")
+            raise CliUsageError(f"bad address {text!r}: {_ADDRESS_HINT}")
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise CliError(f"bad address {text!r}: {host!r} is not an IPv6 address") from None
+            raise CliUsageError(f"bad address {text!r}: {host!r} is not an IPv6 address") from None
         port_text = rest[1:]
     else:
         host, colon, port_text = text.rpartition(":")
         if not colon:
-            raise CliError(f"bad address {text!r}: {_ADDRESS_HINT}")
+            raise CliUsageError(f"bad address {text!r}: {_ADDRESS_HINT}")
         if ":" in host:
-            raise CliError(
+            raise CliUsageError(
                 f"bad address {text!r}: write an IPv6 host in brackets, e.g. [::1]:50000"
             )
     if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
-        raise CliError(f"bad address {text!r}: the port must be a number from 0 to 65535")
+        raise CliUsageError(f"bad address {text!r}: the port must be a number from 0 to 65535")
     return host, int(port_text)
 
 
@@ -110,9 +110,9 @@ def read_authkey(authkey_file: str | None, environ: Mapping[str, str]) -> str | 
         try:
             key = Path(authkey_file).read_text(encoding="utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
-            raise CliError(f"{source} is not UTF-8 text") from None
+            raise CliUsageError(f"{source} is not UTF-8 text") from None
         except OSError as exc:
-            raise CliError(f"cannot read {source}: {exc.strerror or exc}") from None
+            raise CliUsageError(f"cannot read {source}: {exc.strerror or exc}") from None
     else:
         source = AUTHKEY_ENV
         found = environ.get(AUTHKEY_ENV)
@@ -120,7 +120,7 @@ def read_authkey(authkey_file: str | None, environ: Mapping[str, str]) -> str | 
             return None
         key = found
     if not key:
-        raise CliError(f"{source} is empty")
+        raise CliUsageError(f"{source} is empty")
     return key
 
 
@@ -130,23 +130,20 @@ def _import_module(name: str) -> Any:
         sys.path.insert(0, cwd)  # as `python -m` does
     try:
         return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if missing == name or name.startswith(missing + "."):
-            raise CliError(
+    except Exception as exc:
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if missing and (missing == name or name.startswith(missing + ".")):
+            raise CliUsageError(
                 f"cannot import {name!r}: no module named {missing!r} "
                 f"in the current directory ({cwd}) or on sys.path"
             ) from None
-        raise CliError(f"importing {name!r} failed: {_describe(exc)}", EXIT_FAILURE) from None
-    except Exception as exc:
-        raise CliError(f"importing {name!r} failed: {_describe(exc)}", EXIT_FAILURE) from None
+        raise CliError(f"importing {name!r} failed: {_describe(exc)}") from None
 
 
 def _describe(exc: Exception) -> str:
     """``Type: message (file:line)`` for an exception raised by imported code."""
     if isinstance(exc, SyntaxError):
-        where = f"{exc.filename}:{exc.lineno}"
-        return f"SyntaxError: {exc.msg} ({where})"
+        return f"SyntaxError: {exc.msg} ({exc.filename}:{exc.lineno})"
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
@@ -158,10 +155,14 @@ def load_manager_class(target: str) -> type[BaseManager]:
 
     module_name, colon, attr = target.partition(":")
     if not colon or not module_name or not attr:
-        raise CliError(f"bad manager {target!r}: expected MODULE:CLASS, e.g. myapp:QueueManager")
+        raise CliUsageError(
+            f"bad manager {target!r}: expected MODULE:CLASS, e.g. myapp:QueueManager"
+        )
     if module_name.endswith(".py") or "/" in module_name:
         stem = Path(module_name).stem
-        raise CliError(f"bad manager {target!r}: give a module name, not a file: {stem}:{attr}")
+        raise CliUsageError(
+            f"bad manager {target!r}: give a module name, not a file: {stem}:{attr}"
+        )
     module = _import_module(module_name)
     obj: Any = module
     for part in attr.split("."):
@@ -174,16 +175,18 @@ def load_manager_class(target: str) -> type[BaseManager]:
                 if isinstance(v, type) and issubclass(v, BaseManager) and v is not BaseManager
             )
             known = f"; its BaseManager subclasses: {', '.join(found)}" if found else ""
-            raise CliError(f"module {module_name!r} has no attribute {attr!r}{known}") from None
+            raise CliUsageError(
+                f"module {module_name!r} has no attribute {attr!r}{known}"
+            ) from None
     if isinstance(obj, type) and issubclass(obj, BaseManager):
         return obj
     if isinstance(obj, type) and issubclass(obj, multiprocessing.managers.BaseManager):
-        raise CliError(
+        raise CliUsageError(
             f"{target} derives from multiprocessing.managers.BaseManager; "
             "import BaseManager from distproc.managers instead"
         )
     what = "a class" if isinstance(obj, type) else f"a {type(obj).__name__} object"
-    raise CliError(f"{target} is {what}, not a subclass of distproc.managers.BaseManager")
+    raise CliUsageError(f"{target} is {what}, not a subclass of distproc.managers.BaseManager")
 
 
 @contextlib.contextmanager
@@ -207,7 +210,7 @@ def _stop_on_signals(server: _Server) -> Iterator[None]:
 
 def _refuse_authkey_in_argv(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     if value is not None:
-        raise CliError(
+        raise CliUsageError(
             "--authkey is not accepted: other users can read the command line; "
             f"set {AUTHKEY_ENV} or use --authkey-file FILE"
         )
@@ -267,7 +270,7 @@ def serve(manager: str, address: str, authkey_file: str | None) -> int:
     generated = key is None
     if key is None:
         if not is_loopback(host):
-            raise CliError(
+            raise CliUsageError(
                 f"refusing to listen on {address} without an authkey: anyone who can reach it "
                 f"could run code here; set {AUTHKEY_ENV} or use --authkey-file FILE"
             )
@@ -279,13 +282,13 @@ def serve(manager: str, address: str, authkey_file: str | None) -> int:
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
             reason += " (another server there? use another port, or port 0 for a free one)"
-        raise CliError(f"cannot listen on {address}: {reason}", EXIT_FAILURE) from None
-    if generated:
-        click.echo(
-            f"distproc: no authkey given, using a random one; clients need {AUTHKEY_ENV}={key}",
-            err=True,
-        )
-    click.echo(f"distproc: serving {manager} on {format_address(server.address)}", err=True)
-    with _stop_on_signals(server):
+        raise CliError(f"cannot listen on {address}: {reason}") from None
+    with _stop_on_signals(server):  # before the line below: whoever reads it may signal us
+        if generated:
+            click.echo(
+                f"distproc: no authkey given, using a random one; clients need {AUTHKEY_ENV}={key}",
+                err=True,
+            )
+        click.echo(f"distproc: serving {manager} on {format_address(server.address)}", err=True)
         server.serve()
     return 0

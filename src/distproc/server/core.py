@@ -198,9 +198,10 @@ class Server:
             srv = loop.run_until_complete(
                 loop.create_server(lambda: _Connection(self), sock=self._sock)
             )
+            self.started.set()
+            # stop() sets the flag before it looks at `started`: one of the two sees the other.
             if self._stop_requested:
                 stop.set_result(None)
-            self.started.set()
             with contextlib.suppress(KeyboardInterrupt):
                 loop.run_until_complete(stop)
             srv.close()
