@@ -328,3 +328,20 @@ def test_lambda_registry_falls_back_to_fork_when_no_method_was_chosen() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "42"
+
+
+class _ExitOnLoad:
+    def __reduce__(self) -> tuple[Any, ...]:
+        import sys
+
+        return sys.exit, (3,)
+
+
+def test_systemexit_while_unpickling_does_not_stop_the_server(serve: ServeFn) -> None:
+    server, client = serve(CounterManager)
+    with Client(server.address, AUTHKEY) as conn:
+        dispatch(conn, None, "accept_connection", ("evil",))
+        conn.send_bytes(pickle.dumps(_ExitOnLoad()))
+        kind, text = conn.recv()
+        assert kind == "#TRACEBACK" and "SystemExit" in text
+    assert client.Counter().incr() == 1  # type: ignore[attr-defined]

@@ -87,6 +87,13 @@ class Connection:
         if sock is not None:
             sock.close()
 
+    def __del__(self) -> None:
+        # A thread's proxy connection lives in thread-local storage and is
+        # dropped, not closed, when the thread ends: close it quietly then.
+        sock = self._sock
+        if sock is not None:
+            sock.close()
+
     def __enter__(self) -> Connection:
         return self
 

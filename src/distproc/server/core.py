@@ -202,10 +202,12 @@ class Server:
             # stop() sets the flag before it looks at `started`: one of the two sees the other.
             if self._stop_requested:
                 stop.set_result(None)
-            with contextlib.suppress(KeyboardInterrupt):
-                loop.run_until_complete(stop)
-            srv.close()
-            loop.run_until_complete(self._close_connections())
+            try:
+                with contextlib.suppress(KeyboardInterrupt):
+                    loop.run_until_complete(stop)
+            finally:
+                srv.close()
+                loop.run_until_complete(self._close_connections())
         finally:
             self.pool.shutdown()
             loop.close()
@@ -499,7 +501,7 @@ class _Connection(asyncio.Protocol):
                 raise TypeError(f"method name must be a str, not {type(methodname).__name__}")
             args = tuple(args)
             kwds = dict(kwds)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # unpickling runs the peer's choice of code
             log.warning("bad request from %s: %s", self.peer, exc)
             self.send(self.server.encode((TRACEBACK, _traceback_text(exc))))
             return None

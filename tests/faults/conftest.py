@@ -1,0 +1,110 @@
+"""Fixtures of the fault tests: servers in threads, client subprocesses, fd limits."""
+
+from __future__ import annotations
+
+import gc
+import queue
+import resource
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from distproc.server import Server, ServerConfig
+
+from ._objects import make_registry
+from ._support import (
+    AUTHKEY,
+    CHILD_SCRIPT,
+    Child,
+    ChildFactory,
+    RunningServer,
+    ServerFactory,
+    start_server_thread,
+)
+from ._wire import Address
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect garbage after each test, so a leaked socket fails the test that leaked it.
+
+    (An unclosed socket's ResourceWarning is an error under ``filterwarnings``,
+    but it fires only when the socket is collected, maybe tests later.)
+    """
+    yield
+    gc.collect()
+
+
+@pytest.fixture
+def server_factory() -> Iterator[ServerFactory]:
+    """``make(config=None, authkey=AUTHKEY)`` starts a server; all are stopped at teardown."""
+    running: list[RunningServer] = []
+
+    def make(config: ServerConfig | None = None, *, authkey: bytes = AUTHKEY) -> RunningServer:
+        shared: queue.Queue[Any] = queue.Queue()
+        server = Server(
+            make_registry(shared),
+            ("127.0.0.1", 0),
+            authkey,
+            "pickle",
+            config=config or ServerConfig(handshake_timeout=10.0),
+        )
+        srv = start_server_thread(server, authkey, shared)
+        running.append(srv)
+        return srv
+
+    yield make
+    for srv in running:
+        srv.stop()
+
+
+@pytest.fixture
+def server(server_factory: ServerFactory) -> RunningServer:
+    return server_factory()
+
+
+@pytest.fixture
+def many_fds() -> Iterator[int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit for the test; yield the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if wanted > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    try:
+        yield wanted
+    finally:
+        if wanted > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture
+def spawn_child() -> Iterator[ChildFactory]:
+    """``spawn(mode, address, authkey, *extra)`` runs ``_child_client.py``; killed at teardown."""
+    children: list[Child] = []
+
+    def spawn(mode: str, address: Address, authkey: bytes, *extra: str) -> Child:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(CHILD_SCRIPT),
+                mode,
+                address[0],
+                str(address[1]),
+                authkey.hex(),
+                *extra,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        child = Child(proc)
+        children.append(child)
+        return child
+
+    yield spawn
+    for child in children:
+        child.close()
