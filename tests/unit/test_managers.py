@@ -344,4 +344,4 @@ def test_systemexit_while_unpickling_does_not_stop_the_server(serve: ServeFn) ->
         conn.send_bytes(pickle.dumps(_ExitOnLoad()))
         kind, text = conn.recv()
         assert kind == "#TRACEBACK" and "SystemExit" in text
-    assert client.Counter().incr() == 1  # type: ignore[attr-defined]
+    assert client.Counter().incr() == 1
