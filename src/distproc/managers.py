@@ -46,6 +46,7 @@ from .client.connection import (
     convert_to_error as convert_to_error,
     dispatch as dispatch,
 )
+from .client.mux import Multiplexer, close_multiplexers, get_multiplexer
 from .errors import RemoteError as RemoteError, StartError
 from .proxies import (
     AcquirerProxy as AcquirerProxy,
@@ -72,7 +73,7 @@ from .proxies import (
 from .server.core import Server as Server, ServerConfig
 from .server.objects import all_methods as all_methods, public_methods as public_methods
 from .wire.codecs import register_pickle_alias, register_pickle_reducer
-from .wire.messages import Token as Token
+from .wire.messages import RETURN, Token as Token
 
 try:
     from multiprocessing import shared_memory
@@ -188,10 +189,23 @@ class BaseManager:
             config=self._config,
         )
 
+    def _native(self) -> Multiplexer | None:
+        return get_multiplexer(self._address, bytes(self._authkey), self._serializer)
+
+    def _server_call(self, method: str, args: tuple[Any, ...] = (), kwds: Any = None) -> Any:
+        """Call a server method, on the native connection when the server is distproc."""
+        mux = self._native()
+        if mux is None:
+            with self._Client(self._address, authkey=self._authkey) as conn:
+                return dispatch(conn, None, method, args, kwds)
+        kind, value = mux.call(None, method, args, kwds)
+        if kind != RETURN:
+            raise convert_to_error(kind, value)
+        return value
+
     def connect(self) -> None:
         """Connect to a manager's server that already runs (at ``address``)."""
-        with self._Client(self._address, authkey=self._authkey) as conn:
-            dispatch(conn, None, "dummy")
+        self._server_call("dummy")
         self._state.value = State.STARTED
 
     def start(
@@ -308,9 +322,33 @@ class BaseManager:
 
     def _create(self, typeid: str, /, *args: Any, **kwds: Any) -> tuple[Token, tuple[str, ...]]:
         """Create a new shared object; return its token and exposed methods."""
-        with self._Client(self._address, authkey=self._authkey) as conn:
-            ident, exposed = dispatch(conn, None, "create", (typeid, *args), kwds)
+        ident, exposed, *_ = self._server_call("create", (typeid, *args), kwds)
         return Token(typeid, self._address, ident), exposed
+
+    def _make_proxy(self, typeid: str, proxytype: Any, args: Any, kwds: Any) -> Any:
+        """Create a shared object and its proxy: one round trip on a native connection."""
+        if self._native() is None:
+            token, exp = self._create(typeid, *args, **kwds)
+            proxy = proxytype(
+                token, self._serializer, manager=self, authkey=self._authkey, exposed=exp
+            )
+            with self._Client(token.address, authkey=self._authkey) as conn:
+                dispatch(conn, None, "decref", (token.id,))
+            return proxy
+        ident, exposed, hints = self._server_call("create", (typeid, *args), kwds)
+        token = Token(typeid, self._address, ident)
+        proxy = proxytype(
+            token,
+            self._serializer,
+            manager=self,
+            authkey=self._authkey,
+            exposed=exposed,
+            incref=False,
+        )
+        if isinstance(proxy, BaseProxy):
+            proxy._adopt()
+            proxy._defer = frozenset(hints.get("defer", ()))
+        return proxy
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the server process to exit."""
@@ -320,12 +358,10 @@ class BaseManager:
                 self._process = None
 
     def _debug_info(self) -> str:
-        with self._Client(self._address, authkey=self._authkey) as conn:
-            return dispatch(conn, None, "debug_info")  # type: ignore[no-any-return]
+        return str(self._server_call("debug_info"))
 
     def _number_of_objects(self) -> int:
-        with self._Client(self._address, authkey=self._authkey) as conn:
-            return dispatch(conn, None, "number_of_objects")  # type: ignore[no-any-return]
+        return int(self._server_call("number_of_objects"))
 
     def shutdown(self) -> None:
         """Stop the server process started by :meth:`start`; safe to call again."""
@@ -371,6 +407,7 @@ class BaseManager:
                     process.join()
         state.value = State.SHUTDOWN
         BaseProxy._address_to_local.pop(address, None)
+        close_multiplexers(address)
 
     @classmethod
     def register(
@@ -397,13 +434,7 @@ class BaseManager:
         if create_method:
 
             def create(self: BaseManager, /, *args: Any, **kwds: Any) -> Any:
-                token, exp = self._create(typeid, *args, **kwds)
-                proxy = proxytype(
-                    token, self._serializer, manager=self, authkey=self._authkey, exposed=exp
-                )
-                with self._Client(token.address, authkey=self._authkey) as conn:
-                    dispatch(conn, None, "decref", (token.id,))
-                return proxy
+                return self._make_proxy(typeid, proxytype, args, kwds)
 
             create.__name__ = typeid
             create.__qualname__ = f"{cls.__qualname__}.{typeid}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing.managers
+import os
 import threading
 import time
 import types
@@ -33,9 +34,11 @@ from multiprocessing import process, util
 from multiprocessing.context import get_spawning_popen
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .client.connection import Client, Connection, dispatch
+from .client.connection import Client, Connection, convert_to_error, dispatch
+from .client.mux import Multiplexer, decoding_multiplexer, get_multiplexer
 from .errors import ConnectionLostError
 from .server.core import unpickling_server
+from .server.native import encoding_session
 from .wire.codecs import register_pickle_alias, register_pickle_reducer
 from .wire.messages import PROXY, RETURN, Token
 
@@ -105,6 +108,9 @@ class BaseProxy:
     _exposed_: ClassVar[tuple[str, ...]]
     _method_to_typeid_: ClassVar[dict[str, str] | None]
     _isauto = False
+    #: Methods sent without waiting for their reply (from the server's hints).
+    _defer: frozenset[str] = frozenset()
+    _mux: Multiplexer | None = None
 
     def __init__(
         self,
@@ -158,8 +164,23 @@ class BaseProxy:
             del self._tls.connection
         conn.close()
 
+    def _native(self) -> Multiplexer | None:
+        """This process's native connection to the server, or ``None`` (a stdlib server)."""
+        mux = self._mux
+        if mux is None or mux.broken is not None or mux.pid != os.getpid():
+            mux = get_multiplexer(self._token.address, bytes(self._authkey), self._serializer)
+            self._mux = mux
+        return mux
+
     def _callmethod(self, methodname: str, args: Any = (), kwds: Any = None) -> Any:
         """Call ``methodname`` on the referent and return a copy of the result."""
+        mux = self._native()
+        if mux is not None:
+            mux.raise_deferred()
+            if methodname in self._defer:
+                return mux.call_noreply(self._id, methodname, tuple(args), kwds)
+            kind, result = mux.call(self._id, methodname, args, kwds)
+            return self._result(kind, result, native=True)
         conn: Connection | None = getattr(self._tls, "connection", None)
         if conn is None:
             conn = self._connect()
@@ -180,24 +201,37 @@ class BaseProxy:
             ):
                 raise ConnectionLostError(f"lost the connection to the server: {exc}") from exc
             raise
+        return self._result(kind, result, native=False)
+
+    def _result(self, kind: str, result: Any, *, native: bool) -> Any:
         if kind == RETURN:
             return result
         if kind == PROXY:
             exposed, token = result
-            return self._proxy_from_reply(token, exposed)
-        from .client.connection import convert_to_error
-
+            return self._proxy_from_reply(token, exposed, native=native)
         try:
             raise convert_to_error(kind, result)
         finally:
             del result
 
-    def _proxy_from_reply(self, token: Token, exposed: Any) -> BaseProxy:
+    def _proxy_from_reply(self, token: Token, exposed: Any, *, native: bool) -> BaseProxy:
         manager = self._manager
         proxytype: Any = AutoProxy
         if manager is not None and token.typeid in manager._registry:
             proxytype = manager._registry[token.typeid][-1]
         token.address = self._token.address
+        if native:  # the server counted the reference for this connection: adopt it
+            proxy = proxytype(
+                token,
+                self._serializer,
+                manager=manager,
+                authkey=self._authkey,
+                exposed=exposed,
+                incref=False,
+            )
+            if isinstance(proxy, BaseProxy):
+                proxy._adopt()
+            return proxy  # type: ignore[no-any-return]  # proxytype is any registered callable
         proxy = proxytype(
             token, self._serializer, manager=manager, authkey=self._authkey, exposed=exposed
         )
@@ -213,8 +247,17 @@ class BaseProxy:
     def _incref(self) -> None:
         if self._owned_by_manager:
             return
-        with self._Client(self._token.address, authkey=self._authkey) as conn:
-            dispatch(conn, None, "incref", (self._id,))
+        mux = self._native()
+        if mux is not None:
+            kind, result = mux.call(None, "incref", (self._id,))
+            self._result(kind, result, native=True)
+        else:
+            with self._Client(self._token.address, authkey=self._authkey) as conn:
+                dispatch(conn, None, "incref", (self._id,))
+        self._adopt()
+
+    def _adopt(self) -> None:
+        """Own one reference to the referent (taken already); give it back when collected."""
         serial = next(_serials)
         self._idset.add(serial)
         state = self._manager._state if self._manager is not None else None
@@ -222,6 +265,7 @@ class BaseProxy:
             self,
             BaseProxy._decref,
             args=(self._token, self._authkey, state, self._tls, self._idset, self._Client, serial),
+            kwargs={"mux": self._mux},
             exitpriority=10,
         )
 
@@ -234,8 +278,13 @@ class BaseProxy:
         idset: ProcessLocalSet,
         _Client: Callable[..., Connection],
         serial: int = -1,
+        mux: Multiplexer | None = None,
     ) -> None:
         idset.discard(serial)
+        if mux is not None and mux.pid == os.getpid():
+            if mux.broken is None and (state is None or state.value == 1):
+                mux.send_later(None, "decref", (token.id,))
+            return
         if state is None or state.value == 1:  # State.STARTED
             try:
                 with _Client(token.address, authkey=authkey) as conn:
@@ -286,18 +335,31 @@ def RebuildProxy(
         kwds["manager_owned"] = True
         server.table.incref(token.id)  # type: ignore[arg-type]  # id is set
         held_by = server.table
+    adopt = kwds.pop("distproc_adopt", False)
     receiver: BaseProxy | None = getattr(_receiving, "proxy", None)
     if receiver is not None and "authkey" not in kwds and receiver._token.address == token.address:
         kwds["authkey"] = receiver._authkey
         if receiver._manager is not None and func is not AutoProxy:
             kwds.setdefault("manager", receiver._manager)
+    mux = decoding_multiplexer()
+    if mux is not None and "authkey" not in kwds and _same_address(mux.address, token.address):
+        kwds["authkey"] = mux.authkey
+    if adopt and mux is not None and held_by is None:
+        kwds["incref"] = False  # the server took this reference for our connection
     incref = kwds.pop("incref", True) and not getattr(
         process.current_process(), "_inheriting", False
     )
     proxy = func(token, serializer, incref=incref, **kwds)
     if held_by is not None:
         weakref.finalize(proxy, _release_local, held_by, str(token.id))
+    elif adopt and mux is not None and isinstance(proxy, BaseProxy):
+        proxy._mux = mux
+        proxy._adopt()
     return proxy
+
+
+def _same_address(a: Any, b: Any) -> bool:
+    return tuple(a) == tuple(b) if not isinstance(a, str) else a == b
 
 
 def _release_local(table: Any, ident: str) -> None:
@@ -628,6 +690,10 @@ _STDLIB_EQUIVALENT: dict[Any, Any] = {
 
 def _reduce_proxy_for_wire(proxy: BaseProxy) -> tuple[Any, ...]:
     _, (func, token, serializer, kwds) = proxy.__reduce__()
+    session = encoding_session()
+    if session is not None and _same_address(session.server.address, token.address):
+        session.take_reference(token.id)
+        kwds = {**kwds, "distproc_adopt": True}
     return _mp.RebuildProxy, (_STDLIB_EQUIVALENT.get(func, func), token, serializer, kwds)
 
 

@@ -1,19 +1,11 @@
 """The server: one asyncio event loop that owns every socket.
 
-Per connection, the loop runs the handshake, then either one *server method*
-(``create``, ``incref``, ``decref``, ...: the connection closes after the reply)
-or, after ``accept_connection``, a channel of object calls answered in order.
-
-Where a call runs:
-
-* on the loop: server bookkeeping, ``get``/``put`` on queues (see
-  :mod:`.queues`: a blocked getter is a waiter record, not a thread), and the
-  methods of builtin containers that cannot block (:data:`INLINE_METHODS`);
-* on a connection's own thread: methods of objects that check the calling
-  thread (``RLock``, ``Condition``);
-* on the elastic pool (:mod:`.threads`): every other user method, since any of
-  them may block.  The reply is encoded on the pool thread and written by the
-  loop.
+This module holds the :class:`Server`: its socket, its loop, its object table
+and the *server methods* (``create``, ``incref``, ``decref``, ...).  Each
+connection is a :class:`~.connection.ServerConnection`, which runs the
+handshake and then speaks either the stdlib's protocol or, with a distproc
+peer, the native one (:mod:`.native`).  Where each object call runs is
+decided in :mod:`.calls`.
 
 Bad input never costs other clients anything: a frame over the limit is
 refused from its length prefix, garbage fails the handshake, a silent peer is
@@ -23,83 +15,31 @@ pending calls cancelled.
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import logging
 import socket
 import threading
 import traceback
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AuthenticationError, ConnectionLostError, ProtocolError
-from ..wire import handshake
+from ..errors import ConnectionLostError
 from ..wire.codecs import Codec, get_codec
-from ..wire.framing import DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME, FrameDecoder, encode_header
-from ..wire.messages import ERROR, PROXY, RETURN, TRACEBACK, UNSERIALIZABLE, Token
+from ..wire.framing import DEFAULT_MAX_FRAME
+from ..wire.messages import PROXY, RETURN, UNSERIALIZABLE, Token
+from .connection import ServerConnection, method_job
 from .objects import Entry, ObjectTable, public_methods
-from .queues import LoopQueue, is_loop_servable
-from .threads import ElasticPool, Worker
+from .queues import BATCH_METHODS, LoopQueue, is_loop_servable
+from .threads import ElasticPool
 
-__all__ = ["INLINE_METHODS", "Server", "ServerConfig", "unpickling_server"]
+__all__ = ["Server", "ServerConfig", "unpickling_server"]
 
 log = logging.getLogger("distproc.server")
 
 #: Registry entries: typeid -> (callable, exposed, method_to_typeid, proxytype).
 Registry = dict[str, tuple[Any, Any, Any, Any]]
-
-#: Methods that run on the loop because they cannot block (per exact type).
-INLINE_METHODS: dict[type, frozenset[str]] = {
-    list: frozenset(
-        [
-            "__add__",
-            "__contains__",
-            "__delitem__",
-            "__getitem__",
-            "__len__",
-            "__mul__",
-            "__reversed__",
-            "__rmul__",
-            "__setitem__",
-            "append",
-            "count",
-            "extend",
-            "index",
-            "insert",
-            "pop",
-            "remove",
-            "reverse",
-            "sort",
-            "__imul__",
-        ]
-    ),
-    dict: frozenset(
-        [
-            "__contains__",
-            "__delitem__",
-            "__getitem__",
-            "__iter__",
-            "__len__",
-            "__setitem__",
-            "clear",
-            "copy",
-            "get",
-            "items",
-            "keys",
-            "pop",
-            "popitem",
-            "setdefault",
-            "update",
-            "values",
-        ]
-    ),
-    array.array: frozenset(["__len__", "__getitem__", "__setitem__"]),
-}
-_QUEUE_INLINE = frozenset(["qsize", "empty", "full", "put_nowait", "get_nowait", "task_done"])
-_STICKY_TYPES = (type(threading.RLock()), threading.Condition)
 
 _tls = threading.local()
 
@@ -121,6 +61,9 @@ class ServerConfig:
     allow_md5: bool = True
     #: ``listen()`` backlog.
     backlog: int = 128
+    #: Seconds a native client's references outlive its connection, so that a
+    #: process that reconnects (after a network error) finds its objects again.
+    reconnect_grace: float = 10.0
 
 
 def _bind(address: Any, backlog: int) -> socket.socket:
@@ -174,7 +117,10 @@ class Server:
         self.registry = registry
         self.authkey = authkey
         self.serializer = serializer
-        self.codec: Codec = get_codec(serializer)
+        #: The codec of the stdlib protocol; ``None`` when only native peers are served.
+        self.codec: Codec | None = None if serializer == "native" else get_codec(serializer)
+        #: Whether pickle may travel on native connections (both ends must allow it).
+        self.allow_pickle = serializer == "pickle"
         self.config = config or ServerConfig()
         self._sock = _bind(("127.0.0.1", 0) if address is None else address, self.config.backlog)
         name = self._sock.getsockname()
@@ -182,7 +128,9 @@ class Server:
         self.table = ObjectTable()
         self.pool = ElasticPool()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.connections: set[_Connection] = set()
+        self.connections: set[ServerConnection] = set()
+        #: References of native sessions whose connection dropped, by session id.
+        self.orphans: dict[bytes, tuple[Any, asyncio.TimerHandle]] = {}
         self.started = threading.Event()
         self.stopped = threading.Event()
         self._stop_requested = False
@@ -196,7 +144,7 @@ class Server:
             stop = loop.create_future()
             self._stop_future = stop
             srv = loop.run_until_complete(
-                loop.create_server(lambda: _Connection(self), sock=self._sock)
+                loop.create_server(lambda: ServerConnection(self), sock=self._sock)
             )
             self.started.set()
             # stop() sets the flag before it looks at `started`: one of the two sees the other.
@@ -271,6 +219,8 @@ class Server:
         _, exposed, method_to_typeid, _ = self.registry[typeid]
         if exposed is None:
             exposed = public_methods(obj)
+            if is_loop_servable(obj):
+                exposed += BATCH_METHODS
         if method_to_typeid is not None:
             if not isinstance(method_to_typeid, dict):
                 raise TypeError(
@@ -301,6 +251,20 @@ class Server:
     def shutdown(self, c: Any) -> None:
         """Handled by the connection itself (it replies first, then stops the server)."""
 
+    def shutdown_request(self, c: Any) -> tuple[str, Any]:
+        """Answer a ``shutdown`` request: run :meth:`shutdown`, then stop the loop."""
+        try:
+            self.shutdown(c)
+        except Exception:
+            log.exception("error while shutting down")
+        self.stop()
+        return (RETURN, None)
+
+    def method_job(
+        self, c: Any, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]
+    ) -> Callable[[], tuple[str, Any]]:
+        return method_job(self, c, methodname, args, kwds)
+
     # ------------------------------------------------------------------ helpers
     def loop_queue(self, q: Any) -> LoopQueue:
         assert self.loop is not None
@@ -310,16 +274,20 @@ class Server:
             q._distproc_waiters = lq
         return lq
 
-    def encode(self, msg: tuple[str, Any]) -> bytes:
+    def encode(self, msg: Any, codec: Codec | None = None) -> bytes:
+        codec = codec or self.codec
+        assert codec is not None
         try:
-            return self.codec.dumps(msg)
+            return codec.dumps(msg)
         except Exception:
-            return self.codec.dumps((UNSERIALIZABLE, traceback.format_exc()))
+            return codec.dumps((UNSERIALIZABLE, traceback.format_exc()))
 
-    def decode(self, data: bytes) -> Any:
+    def decode(self, data: bytes | memoryview, codec: Codec | None = None) -> Any:
+        codec = codec or self.codec
+        assert codec is not None
         _tls.server = self
         try:
-            return self.codec.loads(data)
+            return codec.loads(data)
         finally:
             _tls.server = None
 
@@ -329,325 +297,3 @@ class Server:
             ident, exposed = self.add_object(typeid, result)
             return PROXY, (exposed, Token(typeid, self.address, ident))
         return RETURN, result
-
-
-def _traceback_text(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-
-
-def _not_exposed(methodname: str, obj: Any, exposed: tuple[str, ...]) -> str:
-    return (
-        "Traceback (most recent call last):\n"
-        f"AttributeError: method {methodname!r} of {type(obj)!r} object is not in "
-        f"exposed={exposed!r}\n"
-    )
-
-
-_HANDSHAKE_SEND_RESPONSE, _HANDSHAKE_AWAIT_CHALLENGE, _HANDSHAKE_AWAIT_WELCOME = range(3)
-_FIRST_REQUEST, _CHANNEL, _CLOSING = range(3, 6)
-
-
-class _Call:
-    """One object call in flight on a channel (the :class:`~.queues.PendingCall`)."""
-
-    __slots__ = ("cancel", "conn", "entry", "methodname")
-
-    def __init__(self, conn: _Connection, entry: Entry, methodname: str) -> None:
-        self.conn = conn
-        self.entry = entry
-        self.methodname = methodname
-        self.cancel: Callable[[], None] | None = None
-
-    def reply(self, value: Any) -> None:
-        server = self.conn.server
-        try:
-            msg = server.result_message(self.entry, self.methodname, value)
-        except Exception as exc:
-            msg = (TRACEBACK, _traceback_text(exc))
-        self.conn.finish(self, server.encode(msg))
-
-    def fail(self, exc: BaseException) -> None:
-        self.conn.finish(self, self.conn.server.encode((ERROR, exc)))
-
-    def on_cancel(self, callback: Callable[[], None]) -> None:
-        self.cancel = callback
-
-
-class _Connection(asyncio.Protocol):
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.peer: Any = None
-        self.state = _HANDSHAKE_SEND_RESPONSE
-        self.decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
-        self.challenge = b""
-        self.timer: asyncio.TimerHandle | None = None
-        self.name = ""
-        self.requests: deque[Any] = deque()
-        self.inflight: _Call | None = None
-        self.sticky: Worker | None = None
-
-    # -------------------------------------------------------------- transport
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.peer = transport.get_extra_info("peername")
-        self.server.connections.add(self)
-        loop = self.server.loop
-        assert loop is not None
-        self.timer = loop.call_later(self.server.config.handshake_timeout, self._handshake_timeout)
-        self.challenge = handshake.make_challenge()
-        self.send(handshake.CHALLENGE + self.challenge)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
-        self.state = _CLOSING
-        if self.timer is not None:
-            self.timer.cancel()
-        call, self.inflight = self.inflight, None
-        if call is not None and call.cancel is not None:
-            call.cancel()
-        self.requests.clear()
-        if self.sticky is not None:
-            self.sticky.stop()
-            self.sticky = None
-
-    def data_received(self, data: bytes) -> None:
-        decoder = self.decoder
-        decoder.append(data)
-        while self.state != _CLOSING:
-            try:
-                frame = decoder.next_frame()
-            except ProtocolError as exc:
-                log.warning("dropping connection from %s: %s", self.peer, exc)
-                self.abort()
-                return
-            if frame is None:
-                return
-            self.frame_received(frame)
-
-    def send(self, payload: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.writelines((encode_header(len(payload)), payload))
-
-    def close(self, exc: BaseException | None = None) -> None:
-        self.state = _CLOSING
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        self.state = _CLOSING
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _handshake_timeout(self) -> None:
-        if self.state < _FIRST_REQUEST:
-            log.info(
-                "dropping connection from %s: no handshake within %ss",
-                self.peer,
-                self.server.config.handshake_timeout,
-            )
-            self.abort()
-
-    # -------------------------------------------------------------- handshake
-    def frame_received(self, frame: bytes) -> None:
-        state = self.state
-        if state == _CHANNEL:
-            self.requests.append(frame)
-            if self.inflight is None:
-                self.next_request()
-        elif state == _FIRST_REQUEST:
-            self.first_request(frame)
-        else:
-            self.handshake_step(frame)
-
-    def handshake_step(self, frame: bytes) -> None:
-        server = self.server
-        allow_md5 = server.config.allow_md5
-        try:
-            if self.state == _HANDSHAKE_SEND_RESPONSE:
-                try:
-                    handshake.verify_response(
-                        server.authkey, self.challenge, frame, allow_md5=allow_md5
-                    )
-                except AuthenticationError:
-                    self.send(handshake.FAILURE)
-                    raise
-                self.send(handshake.WELCOME)
-                self.state = _HANDSHAKE_AWAIT_CHALLENGE
-            elif self.state == _HANDSHAKE_AWAIT_CHALLENGE:
-                if not frame.startswith(handshake.CHALLENGE):
-                    raise AuthenticationError("protocol error: expected a challenge")
-                message = frame[len(handshake.CHALLENGE) :]
-                self.send(handshake.create_response(server.authkey, message, allow_md5=allow_md5))
-                self.state = _HANDSHAKE_AWAIT_WELCOME
-            else:
-                if frame != handshake.WELCOME:
-                    raise AuthenticationError("the client rejected the server's digest")
-                if self.timer is not None:
-                    self.timer.cancel()
-                self.decoder.max_size = server.config.max_frame
-                self.state = _FIRST_REQUEST
-        except AuthenticationError as exc:
-            log.warning("authentication failed for %s: %s", self.peer, exc)
-            self.close()
-
-    # --------------------------------------------------------------- requests
-    def parse(self, frame: bytes) -> tuple[Any, str, Any, Any] | None:
-        try:
-            request = self.server.decode(frame)
-            ident, methodname, args, kwds = request
-            if not isinstance(methodname, str):
-                raise TypeError(f"method name must be a str, not {type(methodname).__name__}")
-            args = tuple(args)
-            kwds = dict(kwds)
-        except (Exception, SystemExit) as exc:  # unpickling runs the peer's choice of code
-            log.warning("bad request from %s: %s", self.peer, exc)
-            self.send(self.server.encode((TRACEBACK, _traceback_text(exc))))
-            return None
-        return ident, methodname, args, kwds
-
-    def first_request(self, frame: bytes) -> None:
-        request = self.parse(frame)
-        if request is None:
-            self.close()
-            return
-        _, methodname, args, kwds = request
-        server = self.server
-        if methodname == "accept_connection":
-            self.name = str(args[0]) if args else ""
-            self.state = _CHANNEL
-            self.send(server.encode((RETURN, None)))
-            return
-        self.state = _CLOSING
-        if methodname == "shutdown":
-            try:
-                server.shutdown(self)
-            except Exception:
-                log.exception("error while shutting down")
-            self.send(server.encode((RETURN, None)))
-            self.close()
-            server.stop()
-            return
-        if methodname not in server.public:
-            text = (
-                "Traceback (most recent call last):\n"
-                f"AttributeError: {methodname!r} is not a server method\n"
-            )
-            self.send(server.encode((TRACEBACK, text)))
-            self.close()
-            return
-        func = getattr(server, methodname)
-
-        def run() -> bytes:
-            try:
-                msg: tuple[str, Any] = (RETURN, func(self, *args, **kwds))
-            except Exception as exc:
-                msg = (TRACEBACK, _traceback_text(exc))
-            return server.encode(msg)
-
-        if methodname in server.loop_methods:
-            self.send(run())
-            self.close()
-        else:
-            self.run_off_loop(run, then_close=True)
-
-    def run_off_loop(
-        self,
-        job: Callable[[], bytes],
-        *,
-        then_close: bool = False,
-        call: _Call | None = None,
-        sticky: bool = False,
-    ) -> None:
-        loop = self.server.loop
-        assert loop is not None
-
-        def done(payload: bytes) -> None:
-            if call is not None:
-                self.finish(call, payload)
-            else:
-                self.send(payload)
-            if then_close:
-                self.close()
-
-        def work() -> None:
-            try:
-                payload = job()
-            except BaseException as exc:  # SystemExit and friends from user code
-                payload = self.server.encode((TRACEBACK, _traceback_text(exc)))
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to answer
-                loop.call_soon_threadsafe(done, payload)
-
-        if sticky:
-            if self.sticky is None:
-                self.sticky = Worker(f"distproc-conn-{self.name or id(self)}")
-            self.sticky.submit(work)
-        else:
-            self.server.pool.submit(work)
-
-    def next_request(self) -> None:
-        while self.requests and self.inflight is None and self.state == _CHANNEL:
-            request = self.parse(self.requests.popleft())
-            if request is not None:
-                self.call(*request)
-
-    def finish(self, call: _Call, payload: bytes) -> None:
-        if self.inflight is not call:
-            return  # cancelled: the client is gone
-        self.inflight = None
-        self.send(payload)
-        if self.requests:
-            self.next_request()
-
-    def call(
-        self, ident: Any, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]
-    ) -> None:
-        server = self.server
-        try:
-            entry = server.table.get(ident)
-        except KeyError as exc:
-            self.send(server.encode((TRACEBACK, _traceback_text(exc))))
-            return
-        obj = entry.obj
-        if methodname not in entry.exposed:
-            if methodname == "#GETVALUE":
-                msg: tuple[str, Any] = (RETURN, obj)
-            elif methodname in ("__str__", "__repr__"):
-                try:
-                    msg = (RETURN, str(obj) if methodname == "__str__" else repr(obj))
-                except Exception as exc:
-                    msg = (TRACEBACK, _traceback_text(exc))
-            else:
-                msg = (TRACEBACK, _not_exposed(methodname, obj, entry.exposed_order))
-            self.send(server.encode(msg))
-            return
-        call = _Call(self, entry, methodname)
-        self.inflight = call
-        try:
-            if is_loop_servable(obj):
-                if methodname in ("get", "put"):
-                    getattr(server.loop_queue(obj), methodname)(call, args, kwds)
-                    return
-                if methodname in _QUEUE_INLINE:
-                    call.reply(getattr(obj, methodname)(*args, **kwds))
-                    return
-            elif methodname in INLINE_METHODS.get(type(obj), ()):
-                call.reply(getattr(obj, methodname)(*args, **kwds))
-                return
-        except Exception as exc:
-            call.fail(exc)
-            return
-
-        def job() -> bytes:
-            try:
-                result = getattr(obj, methodname)(*args, **kwds)
-            except Exception as exc:
-                return server.encode((ERROR, exc))
-            try:
-                msg = server.result_message(entry, methodname, result)
-            except Exception as exc:
-                msg = (TRACEBACK, _traceback_text(exc))
-            return server.encode(msg)
-
-        self.run_off_loop(job, call=call, sticky=isinstance(obj, _STICKY_TYPES))

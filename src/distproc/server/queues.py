@@ -28,7 +28,12 @@ import threading
 from collections import deque
 from typing import Any, Protocol
 
-__all__ = ["LoopQueue", "PendingCall", "attach", "is_loop_servable"]
+__all__ = ["BATCH_METHODS", "LOOP_METHODS", "LoopQueue", "PendingCall", "is_loop_servable"]
+
+#: Batch methods that loop-served queues gain (exposed to proxies made automatically).
+BATCH_METHODS = ("put_many", "get_many")
+#: Queue methods that the loop serves itself.
+LOOP_METHODS = frozenset(("get", "put", *BATCH_METHODS))
 
 
 class PendingCall(Protocol):
@@ -71,16 +76,23 @@ class _Signalling(threading.Condition):
 
 
 class _Waiter:
-    __slots__ = ("call", "item", "timer")
+    __slots__ = ("call", "item", "many", "timer")
 
-    def __init__(self, call: PendingCall, item: Any = None) -> None:
+    def __init__(self, call: PendingCall, item: Any = None, many: int = 0) -> None:
         self.call = call
-        self.item = item
+        self.item = item  # put: the item, or for put_many the items not yet in
+        self.many = many  # get_many: at most this many items; put_many: 1
         self.timer: asyncio.TimerHandle | None = None
 
 
 def _get_args(block: bool = True, timeout: float | None = None) -> tuple[bool, float | None]:
     return block, timeout
+
+
+def _get_many_args(max_items: int, timeout: float | None = None) -> tuple[int, float | None]:
+    if not isinstance(max_items, int) or max_items < 1:
+        raise ValueError("max_items must be a positive int")
+    return max_items, timeout
 
 
 def _put_args(
@@ -126,6 +138,13 @@ class LoopQueue:
     def _serve_getters(self) -> None:
         self._get_wake = False
         while self.getters:
+            many = self.getters[0].many
+            if many:
+                items = self._take(many)
+                if not items:
+                    return
+                self._finish(self.getters.popleft(), items)
+                continue
             try:
                 item = self.q.get_nowait()
             except queue.Empty:
@@ -136,12 +155,40 @@ class LoopQueue:
         self._put_wake = False
         while self.putters:
             waiter = self.putters[0]
-            try:
-                self.q.put_nowait(waiter.item)
-            except queue.Full:
-                return
+            if waiter.many:
+                waiter.item = self._give(waiter.item)
+                if waiter.item:
+                    return
+            else:
+                try:
+                    self.q.put_nowait(waiter.item)
+                except queue.Full:
+                    return
             self.putters.popleft()
             self._finish(waiter, None)
+
+    def _take(self, limit: int) -> list[Any]:
+        """Up to ``limit`` items, taken at once (as ``get_nowait`` would, in a batch)."""
+        q = self.q
+        with q.mutex:
+            n = min(limit, q._qsize())
+            items = [q._get() for _ in range(n)]
+            if n:
+                q.not_full.notify(n)
+        return items
+
+    def _give(self, items: list[Any]) -> list[Any]:
+        """Put as many of ``items`` as fit; return those that did not."""
+        q = self.q
+        with q.mutex:
+            room = len(items) if q.maxsize <= 0 else max(0, q.maxsize - q._qsize())
+            n = min(room, len(items))
+            for item in items[:n]:
+                q._put(item)
+            if n:
+                q.unfinished_tasks += n
+                q.not_empty.notify(n)
+        return items[n:]
 
     @staticmethod
     def _finish(waiter: _Waiter, value: Any) -> None:
@@ -208,6 +255,35 @@ class LoopQueue:
         if not self.q.full():
             self._slot_freed()
 
+    def get_many(self, call: PendingCall, args: Any, kwds: Any) -> None:
+        """Wait for at least one item; return a list of up to ``max_items`` of them."""
+        max_items, timeout = _get_many_args(*args, **kwds)
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        if not self.getters:
+            items = self._take(max_items)
+            if items:
+                call.reply(items)
+                return
+            if timeout == 0:
+                raise queue.Empty
+        self._wait(self.getters, _Waiter(call, many=max_items), timeout)
+        if not self.q.empty():
+            self._item_added()
+
+    def put_many(self, call: PendingCall, args: Any, kwds: Any) -> None:
+        """Put every item, in order, waiting for room in a bounded queue."""
+        (items,) = args or (kwds.pop("items"),)
+        rest = list(items)
+        if not self.putters:
+            rest = self._give(rest)
+            if not rest:
+                call.reply(None)
+                return
+        self._wait(self.putters, _Waiter(call, rest, many=1), None)
+        if not self.q.full():
+            self._slot_freed()
+
     def close(self, exc: BaseException) -> None:
         """Fail every waiter (the server is stopping)."""
         for line in (self.getters, self.putters):
@@ -216,7 +292,3 @@ class LoopQueue:
                 if waiter.timer is not None:
                     waiter.timer.cancel()
                 waiter.call.fail(exc)
-
-
-def attach(q: queue.Queue[Any], loop: asyncio.AbstractEventLoop) -> LoopQueue:
-    return LoopQueue(q, loop)

@@ -93,7 +93,7 @@ class Codec(ABC):
     def dumps(self, obj: Any) -> bytes: ...
 
     @abstractmethod
-    def loads(self, data: bytes) -> Any: ...
+    def loads(self, data: bytes | memoryview) -> Any: ...
 
 
 class PickleCodec(Codec):
@@ -109,7 +109,7 @@ class PickleCodec(Codec):
         _Pickler(buf, self.protocol).dump(obj)
         return buf.getvalue()
 
-    def loads(self, data: bytes) -> Any:
+    def loads(self, data: bytes | memoryview) -> Any:
         return _Unpickler(io.BytesIO(data)).load()
 
 
@@ -121,8 +121,8 @@ class XmlrpcCodec(Codec):
     def dumps(self, obj: Any) -> bytes:
         return xmlrpc.client.dumps((obj,), None, None, None, True).encode("utf-8")
 
-    def loads(self, data: bytes) -> Any:
-        (obj,), _ = xmlrpc.client.loads(data.decode("utf-8"))
+    def loads(self, data: bytes | memoryview) -> Any:
+        (obj,), _ = xmlrpc.client.loads(bytes(data).decode("utf-8"))
         return obj
 
 

@@ -18,6 +18,13 @@ included).  A legacy peer answers a prefixed challenge with raw MD5 of all of
 it, which a verifier recognises by its length.  distproc challenges with
 sha256, accepts MD5 answers from legacy peers unless ``allow_md5=False``, and
 compares digests with :func:`hmac.compare_digest`.
+
+**Upgrade marker.**  A distproc peer starts the random part of its challenge
+with a marker: ``MAGIC`` (4 bytes), the native protocol version (1 byte) and
+flags (1 byte; bit 0: this side allows pickle), followed by 34 random bytes.
+Stdlib peers see random bytes and answer as usual.  Each side learns from the
+other's challenge whether it speaks distproc's native protocol, and the marker
+is authenticated: the peer's HMAC covers the whole challenge.
 """
 
 from __future__ import annotations
@@ -31,11 +38,14 @@ from ..errors import AuthenticationError
 __all__ = [
     "CHALLENGE",
     "FAILURE",
+    "FLAG_PICKLE",
     "WELCOME",
     "ByteChannel",
     "client_handshake",
     "create_response",
     "make_challenge",
+    "make_marker",
+    "read_marker",
     "verify_response",
 ]
 
@@ -46,6 +56,9 @@ LEGACY_CHALLENGE_SIZE = 20
 NONCE_SIZE = 40
 ALLOWED_DIGESTS = frozenset({b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384"})
 _LEGACY_LENGTHS = (16, 20)
+MAGIC = b"\xd1\x57dp"
+NATIVE_VERSION = 1
+FLAG_PICKLE = 0x01
 _MAX_DIGEST_NAME = max(len(d) for d in ALLOWED_DIGESTS)
 
 
@@ -57,9 +70,23 @@ class ByteChannel(Protocol):
     def recv_bytes(self, maxlength: int | None = None) -> bytes: ...
 
 
-def make_challenge(digest: str = "sha256") -> bytes:
+def make_marker(flags: int) -> bytes:
+    """The upgrade marker that starts a distproc peer's challenge nonce."""
+    return MAGIC + bytes((NATIVE_VERSION, flags))
+
+
+def make_challenge(digest: str = "sha256", marker: bytes = b"") -> bytes:
     """The message M to send after ``#CHALLENGE#`` (prefixed form)."""
-    return b"{" + digest.encode("ascii") + b"}" + os.urandom(NONCE_SIZE)
+    return b"{" + digest.encode("ascii") + b"}" + marker + os.urandom(NONCE_SIZE - len(marker))
+
+
+def read_marker(message: bytes) -> int | None:
+    """The flags of a distproc peer's challenge M, or ``None`` for any other peer."""
+    close = message.find(b"}", 1, _MAX_DIGEST_NAME + 2) if message.startswith(b"{") else -1
+    nonce = message[close + 1 :] if close > 0 else b""
+    if len(nonce) >= 6 and nonce.startswith(MAGIC) and nonce[4] == NATIVE_VERSION:
+        return nonce[5]
+    return None
 
 
 def _split_digest(message: bytes) -> tuple[str, bytes]:
@@ -103,9 +130,11 @@ def verify_response(
         raise AuthenticationError("digest received was wrong")
 
 
-def deliver_challenge(conn: ByteChannel, authkey: bytes, *, allow_md5: bool = True) -> None:
+def deliver_challenge(
+    conn: ByteChannel, authkey: bytes, *, allow_md5: bool = True, marker: bytes = b""
+) -> None:
     """Challenge the peer; raise :class:`AuthenticationError` if it fails."""
-    message = make_challenge()
+    message = make_challenge(marker=marker)
     conn.send_bytes(CHALLENGE + message)
     response = conn.recv_bytes(256)
     try:
@@ -116,17 +145,25 @@ def deliver_challenge(conn: ByteChannel, authkey: bytes, *, allow_md5: bool = Tr
     conn.send_bytes(WELCOME)
 
 
-def answer_challenge(conn: ByteChannel, authkey: bytes, *, allow_md5: bool = True) -> None:
-    """Answer the peer's challenge; raise :class:`AuthenticationError` if refused."""
+def answer_challenge(conn: ByteChannel, authkey: bytes, *, allow_md5: bool = True) -> int | None:
+    """Answer the peer's challenge; return the peer's upgrade flags (``None``: no marker)."""
     message = conn.recv_bytes(256)
     if not message.startswith(CHALLENGE):
         raise AuthenticationError("protocol error: expected a challenge")
-    conn.send_bytes(create_response(authkey, message[len(CHALLENGE) :], allow_md5=allow_md5))
+    message = message[len(CHALLENGE) :]
+    conn.send_bytes(create_response(authkey, message, allow_md5=allow_md5))
     if conn.recv_bytes(256) != WELCOME:
         raise AuthenticationError("digest sent was rejected")
+    return read_marker(message)
 
 
-def client_handshake(conn: ByteChannel, authkey: bytes, *, allow_md5: bool = True) -> None:
-    """The client's half: answer the server's challenge, then challenge it."""
-    answer_challenge(conn, authkey, allow_md5=allow_md5)
-    deliver_challenge(conn, authkey, allow_md5=allow_md5)
+def client_handshake(
+    conn: ByteChannel, authkey: bytes, *, allow_md5: bool = True, marker: bytes = b""
+) -> int | None:
+    """The client's half: answer the server's challenge, then challenge it.
+
+    Returns the server's upgrade flags, or ``None`` when the server is not distproc.
+    """
+    flags = answer_challenge(conn, authkey, allow_md5=allow_md5)
+    deliver_challenge(conn, authkey, allow_md5=allow_md5, marker=marker)
+    return flags

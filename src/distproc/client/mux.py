@@ -1,0 +1,382 @@
+"""The native protocol, client side: one multiplexed connection per process.
+
+Every proxy and every thread of a process that talks to one distproc server
+shares one :class:`Multiplexer`.  Calls carry request ids, so many are in
+flight at once; replies are matched by id.  There is no reader thread: the
+first thread that waits for a reply reads the socket (the *leader*) and hands
+the replies it reads to their callers; the others wait on a condition.  A
+single-threaded client therefore never pays for a thread switch.
+
+A call interrupted while it waits (Ctrl-C) sends ``CANCEL``: the server drops
+the pending call (a ``get()`` that has not been served yet takes nothing), and
+a late reply is recognised by its id and discarded.  ``noreply`` calls return
+once written; if one fails, its error is raised by the next call of the same
+thread (see :mod:`distproc.server.native` for the messages).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import os
+import socket
+import threading
+from typing import Any
+
+from ..errors import ConnectionLostError, ProtocolError
+from ..wire import handshake
+from ..wire.codecs import Codec, PickleCodec
+from ..wire.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_header, send_frame
+from ..wire.records import (
+    CALL,
+    CANCEL,
+    DEFERRED,
+    HELLO,
+    KINDS,
+    NOREPLY,
+    REPLY,
+    iter_records,
+    record,
+)
+from .connection import convert_to_error, open_socket
+
+__all__ = ["Multiplexer", "close_multiplexers", "decoding_multiplexer", "get_multiplexer"]
+
+_READ_SIZE = 1 << 18
+#: ``noreply`` calls larger than this wait for their reply all the same.
+DEFER_LIMIT = 64 * 1024
+_decoding = threading.local()
+
+
+def decoding_multiplexer() -> Multiplexer | None:
+    """The multiplexer whose replies this thread is decoding right now, if any."""
+    return getattr(_decoding, "mux", None)
+
+
+class _Slot:
+    __slots__ = ("blob", "done", "kind")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.kind = ""
+        self.blob: Any = None
+
+
+def _send_parts(sock: socket.socket, parts: list[bytes]) -> None:
+    """Write one frame made of ``parts`` (records) in as few system calls as possible."""
+    size = sum(len(part) for part in parts)
+    header = encode_header(size)
+    if size <= 65536:
+        sock.sendall(header + b"".join(parts))
+        return
+    data = [memoryview(header), *(memoryview(part) for part in parts if part)]
+    while data:
+        sent = sock.sendmsg(data)
+        while data and sent >= len(data[0]):
+            sent -= len(data[0])
+            data.pop(0)
+        if data and sent:
+            data[0] = data[0][sent:]
+
+
+class Multiplexer:
+    """A native-protocol connection shared by every thread of this process."""
+
+    def __init__(self, sock: socket.socket, codec: Codec, address: Any, authkey: bytes) -> None:
+        self.sock = sock
+        self.codec = codec
+        self.address = address
+        self.authkey = authkey
+        self.pid = os.getpid()
+        self._send_lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._reading = False
+        self._slots: dict[int, _Slot] = {}
+        self._rids = itertools.count(1)
+        self._decoder = FrameDecoder(DEFAULT_MAX_FRAME)
+        self._deferred: dict[int, list[BaseException]] = collections.defaultdict(list)
+        self._later: collections.deque[bytes] = collections.deque()
+        self.broken: BaseException | None = None
+
+    # ------------------------------------------------------------- sending
+    def _take_later(self) -> list[bytes]:
+        parts: list[bytes] = []
+        later = self._later
+        while later:
+            try:
+                parts.append(later.popleft())
+            except IndexError:
+                break
+        return parts
+
+    def _send(self, parts: list[bytes]) -> None:
+        with self._send_lock:
+            if self.broken is not None:
+                raise self._lost()
+            parts = self._take_later() + parts
+            if not parts:
+                return
+            try:
+                _send_parts(self.sock, parts)
+            except OSError as exc:
+                self._break(exc)
+                raise self._lost() from exc
+
+    def _encode_call(self, ident: Any, method: str, args: Any, kwds: Any) -> bytes:
+        return self.codec.dumps((ident, method, tuple(args), kwds or {}))
+
+    def send_later(self, ident: Any, method: str, args: tuple[Any, ...]) -> None:
+        """Send a ``noreply`` call now if the socket is free, else with the next frame.
+
+        Safe from finalizers: a garbage collection can run them in the middle of
+        this very thread's send, so this never waits for the send lock.
+        """
+        try:
+            blob = self._encode_call(ident, method, args, None)
+        except Exception:
+            return
+        self._later.extend(record(CALL, next(self._rids), 0, NOREPLY, blob))
+        if self.broken is None and self._send_lock.acquire(blocking=False):
+            try:
+                parts = self._take_later()
+                if parts:
+                    _send_parts(self.sock, parts)
+            except Exception:
+                pass  # the next call will find the connection broken
+            finally:
+                self._send_lock.release()
+
+    def raise_deferred(self) -> None:
+        """Raise the error of an earlier ``noreply`` call of this thread, if one failed."""
+        errors = self._deferred.get(threading.get_ident())
+        if errors:
+            raise errors.pop(0)
+
+    def call_noreply(self, ident: Any, method: str, args: tuple[Any, ...], kwds: Any) -> Any:
+        """Send a call without waiting for its reply (a large one still waits).
+
+        Large calls wait, so their errors (a frame over the server's limit)
+        surface at the call, and so a fast producer cannot queue up memory.
+        """
+        blob = self._encode_call(ident, method, args, kwds)
+        if len(blob) > DEFER_LIMIT:
+            kind, value = self._call_encoded(blob)
+            if kind != "#RETURN":
+                raise convert_to_error(kind, value)
+            return value
+        self._send(record(CALL, next(self._rids), threading.get_ident(), NOREPLY, blob))
+        return None
+
+    def call(self, ident: Any, method: str, args: Any = (), kwds: Any = None) -> tuple[str, Any]:
+        """Make one call and wait for its reply; return ``(kind, value)``."""
+        return self._call_encoded(self._encode_call(ident, method, args, kwds))
+
+    def _call_encoded(self, blob: bytes) -> tuple[str, Any]:
+        rid = next(self._rids)
+        slot = _Slot()
+        with self._cond:
+            if self.broken is not None:
+                raise self._lost()
+            self._slots[rid] = slot
+        try:
+            self._send(record(CALL, rid, threading.get_ident(), 0, blob))
+        except BaseException:
+            with self._cond:
+                self._slots.pop(rid, None)
+            raise
+        try:
+            self._wait(slot)
+        except BaseException:
+            with self._cond:
+                abandoned = self._slots.pop(rid, None) is not None
+            if abandoned and self.broken is None:
+                # Tell the server, so a get() that has not been served takes nothing.
+                self._later.extend(record(CANCEL, rid))
+                with contextlib.suppress(Exception):
+                    self._send([])
+            raise
+        return slot.kind, self.decode(slot.blob)
+
+    def decode(self, blob: Any) -> Any:
+        _decoding.mux = self
+        try:
+            return self.codec.loads(blob)
+        finally:
+            _decoding.mux = None
+
+    # ----------------------------------------------------------- receiving
+    def _wait(self, slot: _Slot) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while not slot.done and self._reading and self.broken is None:
+                    cond.wait()
+                if slot.done:
+                    return
+                if self.broken is not None:
+                    raise self._lost()
+                self._reading = True
+            data = b""
+            stored = False
+            try:
+                data = self.sock.recv(_READ_SIZE)
+                if not data:
+                    raise ConnectionLostError("the server closed the connection")
+                self._decoder.append(data)
+                stored = True
+                frames = []
+                while (frame := self._decoder.next_frame()) is not None:
+                    frames.append(frame)
+            except BaseException as exc:
+                with cond:
+                    self._reading = False
+                    if data and not stored:
+                        self._decoder.append(data)  # interrupted in between: keep the bytes
+                    if isinstance(exc, Exception):
+                        self._break(exc)  # closed, reset, or a frame over the limit
+                    cond.notify_all()
+                raise
+            with cond:
+                self._reading = False
+                try:
+                    for frame in frames:
+                        self._dispatch(frame)
+                except Exception as exc:
+                    self._break(exc)
+                cond.notify_all()
+
+    def _dispatch(self, frame: bytes) -> None:
+        for op, ident, _, aux, blob in iter_records(frame):
+            if op == REPLY:
+                slot = self._slots.pop(ident, None)
+                if slot is not None:  # else: a cancelled call's late reply
+                    slot.kind, slot.blob, slot.done = KINDS[aux], blob, True
+            elif op == DEFERRED:
+                try:
+                    error = convert_to_error(KINDS[aux], self.decode(blob))
+                except Exception as exc:
+                    error = exc
+                self._deferred[ident].append(error)
+            else:
+                raise ProtocolError(f"unexpected record type {op!r} from the server")
+
+    def _break(self, exc: BaseException) -> None:
+        if self.broken is None:
+            self.broken = exc
+            try:
+                self.sock.close()
+            finally:
+                _forget(self)
+
+    def _lost(self) -> ConnectionLostError:
+        return ConnectionLostError(f"lost the connection to the server: {self.broken}")
+
+    def close(self) -> None:
+        with self._cond:
+            self._break(ConnectionLostError("the connection was closed"))
+            self._cond.notify_all()
+
+
+# ---------------------------------------------------------------- the cache
+_lock = threading.Lock()
+_muxes: dict[tuple[Any, bytes, str], Multiplexer | None] = {}
+_cache_pid = os.getpid()
+
+
+def _forget(mux: Multiplexer) -> None:
+    with _lock:
+        for key, value in list(_muxes.items()):
+            if value is mux:
+                del _muxes[key]
+
+
+_session = (0, b"")
+
+
+def _session_id() -> bytes:
+    """A random id for this process, sent in HELLO: a reconnect finds its references again."""
+    global _session
+    if _session[0] != os.getpid():
+        _session = (os.getpid(), os.urandom(16))
+    return _session[1]
+
+
+def _key(address: Any) -> Any:
+    return tuple(address) if isinstance(address, list) else address
+
+
+def get_multiplexer(address: Any, authkey: bytes, serializer: str) -> Multiplexer | None:
+    """This process's native connection to ``address``, or ``None`` for a stdlib server."""
+    global _cache_pid
+    if serializer not in ("pickle", "native"):
+        return None
+    key = (_key(address), bytes(authkey), serializer)
+    with _lock:
+        if _cache_pid != os.getpid():  # a forked child: the parent's sockets are not ours
+            _muxes.clear()
+            _cache_pid = os.getpid()
+        if key in _muxes:
+            return _muxes[key]
+    mux = _connect(address, bytes(authkey), serializer)
+    with _lock:
+        existing = _muxes.get(key)
+        if existing is not None and mux is not None:
+            mux.sock.close()
+            return existing
+        _muxes[key] = mux
+    return mux
+
+
+def _connect(address: Any, authkey: bytes, serializer: str) -> Multiplexer | None:
+    from ..wire.framing import recv_frame
+
+    sock = open_socket(address)
+
+    class _Raw:
+        def send_bytes(self, data: bytes) -> None:
+            send_frame(sock, data)
+
+        def recv_bytes(self, maxlength: int | None = None) -> bytes:
+            return recv_frame(sock, 256 if maxlength is None else maxlength)
+
+    flags = handshake.FLAG_PICKLE if serializer == "pickle" else 0
+    try:
+        server_flags = handshake.client_handshake(
+            _Raw(), authkey, marker=handshake.make_marker(flags)
+        )
+    except BaseException:
+        sock.close()
+        raise
+    if server_flags is not None:
+        try:
+            send_frame(sock, b"".join(record(HELLO, 0, blob=_session_id())))
+        except BaseException:
+            sock.close()
+            raise
+    if server_flags is None:
+        # A stdlib server: it took our marker for random bytes.  Say goodbye the
+        # stdlib way (an empty request would be an error there) and fall back.
+        sock.close()
+        return None
+    codec: Codec
+    if serializer == "pickle" and server_flags & handshake.FLAG_PICKLE:
+        codec = PickleCodec()
+    else:
+        from ..wire.native import NativeCodec
+
+        codec = NativeCodec()
+    return Multiplexer(sock, codec, address, authkey)
+
+
+def close_multiplexers(address: Any = None) -> None:
+    """Close this process's native connections (to ``address``, or all)."""
+    with _lock:
+        items = list(_muxes.items())
+    for (addr, _, _), mux in items:
+        if mux is not None and (address is None or addr == _key(address)):
+            mux.close()
+    with _lock:
+        for key in [k for k, v in _muxes.items() if v is None]:
+            if address is None or key[0] == _key(address):
+                del _muxes[key]

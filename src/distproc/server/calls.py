@@ -1,0 +1,212 @@
+"""Object calls: where each runs, and how its reply finds its way back.
+
+Both protocols (the stdlib's channel and distproc's native session) hand an
+object call to :func:`execute` with a :class:`Call` that knows how to deliver
+the reply on its connection.  A call runs:
+
+* on the loop: ``get``/``put``/``get_many``/``put_many`` of queues (see
+  :mod:`.queues`: a blocked getter is a waiter record, not a thread) and the
+  methods of builtin containers that cannot block (:data:`INLINE_METHODS`);
+* on a sticky thread of its caller: methods of objects that check the calling
+  thread (``RLock``, ``Condition``);
+* on the elastic pool (:mod:`.threads`): every other user method, since any of
+  them may block.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import threading
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..wire.messages import ERROR, RETURN, TRACEBACK
+from .objects import Entry
+from .queues import LOOP_METHODS, is_loop_servable
+from .threads import Worker
+
+if TYPE_CHECKING:
+    from .core import Server
+
+__all__ = ["INLINE_METHODS", "Call", "execute", "run_off_loop", "traceback_text"]
+
+Message = tuple[str, Any]
+
+#: Methods that run on the loop because they cannot block (per exact type).
+INLINE_METHODS: dict[type, frozenset[str]] = {
+    list: frozenset(
+        (
+            "__add__",
+            "__contains__",
+            "__delitem__",
+            "__getitem__",
+            "__len__",
+            "__mul__",
+            "__reversed__",
+            "__rmul__",
+            "__setitem__",
+            "append",
+            "count",
+            "extend",
+            "index",
+            "insert",
+            "pop",
+            "remove",
+            "reverse",
+            "sort",
+            "__imul__",
+        )
+    ),
+    dict: frozenset(
+        (
+            "__contains__",
+            "__delitem__",
+            "__getitem__",
+            "__iter__",
+            "__len__",
+            "__setitem__",
+            "clear",
+            "copy",
+            "get",
+            "items",
+            "keys",
+            "pop",
+            "popitem",
+            "setdefault",
+            "update",
+            "values",
+        )
+    ),
+    array.array: frozenset(("__len__", "__getitem__", "__setitem__")),
+}
+_QUEUE_INLINE = frozenset(["qsize", "empty", "full", "put_nowait", "get_nowait", "task_done"])
+STICKY_TYPES = (type(threading.RLock()), threading.Condition)
+
+
+def traceback_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _not_exposed(methodname: str, obj: Any, exposed: tuple[str, ...]) -> str:
+    return (
+        "Traceback (most recent call last):\n"
+        f"AttributeError: method {methodname!r} of {type(obj)!r} object is not in "
+        f"exposed={exposed!r}\n"
+    )
+
+
+class Call:
+    """One call awaiting its reply; subclasses deliver replies on their connection."""
+
+    __slots__ = ("cancel", "entry", "methodname", "server")
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.entry: Entry | None = None
+        self.methodname = ""
+        self.cancel: Callable[[], None] | None = None
+
+    def deliver(self, msg: Message) -> None:
+        """Send the reply ``(kind, value)``; called on the loop, at most once counts."""
+        raise NotImplementedError
+
+    def reply(self, value: Any) -> None:
+        try:
+            msg = (
+                self.server.result_message(self.entry, self.methodname, value)
+                if self.entry is not None
+                else (RETURN, value)
+            )
+        except Exception as exc:
+            msg = (TRACEBACK, traceback_text(exc))
+        self.deliver(msg)
+
+    def fail(self, exc: BaseException) -> None:
+        self.deliver((ERROR, exc))
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        self.cancel = callback
+
+
+def run_off_loop(
+    server: Server,
+    job: Callable[[], Message],
+    done: Callable[[Message], None],
+    worker: Worker | None = None,
+) -> None:
+    """Run ``job`` on a thread; hand its message to ``done`` on the loop."""
+    loop = server.loop
+    assert loop is not None
+
+    def work() -> None:
+        try:
+            msg = job()
+        except BaseException as exc:  # SystemExit and friends from user code
+            msg = (TRACEBACK, traceback_text(exc))
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to answer
+            loop.call_soon_threadsafe(done, msg)
+
+    if worker is not None:
+        worker.submit(work)
+    else:
+        server.pool.submit(work)
+
+
+def execute(
+    server: Server,
+    call: Call,
+    ident: Any,
+    methodname: str,
+    args: tuple[Any, ...],
+    kwds: dict[str, Any],
+    sticky: Callable[[], Worker],
+) -> None:
+    """Run one object call; its reply goes to ``call.deliver``."""
+    try:
+        entry = server.table.get(ident)
+    except (KeyError, TypeError) as exc:
+        call.deliver((TRACEBACK, traceback_text(exc)))
+        return
+    obj = entry.obj
+    if methodname not in entry.exposed:
+        if methodname == "#GETVALUE":
+            msg: Message = (RETURN, obj)
+        elif methodname in ("__str__", "__repr__"):
+            try:
+                msg = (RETURN, str(obj) if methodname == "__str__" else repr(obj))
+            except Exception as exc:
+                msg = (TRACEBACK, traceback_text(exc))
+        else:
+            msg = (TRACEBACK, _not_exposed(methodname, obj, entry.exposed_order))
+        call.deliver(msg)
+        return
+    call.entry = entry
+    call.methodname = methodname
+    try:
+        if is_loop_servable(obj):
+            if methodname in LOOP_METHODS:
+                getattr(server.loop_queue(obj), methodname)(call, args, kwds)
+                return
+            if methodname in _QUEUE_INLINE:
+                call.reply(getattr(obj, methodname)(*args, **kwds))
+                return
+        elif methodname in INLINE_METHODS.get(type(obj), ()):
+            call.reply(getattr(obj, methodname)(*args, **kwds))
+            return
+    except Exception as exc:
+        call.fail(exc)
+        return
+
+    def job() -> Message:
+        try:
+            result = getattr(obj, methodname)(*args, **kwds)
+        except Exception as exc:
+            return (ERROR, exc)
+        try:
+            return server.result_message(entry, methodname, result)
+        except Exception as exc:
+            return (TRACEBACK, traceback_text(exc))
+
+    run_off_loop(server, job, call.deliver, sticky() if isinstance(obj, STICKY_TYPES) else None)

@@ -1,0 +1,292 @@
+"""One server-side connection: the handshake, then one of two protocols.
+
+After the handshake a connection speaks:
+
+* the stdlib's protocol: one *server method* request (the connection closes
+  after the reply), or, after ``accept_connection``, a channel of object
+  calls answered strictly in order, one at a time;
+* distproc's native protocol (:mod:`.native`), when the peer's challenge
+  carried the upgrade marker (see :mod:`distproc.wire.handshake`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import AuthenticationError, ProtocolError
+from ..wire import handshake
+from ..wire.codecs import Codec, PickleCodec
+from ..wire.framing import HANDSHAKE_MAX_FRAME, FrameDecoder, encode_header
+from ..wire.messages import RETURN, TRACEBACK
+from .calls import Call, Message, execute, run_off_loop, traceback_text
+from .threads import Worker
+
+if TYPE_CHECKING:
+    from .core import Server
+    from .native import NativeSession
+
+__all__ = ["ServerConnection"]
+
+log = logging.getLogger("distproc.server")
+
+_SEND_RESPONSE, _AWAIT_CHALLENGE, _AWAIT_WELCOME = range(3)
+_FIRST_REQUEST, _CHANNEL, _NATIVE, _CLOSING = range(3, 7)
+
+
+class _ChannelCall(Call):
+    """An object call on a stdlib channel: one in flight at a time."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: ServerConnection) -> None:
+        super().__init__(conn.server)
+        self.conn = conn
+
+    def deliver(self, msg: Message) -> None:
+        conn = self.conn
+        if conn.inflight is not self:
+            return  # cancelled: the client is gone
+        conn.inflight = None
+        conn.send(conn.server.encode(msg))
+        if conn.requests:
+            conn.next_request()
+
+
+class ServerConnection(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None
+        self.state = _SEND_RESPONSE
+        self.decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
+        self.challenge = b""
+        self.peer_flags: int | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.name = ""
+        self.requests: deque[bytes] = deque()
+        self.inflight: _ChannelCall | None = None
+        self.sticky_worker: Worker | None = None
+        self.session: NativeSession | None = None
+
+    # -------------------------------------------------------------- transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        server = self.server
+        server.connections.add(self)
+        assert server.loop is not None
+        self.timer = server.loop.call_later(
+            server.config.handshake_timeout, self._handshake_timeout
+        )
+        flags = handshake.FLAG_PICKLE if server.allow_pickle else 0
+        self.challenge = handshake.make_challenge(marker=handshake.make_marker(flags))
+        self.send(handshake.CHALLENGE + self.challenge)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.state = _CLOSING
+        if self.timer is not None:
+            self.timer.cancel()
+        call, self.inflight = self.inflight, None
+        if call is not None and call.cancel is not None:
+            call.cancel()
+        self.requests.clear()
+        if self.sticky_worker is not None:
+            self.sticky_worker.stop()
+            self.sticky_worker = None
+        if self.session is not None:
+            self.session.closed()
+
+    def data_received(self, data: bytes) -> None:
+        decoder = self.decoder
+        decoder.append(data)
+        while self.state != _CLOSING:
+            try:
+                frame = decoder.next_frame()
+            except ProtocolError as exc:
+                log.warning("dropping connection from %s: %s", self.peer, exc)
+                self.abort()
+                return
+            if frame is None:
+                break
+            self.frame_received(frame)
+        if self.session is not None:
+            self.session.flush()
+
+    def send(self, payload: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines((encode_header(len(payload)), payload))
+
+    def close(self, exc: BaseException | None = None) -> None:
+        self.state = _CLOSING
+        if self.session is not None:
+            self.session.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.state = _CLOSING
+        if self.transport is not None:
+            self.transport.abort()
+
+    def sticky(self) -> Worker:
+        """This connection's own thread, for objects that check the calling thread."""
+        if self.sticky_worker is None:
+            self.sticky_worker = Worker(f"distproc-conn-{self.name or id(self)}")
+        return self.sticky_worker
+
+    def _handshake_timeout(self) -> None:
+        if self.state < _FIRST_REQUEST:
+            log.info(
+                "dropping connection from %s: no handshake within %ss",
+                self.peer,
+                self.server.config.handshake_timeout,
+            )
+            self.abort()
+
+    # -------------------------------------------------------------- handshake
+    def frame_received(self, frame: bytes) -> None:
+        state = self.state
+        if state == _NATIVE:
+            assert self.session is not None
+            self.session.frame_received(frame)
+        elif state == _CHANNEL:
+            self.requests.append(frame)
+            if self.inflight is None:
+                self.next_request()
+        elif state == _FIRST_REQUEST:
+            self.first_request(frame)
+        else:
+            self.handshake_step(frame)
+
+    def handshake_step(self, frame: bytes) -> None:
+        server = self.server
+        allow_md5 = server.config.allow_md5
+        try:
+            if self.state == _SEND_RESPONSE:
+                try:
+                    handshake.verify_response(
+                        server.authkey, self.challenge, frame, allow_md5=allow_md5
+                    )
+                except AuthenticationError:
+                    self.send(handshake.FAILURE)
+                    raise
+                self.send(handshake.WELCOME)
+                self.state = _AWAIT_CHALLENGE
+            elif self.state == _AWAIT_CHALLENGE:
+                if not frame.startswith(handshake.CHALLENGE):
+                    raise AuthenticationError("protocol error: expected a challenge")
+                message = frame[len(handshake.CHALLENGE) :]
+                self.send(handshake.create_response(server.authkey, message, allow_md5=allow_md5))
+                self.peer_flags = handshake.read_marker(message)
+                self.state = _AWAIT_WELCOME
+            else:
+                if frame != handshake.WELCOME:
+                    raise AuthenticationError("the client rejected the server's digest")
+                self.authenticated()
+        except AuthenticationError as exc:
+            log.warning("authentication failed for %s: %s", self.peer, exc)
+            self.close()
+
+    def authenticated(self) -> None:
+        server = self.server
+        if self.timer is not None:
+            self.timer.cancel()
+        self.decoder.max_size = server.config.max_frame
+        if self.peer_flags is not None and server.serializer != "xmlrpclib":
+            from .native import NativeSession, native_codec
+
+            codec: Codec
+            if server.allow_pickle and self.peer_flags & handshake.FLAG_PICKLE:
+                codec = PickleCodec()
+            else:
+                codec = native_codec()
+            self.session = NativeSession(self, codec)
+            self.state = _NATIVE
+        elif server.codec is None:
+            log.warning(
+                "refusing %s: this server speaks only the native protocol (serializer='native')",
+                self.peer,
+            )
+            self.close()
+        else:
+            self.state = _FIRST_REQUEST
+
+    # ------------------------------------------------- the stdlib's protocol
+    def parse(self, frame: bytes) -> tuple[Any, str, tuple[Any, ...], dict[str, Any]] | None:
+        try:
+            ident, methodname, args, kwds = self.server.decode(frame)
+            if not isinstance(methodname, str):
+                raise TypeError(f"method name must be a str, not {type(methodname).__name__}")
+            args = tuple(args)
+            kwds = dict(kwds)
+        except (Exception, SystemExit) as exc:  # unpickling runs the peer's choice of code
+            log.warning("bad request from %s: %s", self.peer, exc)
+            self.send(self.server.encode((TRACEBACK, traceback_text(exc))))
+            return None
+        return ident, methodname, args, kwds
+
+    def first_request(self, frame: bytes) -> None:
+        request = self.parse(frame)
+        if request is None:
+            self.close()
+            return
+        _, methodname, args, kwds = request
+        server = self.server
+        if methodname == "accept_connection":
+            self.name = str(args[0]) if args else ""
+            self.state = _CHANNEL
+            self.send(server.encode((RETURN, None)))
+            return
+        self.state = _CLOSING
+        if methodname == "shutdown":
+            self.send(server.encode(server.shutdown_request(self)))
+            self.close()
+            return
+        if methodname not in server.public:
+            text = (
+                "Traceback (most recent call last):\n"
+                f"AttributeError: {methodname!r} is not a server method\n"
+            )
+            self.send(server.encode((TRACEBACK, text)))
+            self.close()
+            return
+        job = server.method_job(self, methodname, args, kwds)
+
+        def done(msg: Message) -> None:
+            self.send(server.encode(msg))
+            self.close()
+
+        if methodname in server.loop_methods:
+            done(job())
+        else:
+            run_off_loop(server, job, done)
+
+    def next_request(self) -> None:
+        while self.requests and self.inflight is None and self.state == _CHANNEL:
+            request = self.parse(self.requests.popleft())
+            if request is not None:
+                ident, methodname, args, kwds = request
+                call = _ChannelCall(self)
+                self.inflight = call
+                execute(self.server, call, ident, methodname, args, kwds, self.sticky)
+
+
+def method_job(
+    server: Server, conn: Any, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]
+) -> Callable[[], Message]:
+    """A job that runs server method ``methodname`` and returns its reply message."""
+    func = getattr(server, methodname)
+
+    def job() -> Message:
+        try:
+            return (RETURN, func(conn, *args, **kwds))
+        except Exception as exc:
+            return (TRACEBACK, traceback_text(exc))
+
+    return job

@@ -1,0 +1,292 @@
+"""distproc's native protocol, server side.
+
+Two distproc peers switch to it right after the handshake (the upgrade marker
+is in the challenges).  Frames carry batches of records (see
+:mod:`distproc.wire.records` for the layout); values are encoded with pickle
+when both ends allow it, else with the native codec
+(:mod:`distproc.wire.native`), which never unpickles.
+
+``rid`` matches replies to calls, so many calls are in flight at once on one
+connection, from every thread of the client process; ``tid`` names the client
+thread, for objects that must see one thread per caller (``RLock``).
+``ident`` ``None`` names a server method (``create``, ``incref``, ...).  A
+``noreply`` call gets no reply unless it fails.
+
+References that proxies of this connection hold are counted per connection:
+when the connection drops, they are all released.  ``create`` replies with
+``(ident, exposed, hints)``, the proxy owns the new reference (one round trip
+per proxy), and ``hints['defer']`` lists the methods the client may send
+without waiting (``put`` on an unbounded queue served by the loop).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from ..wire.codecs import Codec
+from ..wire.framing import encode_header
+from ..wire.messages import PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
+from ..wire.records import (
+    CALL,
+    CANCEL,
+    DEFERRED,
+    HELLO,
+    KIND_CODES,
+    NOREPLY,
+    REPLY,
+    iter_records,
+    record,
+)
+from .calls import Call, Message, execute, run_off_loop, traceback_text
+from .queues import is_loop_servable
+from .threads import Worker
+
+if TYPE_CHECKING:
+    from .connection import ServerConnection
+
+__all__ = ["NativeSession", "encoding_session", "native_codec"]
+
+log = logging.getLogger("distproc.server")
+
+_encoding = threading.local()
+
+
+def encoding_session() -> NativeSession | None:
+    """The native session whose replies this thread is encoding right now, if any.
+
+    A proxy pickled into a reply asks it to take a reference for the
+    connection, which the client then adopts without a round trip of its own.
+    """
+    return getattr(_encoding, "session", None)
+
+
+def native_codec() -> Codec:
+    from ..wire.native import NativeCodec
+
+    codec: Codec = NativeCodec()
+    return codec
+
+
+def hints_for(obj: Any) -> dict[str, Any]:
+    """What a client may do without waiting for replies, for this object."""
+    if is_loop_servable(obj) and obj.maxsize <= 0:
+        return {"defer": ["put", "put_many"]}
+    return {}
+
+
+class _NativeCall(Call):
+    __slots__ = ("noreply", "owns", "rid", "session", "tid")
+
+    def __init__(self, session: NativeSession, rid: int, tid: int, noreply: bool) -> None:
+        super().__init__(session.server)
+        self.session = session
+        self.rid = rid
+        self.tid = tid
+        self.noreply = noreply
+        self.owns = False  # a create: the reply's ident becomes this connection's reference
+
+    def deliver(self, msg: Message) -> None:
+        session = self.session
+        if session.pending.pop(self.rid, None) is not self:
+            return  # cancelled, or the connection is gone
+        kind, value = msg
+        if kind == PROXY:
+            session.refs[value[1].id] += 1
+        elif self.owns and kind == RETURN:
+            session.refs[value[0]] += 1
+        if self.noreply:
+            if kind != RETURN:
+                session.queue_out(DEFERRED, self.tid, kind, value)
+        else:
+            session.queue_out(REPLY, self.rid, kind, value)
+
+
+class NativeSession:
+    """The native protocol on one connection."""
+
+    def __init__(self, conn: ServerConnection, codec: Codec) -> None:
+        self.conn = conn
+        self.server = conn.server
+        self.codec = codec
+        self.pending: dict[int, _NativeCall] = {}
+        self.refs: collections.Counter[str] = collections.Counter()
+        self.out: list[bytes] = []
+        self.flush_scheduled = False
+        self.workers: dict[int, Worker] = {}
+        self.session_id = b""
+
+    # ------------------------------------------------------------- frames
+    def frame_received(self, frame: bytes) -> None:
+        server = self.server
+        try:
+            for op, rid, tid, aux, blob in iter_records(frame):
+                if op == CALL:
+                    try:
+                        ident, method, args, kwds = server.decode(blob, self.codec)
+                        args, kwds = tuple(args), dict(kwds)
+                        if not isinstance(method, str):
+                            raise TypeError("the method name must be a str")
+                    except (Exception, SystemExit) as exc:  # unpickling runs the peer's code
+                        log.warning("bad call from %s: %s", self.conn.peer, exc)
+                        if not aux & NOREPLY:
+                            self.queue_out(REPLY, rid, TRACEBACK, traceback_text(exc))
+                        continue
+                    self.call(rid, tid, ident, method, args, kwds, bool(aux & NOREPLY))
+                elif op == CANCEL:
+                    self.cancel(rid)
+                elif op == HELLO:
+                    self.hello(bytes(blob))
+                else:
+                    raise ValueError(f"unknown record type {op!r}")
+        except Exception as exc:
+            log.warning("dropping native connection from %s: %s", self.conn.peer, exc)
+            self.conn.abort()
+
+    def queue_out(self, op: int, id: int, kind: str, value: Any) -> None:
+        """Encode one reply and queue it for the next frame."""
+        _encoding.session = self
+        try:
+            blob = self.codec.dumps(value)
+        except Exception:
+            kind, blob = UNSERIALIZABLE, self.codec.dumps(traceback.format_exc())
+        finally:
+            _encoding.session = None
+        self.out += record(op, id, 0, KIND_CODES[kind], blob)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            loop = self.server.loop
+            assert loop is not None
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write every queued reply in one frame (one write)."""
+        self.flush_scheduled = False
+        out = self.out
+        if not out:
+            return
+        self.out = []
+        transport = self.conn.transport
+        if transport is not None and not transport.is_closing():
+            transport.writelines([encode_header(sum(len(part) for part in out)), *out])
+
+    def take_reference(self, ident: str) -> None:
+        """Hold one more reference to ``ident`` for this connection."""
+        self.server.table.incref(ident)
+        self.refs[ident] += 1
+
+    # -------------------------------------------------------------- calls
+    def call(
+        self,
+        rid: int,
+        tid: int,
+        ident: Any,
+        method: str,
+        args: tuple[Any, ...],
+        kwds: dict[str, Any],
+        noreply: bool,
+    ) -> None:
+        call = _NativeCall(self, rid, tid, noreply)
+        self.pending[rid] = call
+        if ident is not None:
+            execute(self.server, call, ident, method, args, kwds, lambda: self.worker(tid))
+        else:
+            self.server_method(call, method, args, kwds)
+
+    def cancel(self, rid: int) -> None:
+        call = self.pending.pop(rid, None)
+        if call is not None and call.cancel is not None:
+            call.cancel()
+
+    def worker(self, tid: int) -> Worker:
+        worker = self.workers.get(tid)
+        if worker is None:
+            worker = self.workers[tid] = Worker(f"distproc-native-{tid}")
+        return worker
+
+    def server_method(self, call: _NativeCall, method: str, args: Any, kwds: Any) -> None:
+        server = self.server
+        try:
+            if method == "incref":
+                server.table.incref(args[0])
+                self.refs[args[0]] += 1
+                call.deliver((RETURN, None))
+            elif method == "decref":
+                self.release(args[0])
+                call.deliver((RETURN, None))
+            elif method == "shutdown":
+                call.deliver(server.shutdown_request(self.conn))
+            elif method == "create":
+                call.owns = True
+
+                def create() -> Message:
+                    try:
+                        ident, exposed = server.create(self.conn, *args, **kwds)
+                        return (RETURN, (ident, exposed, hints_for(server.table.get(ident).obj)))
+                    except Exception as exc:
+                        return (TRACEBACK, traceback_text(exc))
+
+                run_off_loop(server, create, call.deliver)
+            elif method in server.public and method != "accept_connection":
+                job = server.method_job(self.conn, method, args, kwds)
+                if method in server.loop_methods:
+                    call.deliver(job())
+                else:
+                    run_off_loop(server, job, call.deliver)
+            else:
+                raise AttributeError(f"{method!r} is not a server method")
+        except Exception as exc:
+            call.deliver((TRACEBACK, traceback_text(exc)))
+
+    def release(self, ident: str) -> None:
+        if self.refs[ident] <= 0:
+            raise KeyError(f"this connection holds no reference to {ident!r}")
+        self.refs[ident] -= 1
+        if not self.refs[ident]:
+            del self.refs[ident]
+        self.server.table.decref(ident)
+
+    def hello(self, session_id: bytes) -> None:
+        """The client names its process; take back references it left on a dropped connection."""
+        self.session_id = session_id
+        orphaned = self.server.orphans.pop(session_id, None)
+        if orphaned is not None:
+            refs, timer = orphaned
+            timer.cancel()
+            self.refs.update(refs)
+
+    def closed(self) -> None:
+        """The connection is gone: cancel its calls; its references wait for a reconnect."""
+        pending, self.pending = self.pending, {}
+        for call in pending.values():
+            if call.cancel is not None:
+                call.cancel()
+        refs, self.refs = self.refs, collections.Counter()
+        server = self.server
+        if refs and self.session_id and server.loop is not None and not server.loop.is_closed():
+            timer = server.loop.call_later(
+                server.config.reconnect_grace, self._release_orphans, self.session_id
+            )
+            server.orphans[self.session_id] = (refs, timer)
+        else:
+            _release(server, refs)
+        for worker in self.workers.values():
+            worker.stop()
+        self.workers.clear()
+
+    def _release_orphans(self, session_id: bytes) -> None:
+        orphaned = self.server.orphans.pop(session_id, None)
+        if orphaned is not None:
+            _release(self.server, orphaned[0])
+
+
+def _release(server: Any, refs: collections.Counter[str]) -> None:
+    for ident, count in refs.items():
+        for _ in range(count):
+            try:
+                server.table.decref(ident)
+            except KeyError:
+                break

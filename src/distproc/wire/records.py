@@ -1,0 +1,77 @@
+"""The native protocol's records: what a frame carries between two distproc peers.
+
+Frames keep the stdlib's length prefix and limits (:mod:`.framing`).  A native
+frame's payload is one or more *records* (a batch), each a fixed header and a
+blob:
+
+======  ======  ===============================================================
+field   format  meaning
+======  ======  ===============================================================
+op      ``B``   ``CALL`` 0, ``REPLY`` 1, ``CANCEL`` 2, ``DEFERRED`` 3, ``HELLO`` 4
+id      ``Q``   ``CALL``/``REPLY``/``CANCEL``: the request id; ``DEFERRED``: the
+                client thread whose ``noreply`` call failed
+id2     ``Q``   ``CALL``: the calling thread (for per-thread objects such as
+                ``RLock``); else 0
+aux     ``B``   ``CALL``: flags (bit 0: ``noreply``); ``REPLY``/``DEFERRED``: the
+                reply kind (index into :data:`KINDS`)
+length  ``I``   size of the blob
+blob    bytes   ``CALL``: the codec's encoding of ``(ident, method, args, kwds)``;
+                ``REPLY``/``DEFERRED``: the encoding of the value; ``HELLO``
+                (the client's first record): its process's session id; else empty
+======  ======  ===============================================================
+
+Values are encoded one by one, so a value that one side cannot decode fails
+only its own call, never the frame or the connection, and the header is read
+without decoding anything.  The version of this format is
+:data:`distproc.wire.handshake.NATIVE_VERSION`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+from ..errors import ProtocolError
+from .messages import ERROR, PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
+
+__all__ = [
+    "CALL",
+    "CANCEL",
+    "DEFERRED",
+    "HELLO",
+    "KINDS",
+    "KIND_CODES",
+    "NOREPLY",
+    "RECORD",
+    "REPLY",
+    "iter_records",
+    "record",
+]
+
+RECORD = struct.Struct("!BQQBI")
+CALL, REPLY, CANCEL, DEFERRED, HELLO = 0, 1, 2, 3, 4
+NOREPLY = 0x01
+KINDS = (RETURN, ERROR, TRACEBACK, UNSERIALIZABLE, PROXY)
+KIND_CODES = {kind: code for code, kind in enumerate(KINDS)}
+
+Record = tuple[int, int, int, int, memoryview]
+
+
+def record(op: int, id: int, id2: int = 0, aux: int = 0, blob: bytes = b"") -> list[bytes]:
+    """One record, as the parts to write (header, blob)."""
+    return [RECORD.pack(op, id, id2, aux, len(blob)), blob]
+
+
+def iter_records(frame: bytes | memoryview) -> Iterator[Record]:
+    """The records of one frame: ``(op, id, id2, aux, blob)``."""
+    view = memoryview(frame)
+    pos, end, size = 0, len(view), RECORD.size
+    while pos < end:
+        if end - pos < size:
+            raise ProtocolError("truncated record header")
+        op, id1, id2, aux, length = RECORD.unpack_from(view, pos)
+        pos += size
+        if length > end - pos:
+            raise ProtocolError("record longer than its frame")
+        yield op, id1, id2, aux, view[pos : pos + length]
+        pos += length
