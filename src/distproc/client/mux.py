@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import ConnectionLostError, ProtocolError
 from ..wire import handshake
 from ..wire.codecs import Codec, PickleCodec
-from ..wire.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_header, send_frame
+from ..wire.framing import DEFAULT_MAX_FRAME, FrameReader, encode_header, send_frame
 from ..wire.records import (
     CALL,
     CANCEL,
@@ -43,7 +43,6 @@ from .connection import convert_to_error, open_socket
 
 __all__ = ["Multiplexer", "close_multiplexers", "decoding_multiplexer", "get_multiplexer"]
 
-_READ_SIZE = 1 << 18
 #: ``noreply`` calls larger than this wait for their reply all the same.
 DEFER_LIMIT = 64 * 1024
 _decoding = threading.local()
@@ -94,7 +93,7 @@ class Multiplexer:
         self._reading = False
         self._slots: dict[int, _Slot] = {}
         self._rids = itertools.count(1)
-        self._decoder = FrameDecoder(DEFAULT_MAX_FRAME)
+        self._reader = FrameReader(DEFAULT_MAX_FRAME)
         self._deferred: dict[int, list[BaseException]] = collections.defaultdict(list)
         self._later: collections.deque[bytes] = collections.deque()
         self.broken: BaseException | None = None
@@ -217,22 +216,18 @@ class Multiplexer:
                 if self.broken is not None:
                     raise self._lost()
                 self._reading = True
-            data = b""
-            stored = False
             try:
-                data = self.sock.recv(_READ_SIZE)
-                if not data:
+                reader = self._reader
+                n = self.sock.recv_into(reader.get_buffer())
+                if not n:
                     raise ConnectionLostError("the server closed the connection")
-                self._decoder.append(data)
-                stored = True
+                reader.buffer_updated(n)
                 frames = []
-                while (frame := self._decoder.next_frame()) is not None:
+                while (frame := reader.next_frame()) is not None:
                     frames.append(frame)
             except BaseException as exc:
                 with cond:
                     self._reading = False
-                    if data and not stored:
-                        self._decoder.append(data)  # interrupted in between: keep the bytes
                     if isinstance(exc, Exception):
                         self._break(exc)  # closed, reset, or a frame over the limit
                     cond.notify_all()
@@ -246,7 +241,7 @@ class Multiplexer:
                     self._break(exc)
                 cond.notify_all()
 
-    def _dispatch(self, frame: bytes) -> None:
+    def _dispatch(self, frame: bytes | bytearray) -> None:
         for op, ident, _, aux, blob in iter_records(frame):
             if op == REPLY:
                 slot = self._slots.pop(ident, None)

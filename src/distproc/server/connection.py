@@ -12,7 +12,9 @@ After the handshake a connection speaks:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AuthenticationError, ProtocolError
 from ..wire import handshake
 from ..wire.codecs import Codec, PickleCodec
-from ..wire.framing import HANDSHAKE_MAX_FRAME, FrameDecoder, encode_header
+from ..wire.framing import HANDSHAKE_MAX_FRAME, FrameReader, encode_header
 from ..wire.messages import RETURN, TRACEBACK
 from .calls import Call, Message, execute, run_off_loop, traceback_text
 from .threads import Worker
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["ServerConnection"]
 
 log = logging.getLogger("distproc.server")
+
+#: SO_SNDBUF of accepted sockets (the kernel caps it at net.core.wmem_max).
+SEND_BUFFER = 4 * 1024 * 1024
 
 _SEND_RESPONSE, _AWAIT_CHALLENGE, _AWAIT_WELCOME = range(3)
 _FIRST_REQUEST, _CHANNEL, _NATIVE, _CLOSING = range(3, 7)
@@ -56,18 +61,18 @@ class _ChannelCall(Call):
             conn.next_request()
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection(asyncio.BufferedProtocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
         self.state = _SEND_RESPONSE
-        self.decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
+        self.reader = FrameReader(HANDSHAKE_MAX_FRAME)
         self.challenge = b""
         self.peer_flags: int | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.name = ""
-        self.requests: deque[bytes] = deque()
+        self.requests: deque[bytes | bytearray] = deque()
         self.inflight: _ChannelCall | None = None
         self.sticky_worker: Worker | None = None
         self.session: NativeSession | None = None
@@ -77,6 +82,14 @@ class ServerConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family != socket.AF_UNIX:
+            # A big send buffer lets one send() take a whole large reply; with
+            # the kernel's 16 KiB start, asyncio would send it piece by piece,
+            # one loop iteration each.  Memory is used only while data waits.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SEND_BUFFER)
         server = self.server
         server.connections.add(self)
         assert server.loop is not None
@@ -102,12 +115,15 @@ class ServerConnection(asyncio.Protocol):
         if self.session is not None:
             self.session.closed()
 
-    def data_received(self, data: bytes) -> None:
-        decoder = self.decoder
-        decoder.append(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        reader = self.reader
+        reader.buffer_updated(nbytes)
         while self.state != _CLOSING:
             try:
-                frame = decoder.next_frame()
+                frame = reader.next_frame()
             except ProtocolError as exc:
                 log.warning("dropping connection from %s: %s", self.peer, exc)
                 self.abort()
@@ -150,7 +166,7 @@ class ServerConnection(asyncio.Protocol):
             self.abort()
 
     # -------------------------------------------------------------- handshake
-    def frame_received(self, frame: bytes) -> None:
+    def frame_received(self, frame: bytes | bytearray) -> None:
         state = self.state
         if state == _NATIVE:
             assert self.session is not None
@@ -164,7 +180,8 @@ class ServerConnection(asyncio.Protocol):
         else:
             self.handshake_step(frame)
 
-    def handshake_step(self, frame: bytes) -> None:
+    def handshake_step(self, data: bytes | bytearray) -> None:
+        frame = bytes(data)  # at most 256 bytes in the handshake
         server = self.server
         allow_md5 = server.config.allow_md5
         try:
@@ -197,7 +214,7 @@ class ServerConnection(asyncio.Protocol):
         server = self.server
         if self.timer is not None:
             self.timer.cancel()
-        self.decoder.max_size = server.config.max_frame
+        self.reader.max_size = server.config.max_frame
         if self.peer_flags is not None and server.serializer != "xmlrpclib":
             from .native import NativeSession, native_codec
 
@@ -218,7 +235,9 @@ class ServerConnection(asyncio.Protocol):
             self.state = _FIRST_REQUEST
 
     # ------------------------------------------------- the stdlib's protocol
-    def parse(self, frame: bytes) -> tuple[Any, str, tuple[Any, ...], dict[str, Any]] | None:
+    def parse(
+        self, frame: bytes | bytearray
+    ) -> tuple[Any, str, tuple[Any, ...], dict[str, Any]] | None:
         try:
             ident, methodname, args, kwds = self.server.decode(frame)
             if not isinstance(methodname, str):
@@ -231,7 +250,7 @@ class ServerConnection(asyncio.Protocol):
             return None
         return ident, methodname, args, kwds
 
-    def first_request(self, frame: bytes) -> None:
+    def first_request(self, frame: bytes | bytearray) -> None:
         request = self.parse(frame)
         if request is None:
             self.close()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConnectionLostError
-from ..wire.codecs import Codec, get_codec
+from ..wire.codecs import BytesLike, Codec, get_codec
 from ..wire.framing import DEFAULT_MAX_FRAME
 from ..wire.messages import PROXY, RETURN, UNSERIALIZABLE, Token
 from .connection import ServerConnection, method_job
@@ -282,7 +282,7 @@ class Server:
         except Exception:
             return codec.dumps((UNSERIALIZABLE, traceback.format_exc()))
 
-    def decode(self, data: bytes | memoryview, codec: Codec | None = None) -> Any:
+    def decode(self, data: BytesLike, codec: Codec | None = None) -> Any:
         codec = codec or self.codec
         assert codec is not None
         _tls.server = self

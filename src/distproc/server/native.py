@@ -120,7 +120,7 @@ class NativeSession:
         self.session_id = b""
 
     # ------------------------------------------------------------- frames
-    def frame_received(self, frame: bytes) -> None:
+    def frame_received(self, frame: bytes | bytearray) -> None:
         server = self.server
         try:
             for op, rid, tid, aux, blob in iter_records(frame):

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 __all__ = [
+    "BytesLike",
     "Codec",
     "PickleCodec",
     "XmlrpcCodec",
@@ -35,6 +36,9 @@ __all__ = [
     "register_pickle_alias",
     "register_pickle_reducer",
 ]
+
+#: What a codec can decode from: a frame, or a slice of one without a copy.
+BytesLike = bytes | bytearray | memoryview
 
 #: (base class, reducer) pairs consulted for outgoing pickles, in order.
 _OUTGOING: list[tuple[type, Callable[[Any], Any]]] = []
@@ -93,7 +97,7 @@ class Codec(ABC):
     def dumps(self, obj: Any) -> bytes: ...
 
     @abstractmethod
-    def loads(self, data: bytes | memoryview) -> Any: ...
+    def loads(self, data: BytesLike) -> Any: ...
 
 
 class PickleCodec(Codec):
@@ -109,7 +113,7 @@ class PickleCodec(Codec):
         _Pickler(buf, self.protocol).dump(obj)
         return buf.getvalue()
 
-    def loads(self, data: bytes | memoryview) -> Any:
+    def loads(self, data: BytesLike) -> Any:
         return _Unpickler(io.BytesIO(data)).load()
 
 
@@ -121,7 +125,7 @@ class XmlrpcCodec(Codec):
     def dumps(self, obj: Any) -> bytes:
         return xmlrpc.client.dumps((obj,), None, None, None, True).encode("utf-8")
 
-    def loads(self, data: bytes | memoryview) -> Any:
+    def loads(self, data: BytesLike) -> Any:
         (obj,), _ = xmlrpc.client.loads(bytes(data).decode("utf-8"))
         return obj
 

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "HANDSHAKE_MAX_FRAME",
     "FrameDecoder",
+    "FrameReader",
     "encode_header",
     "recv_frame",
     "send_frame",
@@ -117,6 +118,88 @@ class FrameDecoder:
         while (frame := self.next_frame()) is not None:
             frames.append(frame)
         return frames
+
+
+class FrameReader:
+    """Frames read *into* buffers this reader owns (``recv_into``, ``BufferedProtocol``).
+
+    ``get_buffer()`` returns where the next bytes should go and
+    ``buffer_updated(n)`` says how many arrived; ``next_frame()`` then returns
+    whole frames.  Small frames share a rolling buffer (many per read);
+    a frame over ``BIG`` bytes gets a buffer of its exact size once its header
+    is in, so its payload is received in place and never copied again.  The
+    length limit is checked on the header, before that buffer exists.
+    """
+
+    BIG = 64 * 1024
+    CHUNK = 256 * 1024
+
+    __slots__ = ("_big", "_big_pos", "_buf", "_end", "_start", "max_size")
+
+    def __init__(self, max_size: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_size = max_size
+        self._buf = bytearray(self.CHUNK)
+        self._start = 0
+        self._end = 0
+        self._big: bytearray | None = None
+        self._big_pos = 0
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        big = self._big
+        if big is not None:
+            return memoryview(big)[self._big_pos :]
+        buf = self._buf
+        if self._end == len(buf):
+            if self._start:
+                data = buf[self._start : self._end]
+                buf[: len(data)] = data
+                self._start, self._end = 0, len(data)
+            else:
+                buf.extend(bytes(len(buf)))
+        return memoryview(buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._big is not None:
+            self._big_pos += nbytes
+        else:
+            self._end += nbytes
+
+    def next_frame(self) -> bytes | bytearray | None:
+        big = self._big
+        if big is not None:
+            if self._big_pos < len(big):
+                return None
+            self._big = None
+            return big
+        buf, pos, end = self._buf, self._start, self._end
+        available = end - pos
+        if available < 4:
+            return None
+        (size,) = HEADER.unpack_from(buf, pos)
+        start = pos + 4
+        if size == -1:
+            if available < 12:
+                return None
+            (size,) = HEADER64.unpack_from(buf, pos + 4)
+            start = pos + 12
+        elif size < 0:
+            raise ProtocolError(f"bad message length: negative size {size}")
+        if size > self.max_size:
+            raise _too_large(size, self.max_size)
+        have = end - start
+        if have >= size:
+            frame = bytes(memoryview(buf)[start : start + size])
+            self._start = start + size
+            if self._start == end:
+                self._start = self._end = 0
+            return frame
+        if size > self.BIG:
+            big = bytearray(size)
+            big[:have] = memoryview(buf)[start:end]
+            self._big, self._big_pos = big, have
+            self._start = self._end = 0
+            return self.next_frame()
+        return None
 
 
 def send_frame(sock: socket.socket, payload: bytes | bytearray | memoryview) -> None:

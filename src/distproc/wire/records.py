@@ -62,7 +62,7 @@ def record(op: int, id: int, id2: int = 0, aux: int = 0, blob: bytes = b"") -> l
     return [RECORD.pack(op, id, id2, aux, len(blob)), blob]
 
 
-def iter_records(frame: bytes | memoryview) -> Iterator[Record]:
+def iter_records(frame: bytes | bytearray | memoryview) -> Iterator[Record]:
     """The records of one frame: ``(op, id, id2, aux, blob)``."""
     view = memoryview(frame)
     pos, end, size = 0, len(view), RECORD.size
