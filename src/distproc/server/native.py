@@ -132,7 +132,9 @@ class NativeSession:
                             raise TypeError("the method name must be a str")
                     except (Exception, SystemExit) as exc:  # unpickling runs the peer's code
                         log.warning("bad call from %s: %s", self.conn.peer, exc)
-                        if not aux & NOREPLY:
+                        if aux & NOREPLY:
+                            self.queue_out(DEFERRED, tid, TRACEBACK, traceback_text(exc))
+                        else:
                             self.queue_out(REPLY, rid, TRACEBACK, traceback_text(exc))
                         continue
                     self.call(rid, tid, ident, method, args, kwds, bool(aux & NOREPLY))

@@ -52,6 +52,7 @@ class Worker:
             if job is None:
                 return
             job()
+            job = None  # let go of the job's arguments before waiting for the next
             if pool is not None:
                 pool._idle_again(self)
 

@@ -1,0 +1,274 @@
+"""The native protocol between distproc peers, on real servers."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+from typing import Any
+
+import pytest
+
+from distproc.client.connection import Client, dispatch, open_socket
+from distproc.client.mux import Multiplexer, close_multiplexers
+from distproc.managers import BaseManager, SyncManager
+from distproc.server import ServerConfig
+from distproc.server.native import NativeSession
+from distproc.wire import handshake
+from distproc.wire.codecs import PickleCodec
+from distproc.wire.framing import FrameReader, encode_header, recv_frame, send_frame
+from distproc.wire.records import CALL, HELLO, KINDS, REPLY, iter_records, record
+
+AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
+ServeFn = Any  # the serve fixture: (manager class) -> (server, connected manager)
+
+
+class Unloadable:
+    """Pickles fine, fails to unpickle (on the server)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _refuse, ()
+
+
+def _refuse() -> None:
+    raise ValueError("refuses to be unpickled")
+
+
+class QM(BaseManager):
+    pass
+
+
+QM.register("Queue", queue.Queue)
+QM.register("Bounded", lambda: queue.Queue(maxsize=2))
+QM.register("Event", threading.Event)
+
+
+def test_distproc_peers_upgrade(serve: ServeFn) -> None:
+    server, client = serve(QM)
+    q: Any = client.Queue()  # type: ignore[attr-defined]
+    assert isinstance(q._native(), Multiplexer)
+    assert q._defer == {"put", "put_many"}  # an unbounded queue served by the loop
+    q.put(1)
+    assert q.get() == 1
+    assert [c.session is not None for c in server.connections] == [True]
+
+
+def test_stdlib_protocol_still_served_to_legacy_clients(serve: ServeFn) -> None:
+    server, client = serve(QM)
+    q: Any = client.Queue()  # type: ignore[attr-defined]
+    ident = q._id
+    with Client(server.address, AUTHKEY) as conn:  # no marker: the stdlib protocol
+        dispatch(conn, None, "accept_connection", ("legacy",))
+        assert dispatch(conn, ident, "qsize") == 0
+
+
+def test_one_connection_for_every_thread_and_proxy(serve: ServeFn) -> None:
+    server, client = serve(QM)
+    proxies: list[Any] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        mine = [client.Queue() for _ in range(3)]  # type: ignore[attr-defined]
+        for q in mine:
+            q.put("x")
+            assert q.get() == "x"
+        with lock:
+            proxies.extend(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(proxies) == 24
+    assert len(server.connections) == 1
+
+
+def test_calls_of_many_threads_are_in_flight_at_once(serve: ServeFn) -> None:
+    _, client = serve(QM)
+    q: Any = client.Queue()  # type: ignore[attr-defined]
+    gate: Any = client.Event()  # type: ignore[attr-defined]
+    got: list[Any] = []
+
+    def getter() -> None:
+        got.append(q.get(timeout=20))
+
+    threads = [threading.Thread(target=getter) for _ in range(8)]
+    for t in threads:
+        t.start()
+    waiter = threading.Thread(target=gate.wait, args=(20,))  # a blocking call on a pool thread
+    waiter.start()
+    # While 9 calls wait on the shared connection, this one goes straight through.
+    q.put_many(list(range(8)))
+    for t in threads:
+        t.join(20)
+    gate.set()
+    waiter.join(20)
+    assert sorted(got) == list(range(8))
+
+
+def test_put_many_and_get_many(serve: ServeFn) -> None:
+    _, client = serve(QM)
+    q: Any = client.Queue()  # type: ignore[attr-defined]
+    q.put_many(range(10))
+    assert q.get_many(4) == [0, 1, 2, 3]
+    assert q.get_many(100) == [4, 5, 6, 7, 8, 9]
+    with pytest.raises(queue.Empty):
+        q.get_many(5, timeout=0.05)
+    with pytest.raises(ValueError):
+        q.get_many(0)
+    bounded: Any = client.Bounded()  # type: ignore[attr-defined]
+    assert bounded._defer == frozenset()  # a bounded queue's put may block: never deferred
+    done = threading.Event()
+
+    def fill() -> None:
+        bounded.put_many([1, 2, 3, 4, 5])  # waits for room twice
+        done.set()
+
+    t = threading.Thread(target=fill)
+    t.start()
+    taken: list[int] = []
+    while len(taken) < 5:
+        taken += bounded.get_many(5, timeout=10)
+    t.join(10)
+    assert done.is_set() and taken == [1, 2, 3, 4, 5]
+
+
+def test_deferred_put_error_is_raised_by_the_next_call(serve: ServeFn) -> None:
+    _, client = serve(QM)
+    q: Any = client.Queue()  # type: ignore[attr-defined]
+    assert q.put(Unloadable()) is None  # sent without waiting: no error yet
+    other_thread_saw: list[BaseException | None] = []
+
+    def other() -> None:
+        try:
+            q.qsize()
+            other_thread_saw.append(None)
+        except BaseException as exc:  # pragma: no cover - it would be a bug
+            other_thread_saw.append(exc)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(10)
+    assert other_thread_saw == [None]  # another thread is not blamed
+    with pytest.raises(Exception, match="refuses to be unpickled"):
+        q.qsize()
+    assert q.qsize() == 0  # raised once, and the connection is fine
+
+
+def test_creating_a_proxy_is_one_round_trip(
+    serve: ServeFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, client = serve(QM)
+    client.Queue()  # type: ignore[attr-defined]  # warm up: connected
+    calls: list[str] = []
+    original = NativeSession.call
+
+    def counting(
+        self: NativeSession, rid: int, tid: int, ident: Any, method: str, *rest: Any
+    ) -> None:
+        calls.append(method)
+        original(self, rid, tid, ident, method, *rest)
+
+    monkeypatch.setattr(NativeSession, "call", counting)
+    q: Any = client.Queue()  # type: ignore[attr-defined]
+    assert calls == ["create"]
+    del q
+
+
+def test_nested_proxies_over_native(serve: ServeFn) -> None:
+    server, m = serve(SyncManager)
+    sm: Any = m
+    outer = sm.list([sm.dict(a=1)])
+    inner = outer[0]  # decoded by the leader thread: adopts a reference, no extra call
+    assert inner["a"] == 1
+    assert len(server.connections) == 1
+    del inner, outer
+    assert sm._number_of_objects() == 0
+
+
+def test_references_survive_a_reconnect(serve: ServeFn) -> None:
+    server, client = serve(QM)
+    q: Any = client.Queue()  # type: ignore[attr-defined]
+    q.put("kept")
+    close_multiplexers(server.address)  # as a network error would
+    assert q.get(timeout=5) == "kept"  # a new connection, same process: same objects
+    assert len(server.table) == 1
+
+
+def test_references_of_a_dead_process_are_released(serve: ServeFn) -> None:
+    server, client = serve(QM)
+    server.config.reconnect_grace = 0.0
+    client.Queue()  # type: ignore[attr-defined]  # a temporary proxy: it decrefs at once
+    q: Any = client.Queue()  # type: ignore[attr-defined]
+    assert len(server.table) == 1
+    # ... and this process "dies": its connection goes, its session never comes back.
+    from distproc.client import mux
+
+    monkey_session = mux._session
+    mux._session = (0, b"")  # a new process identity for the next connection
+    try:
+        close_multiplexers(server.address)
+        assert client._number_of_objects() == 0  # released after the (zero) grace period
+    finally:
+        mux._session = monkey_session
+    del q
+
+
+def _native_socket(address: Any) -> socket.socket:
+    sock = open_socket(address)
+
+    class Raw:
+        def send_bytes(self, data: bytes) -> None:
+            send_frame(sock, data)
+
+        def recv_bytes(self, maxlength: int | None = None) -> bytes:
+            return recv_frame(sock, 256)
+
+    flags = handshake.client_handshake(
+        Raw(), AUTHKEY, marker=handshake.make_marker(handshake.FLAG_PICKLE)
+    )
+    assert flags is not None and flags & handshake.FLAG_PICKLE
+    send_frame(sock, b"".join(record(HELLO, 0, blob=b"raw-session")))
+    return sock
+
+
+def test_a_batch_of_calls_in_one_frame(serve: ServeFn) -> None:
+    server, client = serve(QM)
+    q: Any = client.Queue()  # type: ignore[attr-defined]
+    ident = q._id
+    codec = PickleCodec()
+    sock = _native_socket(server.address)
+    try:
+        parts: list[bytes] = []
+        parts += record(CALL, 1, 7, 0, codec.dumps((ident, "put", ("a",), {})))
+        parts += record(CALL, 2, 7, 0, codec.dumps((ident, "put", ("b",), {})))
+        parts += record(CALL, 3, 7, 0, codec.dumps((ident, "qsize", (), {})))
+        parts += record(CALL, 4, 7, 0, codec.dumps((ident, "nope", (), {})))
+        payload = b"".join(parts)
+        sock.sendall(encode_header(len(payload)) + payload)
+        reader = FrameReader()
+        replies: dict[int, tuple[str, Any]] = {}
+        frames = 0
+        while len(replies) < 4:
+            n = sock.recv_into(reader.get_buffer())
+            assert n
+            reader.buffer_updated(n)
+            while (frame := reader.next_frame()) is not None:
+                frames += 1
+                for op, rid, _, aux, blob in iter_records(frame):
+                    assert op == REPLY
+                    replies[rid] = (KINDS[aux], codec.loads(blob))
+        assert replies[1] == ("#RETURN", None) and replies[2] == ("#RETURN", None)
+        assert replies[3] == ("#RETURN", 2)
+        assert replies[4][0] == "#TRACEBACK" and "'nope'" in replies[4][1]
+        assert frames == 1  # the four replies went out together
+    finally:
+        sock.close()
+
+
+def test_native_only_server_refuses_stdlib_clients(serve: ServeFn) -> None:
+    server, client = serve(QM, serializer="native", config=ServerConfig())
+    with pytest.raises(EOFError), Client(server.address, AUTHKEY) as conn:
+        dispatch(conn, None, "dummy")
+    assert client._number_of_objects() == 0  # a distproc client is served
