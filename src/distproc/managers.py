@@ -70,7 +70,7 @@ from .proxies import (
     _AuthenticationString,
     client_factory,
 )
-from .server.core import Server as Server, ServerConfig
+from .server.core import CHEAP_CONSTRUCTORS, Server as Server, ServerConfig
 from .server.objects import all_methods as all_methods, public_methods as public_methods
 from .wire.codecs import register_pickle_alias, register_pickle_reducer
 from .wire.messages import RETURN, Token as Token
@@ -484,6 +484,9 @@ register_pickle_reducer(Namespace, lambda ns: (_mp.Namespace, (), dict(ns.__dict
 register_pickle_reducer(Value, lambda v: (_mp.Value, (v._typecode, v._value)))
 register_pickle_alias("multiprocessing.managers", "Namespace", Namespace)
 register_pickle_alias("multiprocessing.managers", "Value", Value)
+
+
+CHEAP_CONSTRUCTORS.extend((Namespace, Value, Array))
 
 
 class SyncManager(BaseManager):

@@ -258,6 +258,7 @@ class BaseProxy:
 
     def _adopt(self) -> None:
         """Own one reference to the referent (taken already); give it back when collected."""
+        self._native()  # the finalizer must know which connection to decref on
         serial = next(_serials)
         self._idset.add(serial)
         state = self._manager._state if self._manager is not None else None

@@ -281,7 +281,9 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.send(server.encode(msg))
             self.close()
 
-        if methodname in server.loop_methods:
+        if methodname in server.loop_methods or (
+            methodname == "create" and args and server.creates_on_loop(args[0])
+        ):
             done(job())
         else:
             run_off_loop(server, job, done)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import socket
 import threading
 import traceback
@@ -42,6 +43,24 @@ log = logging.getLogger("distproc.server")
 Registry = dict[str, tuple[Any, Any, Any, Any]]
 
 _tls = threading.local()
+
+#: Constructors that cannot block, so ``create`` runs them on the loop (no thread
+#: hop).  The managers layer adds its own (``Namespace``, ``Value``, ``Array``).
+CHEAP_CONSTRUCTORS: list[Any] = [
+    queue.Queue,
+    queue.LifoQueue,
+    queue.PriorityQueue,
+    queue.SimpleQueue,
+    list,
+    dict,
+    threading.Event,
+    threading.Lock,
+    threading.RLock,
+    threading.Semaphore,
+    threading.BoundedSemaphore,
+    threading.Condition,
+    threading.Barrier,
+]
 
 
 def unpickling_server() -> Server | None:
@@ -213,6 +232,11 @@ class Server:
         else:
             obj = callable_(*args, **kwds)
         return self.add_object(typeid, obj)
+
+    def creates_on_loop(self, typeid: Any) -> bool:
+        """Whether ``create(typeid)`` may run on the loop: its constructor cannot block."""
+        entry = self.registry.get(typeid) if isinstance(typeid, str) else None
+        return entry is not None and any(entry[0] is c for c in CHEAP_CONSTRUCTORS)
 
     def add_object(self, typeid: str, obj: Any) -> tuple[str, tuple[str, ...]]:
         """Put ``obj`` in the table under ``typeid`` (refcount 1)."""

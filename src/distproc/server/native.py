@@ -231,7 +231,10 @@ class NativeSession:
                     except Exception as exc:
                         return (TRACEBACK, traceback_text(exc))
 
-                run_off_loop(server, create, call.deliver)
+                if args and server.creates_on_loop(args[0]):
+                    call.deliver(create())
+                else:
+                    run_off_loop(server, create, call.deliver)
             elif method in server.public and method != "accept_connection":
                 job = server.method_job(self.conn, method, args, kwds)
                 if method in server.loop_methods:
