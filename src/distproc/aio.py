@@ -31,7 +31,7 @@ import weakref
 from typing import Any
 
 from .client.connection import convert_to_error
-from .errors import ConnectionLostError, DistprocError
+from .errors import AuthenticationError, ConnectionLostError, DistprocError
 from .wire import handshake
 from .wire.codecs import Codec, PickleCodec
 from .wire.framing import DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME, FrameDecoder, encode_header
@@ -76,11 +76,11 @@ async def _handshake(stream: _Stream, authkey: bytes, flags: int) -> int | None:
     """The client's half of the handshake (see :mod:`distproc.wire.handshake`)."""
     message = await stream.recv()
     if not message.startswith(handshake.CHALLENGE):
-        raise handshake.AuthenticationError("protocol error: expected a challenge")
+        raise AuthenticationError("protocol error: expected a challenge")
     message = message[len(handshake.CHALLENGE) :]
     stream.send(handshake.create_response(authkey, message))
     if await stream.recv() != handshake.WELCOME:
-        raise handshake.AuthenticationError("digest sent was rejected")
+        raise AuthenticationError("digest sent was rejected")
     ours = handshake.make_challenge(marker=handshake.make_marker(flags))
     stream.send(handshake.CHALLENGE + ours)
     handshake.verify_response(authkey, ours, await stream.recv())
@@ -160,7 +160,7 @@ class AsyncManager:
 
     def _proxy(self, token: Token, exposed: Any, hints: dict[str, Any]) -> AsyncProxy:
         proxy = AsyncProxy(self, token, tuple(exposed), frozenset(hints.get("defer", ())))
-        weakref.finalize(proxy, self._decref, token.id)
+        weakref.finalize(proxy, self._decref, str(token.id))
         return proxy
 
     def _decref(self, ident: str) -> None:

@@ -101,6 +101,8 @@ view_types = [type(getattr({}, name)()) for name in ("items", "keys", "values")]
 listener_client: dict[str, tuple[Any, Callable[..., Connection]]] = {
     "pickle": (_mp_connection.Listener, client_factory("pickle")),
     "xmlrpclib": (getattr(_mp_connection, "XmlListener"), client_factory("xmlrpclib")),  # noqa: B009
+    # distproc's own: the native protocol only, never pickle (see distproc.wire.native).
+    "native": (None, client_factory("native")),
 }
 
 

@@ -84,7 +84,7 @@ class ProcessLocalSet(set[Any]):
 
 def client_factory(serializer: str) -> Callable[..., Connection]:
     """The connect function for a serializer, as ``listener_client[s][1]``."""
-    if serializer not in ("pickle", "xmlrpclib"):
+    if serializer not in ("pickle", "xmlrpclib", "native"):
         raise ValueError(f"unknown serializer {serializer!r}")
 
     def connect(address: Any, authkey: bytes | None = None) -> Connection:

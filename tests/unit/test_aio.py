@@ -55,7 +55,7 @@ def test_await_queue_methods_without_blocking_the_loop(serve: ServeFn) -> None:
 
 def test_cancelled_get_takes_nothing(serve: ServeFn) -> None:
     server, client = serve(QM)
-    sync_q: Any = client.Queue()  # type: ignore[attr-defined]
+    sync_q: Any = client.Queue()
 
     async def main() -> Any:
         async with await distproc.aio.connect(server.address, AUTHKEY, QM) as m:

@@ -11,6 +11,7 @@ import pytest
 
 from distproc.client.connection import Client, dispatch, open_socket
 from distproc.client.mux import Multiplexer, close_multiplexers
+from distproc.errors import DistprocError
 from distproc.managers import BaseManager, SyncManager
 from distproc.server import ServerConfig
 from distproc.server.native import NativeSession
@@ -45,7 +46,7 @@ QM.register("Event", threading.Event)
 
 def test_distproc_peers_upgrade(serve: ServeFn) -> None:
     server, client = serve(QM)
-    q: Any = client.Queue()  # type: ignore[attr-defined]
+    q: Any = client.Queue()
     assert isinstance(q._native(), Multiplexer)
     assert q._defer == {"put", "put_many"}  # an unbounded queue served by the loop
     q.put(1)
@@ -55,7 +56,7 @@ def test_distproc_peers_upgrade(serve: ServeFn) -> None:
 
 def test_stdlib_protocol_still_served_to_legacy_clients(serve: ServeFn) -> None:
     server, client = serve(QM)
-    q: Any = client.Queue()  # type: ignore[attr-defined]
+    q: Any = client.Queue()
     ident = q._id
     with Client(server.address, AUTHKEY) as conn:  # no marker: the stdlib protocol
         dispatch(conn, None, "accept_connection", ("legacy",))
@@ -68,7 +69,7 @@ def test_one_connection_for_every_thread_and_proxy(serve: ServeFn) -> None:
     lock = threading.Lock()
 
     def work() -> None:
-        mine = [client.Queue() for _ in range(3)]  # type: ignore[attr-defined]
+        mine = [client.Queue() for _ in range(3)]
         for q in mine:
             q.put("x")
             assert q.get() == "x"
@@ -86,8 +87,8 @@ def test_one_connection_for_every_thread_and_proxy(serve: ServeFn) -> None:
 
 def test_calls_of_many_threads_are_in_flight_at_once(serve: ServeFn) -> None:
     _, client = serve(QM)
-    q: Any = client.Queue()  # type: ignore[attr-defined]
-    gate: Any = client.Event()  # type: ignore[attr-defined]
+    q: Any = client.Queue()
+    gate: Any = client.Event()
     got: list[Any] = []
 
     def getter() -> None:
@@ -109,7 +110,7 @@ def test_calls_of_many_threads_are_in_flight_at_once(serve: ServeFn) -> None:
 
 def test_put_many_and_get_many(serve: ServeFn) -> None:
     _, client = serve(QM)
-    q: Any = client.Queue()  # type: ignore[attr-defined]
+    q: Any = client.Queue()
     q.put_many(range(10))
     assert q.get_many(4) == [0, 1, 2, 3]
     assert q.get_many(100) == [4, 5, 6, 7, 8, 9]
@@ -117,7 +118,7 @@ def test_put_many_and_get_many(serve: ServeFn) -> None:
         q.get_many(5, timeout=0.05)
     with pytest.raises(ValueError):
         q.get_many(0)
-    bounded: Any = client.Bounded()  # type: ignore[attr-defined]
+    bounded: Any = client.Bounded()
     assert bounded._defer == frozenset()  # a bounded queue's put may block: never deferred
     done = threading.Event()
 
@@ -136,7 +137,7 @@ def test_put_many_and_get_many(serve: ServeFn) -> None:
 
 def test_deferred_put_error_is_raised_by_the_next_call(serve: ServeFn) -> None:
     _, client = serve(QM)
-    q: Any = client.Queue()  # type: ignore[attr-defined]
+    q: Any = client.Queue()
     assert q.put(Unloadable()) is None  # sent without waiting: no error yet
     other_thread_saw: list[BaseException | None] = []
 
@@ -160,7 +161,7 @@ def test_creating_a_proxy_is_one_round_trip(
     serve: ServeFn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, client = serve(QM)
-    client.Queue()  # type: ignore[attr-defined]  # warm up: connected
+    warm = client.Queue()  # warm up: connected (kept, so its decref is not counted)
     calls: list[str] = []
     original = NativeSession.call
 
@@ -171,9 +172,9 @@ def test_creating_a_proxy_is_one_round_trip(
         original(self, rid, tid, ident, method, *rest)
 
     monkeypatch.setattr(NativeSession, "call", counting)
-    q: Any = client.Queue()  # type: ignore[attr-defined]
+    q: Any = client.Queue()
     assert calls == ["create"]
-    del q
+    del q, warm
 
 
 def test_nested_proxies_over_native(serve: ServeFn) -> None:
@@ -189,7 +190,7 @@ def test_nested_proxies_over_native(serve: ServeFn) -> None:
 
 def test_references_survive_a_reconnect(serve: ServeFn) -> None:
     server, client = serve(QM)
-    q: Any = client.Queue()  # type: ignore[attr-defined]
+    q: Any = client.Queue()
     q.put("kept")
     close_multiplexers(server.address)  # as a network error would
     assert q.get(timeout=5) == "kept"  # a new connection, same process: same objects
@@ -199,8 +200,8 @@ def test_references_survive_a_reconnect(serve: ServeFn) -> None:
 def test_references_of_a_dead_process_are_released(serve: ServeFn) -> None:
     server, client = serve(QM)
     server.config.reconnect_grace = 0.0
-    client.Queue()  # type: ignore[attr-defined]  # a temporary proxy: it decrefs at once
-    q: Any = client.Queue()  # type: ignore[attr-defined]
+    client.Queue()  # a temporary proxy: it decrefs at once
+    q: Any = client.Queue()
     assert len(server.table) == 1
     # ... and this process "dies": its connection goes, its session never comes back.
     from distproc.client import mux
@@ -235,7 +236,7 @@ def _native_socket(address: Any) -> socket.socket:
 
 def test_a_batch_of_calls_in_one_frame(serve: ServeFn) -> None:
     server, client = serve(QM)
-    q: Any = client.Queue()  # type: ignore[attr-defined]
+    q: Any = client.Queue()
     ident = q._id
     codec = PickleCodec()
     sock = _native_socket(server.address)
@@ -272,3 +273,33 @@ def test_native_only_server_refuses_stdlib_clients(serve: ServeFn) -> None:
     with pytest.raises(EOFError), Client(server.address, AUTHKEY) as conn:
         dispatch(conn, None, "dummy")
     assert client._number_of_objects() == 0  # a distproc client is served
+
+
+class Custom:
+    pass
+
+
+def test_native_serializer_never_sends_pickle(serve: ServeFn) -> None:
+    server, _ = serve(QM)  # a server that would allow pickle
+    client = QM(address=server.address, authkey=AUTHKEY, serializer="native")
+    client.connect()
+    q: Any = client.Queue()  # type: ignore[attr-defined]
+    assert q._native().codec.name == "native"
+    q.put((1, "two", b"3", {4.0}))
+    assert q.get() == (1, "two", b"3", {4.0})
+    with pytest.raises(TypeError, match="Custom"):
+        q.put(Custom())
+
+
+def test_native_serializer_against_a_stdlib_server_is_refused() -> None:
+    from multiprocessing.managers import BaseManager as StdlibManager
+
+    class SM(StdlibManager):
+        pass
+
+    SM.register("Queue", queue.Queue)
+    server = SM(address=("127.0.0.1", 0), authkey=AUTHKEY).get_server()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = QM(address=server.address, authkey=AUTHKEY, serializer="native")
+    with pytest.raises(DistprocError, match="not a distproc server"):
+        client.connect()

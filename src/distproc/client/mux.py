@@ -24,7 +24,7 @@ import socket
 import threading
 from typing import Any
 
-from ..errors import ConnectionLostError, ProtocolError
+from ..errors import ConnectionLostError, DistprocError, ProtocolError
 from ..wire import handshake
 from ..wire.codecs import Codec, PickleCodec
 from ..wire.framing import DEFAULT_MAX_FRAME, FrameReader, encode_header, send_frame
@@ -349,6 +349,12 @@ def _connect(address: Any, authkey: bytes, serializer: str) -> Multiplexer | Non
         except BaseException:
             sock.close()
             raise
+    if server_flags is None and serializer == "native":
+        sock.close()
+        raise DistprocError(
+            f"{address!r} is not a distproc server, and serializer='native' speaks only "
+            "distproc's native protocol (stdlib servers know only pickle and xmlrpclib)"
+        )
     if server_flags is None:
         # A stdlib server: it took our marker for random bytes.  Say goodbye the
         # stdlib way (an empty request would be an error there) and fall back.

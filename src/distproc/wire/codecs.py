@@ -134,10 +134,14 @@ _CODECS: dict[str, Callable[[], Codec]] = {"pickle": PickleCodec, "xmlrpclib": X
 
 
 def get_codec(serializer: str) -> Codec:
-    """The codec for a stdlib serializer name (``'pickle'`` or ``'xmlrpclib'``)."""
+    """The codec for a serializer name: ``'pickle'``, ``'xmlrpclib'`` or ``'native'``."""
+    if serializer == "native":
+        from .native import NativeCodec
+
+        return NativeCodec()
     try:
         return _CODECS[serializer]()
     except KeyError:
         raise ValueError(
-            f"unknown serializer {serializer!r}: expected one of {sorted(_CODECS)}"
+            f"unknown serializer {serializer!r}: expected one of {[*sorted(_CODECS), 'native']}"
         ) from None
