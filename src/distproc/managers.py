@@ -68,6 +68,7 @@ from .proxies import (
     RebuildProxy as RebuildProxy,
     ValueProxy as ValueProxy,
     _AuthenticationString,
+    adopt_proxy,
     client_factory,
 )
 from .server.core import CHEAP_CONSTRUCTORS, Server as Server, ServerConfig
@@ -339,18 +340,9 @@ class BaseManager:
             return proxy
         ident, exposed, hints = self._server_call("create", (typeid, *args), kwds)
         token = Token(typeid, self._address, ident)
-        proxy = proxytype(
-            token,
-            self._serializer,
-            manager=self,
-            authkey=self._authkey,
-            exposed=exposed,
-            incref=False,
+        return adopt_proxy(
+            proxytype, token, self._serializer, self, self._authkey, exposed, hints.get("defer", ())
         )
-        if isinstance(proxy, BaseProxy):
-            proxy._adopt()
-            proxy._defer = frozenset(hints.get("defer", ()))
-        return proxy
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the server process to exit."""

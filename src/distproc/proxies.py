@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .client.connection import Client, Connection, convert_to_error, dispatch
 from .client.mux import Multiplexer, decoding_multiplexer, get_multiplexer
 from .errors import ConnectionLostError
+from .server.calls import ARRAY_METHODS, DICT_METHODS, LIST_METHODS
 from .server.core import unpickling_server
 from .server.native import encoding_session
 from .wire.codecs import register_pickle_alias, register_pickle_reducer
@@ -221,17 +222,10 @@ class BaseProxy:
             proxytype = manager._registry[token.typeid][-1]
         token.address = self._token.address
         if native:  # the server counted the reference for this connection: adopt it
-            proxy = proxytype(
-                token,
-                self._serializer,
-                manager=manager,
-                authkey=self._authkey,
-                exposed=exposed,
-                incref=False,
+            adopted: BaseProxy = adopt_proxy(
+                proxytype, token, self._serializer, manager, self._authkey, exposed
             )
-            if isinstance(proxy, BaseProxy):
-                proxy._adopt()
-            return proxy  # type: ignore[no-any-return]  # proxytype is any registered callable
+            return adopted
         proxy = proxytype(
             token, self._serializer, manager=manager, authkey=self._authkey, exposed=exposed
         )
@@ -324,6 +318,25 @@ class BaseProxy:
             return str(self._callmethod("__repr__"))
         except Exception:
             return repr(self)[:-1] + "; '__str__()' failed>"
+
+
+def adopt_proxy(
+    proxytype: Any,
+    token: Token,
+    serializer: str,
+    manager: BaseManager | None,
+    authkey: bytes,
+    exposed: Any,
+    defer: Any = (),
+) -> Any:
+    """A proxy that owns a reference the server already counted for this connection."""
+    proxy = proxytype(
+        token, serializer, manager=manager, authkey=authkey, exposed=exposed, incref=False
+    )
+    if isinstance(proxy, BaseProxy):
+        proxy._adopt()
+        proxy._defer = frozenset(defer)
+    return proxy
 
 
 def RebuildProxy(
@@ -570,30 +583,7 @@ class ValueProxy(BaseProxy):
     __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
-BaseListProxy = MakeProxyType(
-    "BaseListProxy",
-    (
-        "__add__",
-        "__contains__",
-        "__delitem__",
-        "__getitem__",
-        "__len__",
-        "__mul__",
-        "__reversed__",
-        "__rmul__",
-        "__setitem__",
-        "append",
-        "count",
-        "extend",
-        "index",
-        "insert",
-        "pop",
-        "remove",
-        "reverse",
-        "sort",
-        "__imul__",
-    ),
-)
+BaseListProxy = MakeProxyType("BaseListProxy", LIST_METHODS)
 
 
 class ListProxy(BaseListProxy):  # type: ignore[misc,valid-type]  # a class made at run time
@@ -608,27 +598,7 @@ class ListProxy(BaseListProxy):  # type: ignore[misc,valid-type]  # a class made
     __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
-_BaseDictProxy = MakeProxyType(
-    "DictProxy",
-    (
-        "__contains__",
-        "__delitem__",
-        "__getitem__",
-        "__iter__",
-        "__len__",
-        "__setitem__",
-        "clear",
-        "copy",
-        "get",
-        "items",
-        "keys",
-        "pop",
-        "popitem",
-        "setdefault",
-        "update",
-        "values",
-    ),
-)
+_BaseDictProxy = MakeProxyType("DictProxy", DICT_METHODS)
 _BaseDictProxy._method_to_typeid_ = {"__iter__": "Iterator"}
 
 
@@ -636,7 +606,7 @@ class DictProxy(_BaseDictProxy):  # type: ignore[misc,valid-type]  # a class mad
     __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
-ArrayProxy = MakeProxyType("ArrayProxy", ("__len__", "__getitem__", "__setitem__"))
+ArrayProxy = MakeProxyType("ArrayProxy", ARRAY_METHODS)
 
 BasePoolProxy = MakeProxyType(
     "PoolProxy",

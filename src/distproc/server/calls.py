@@ -30,56 +30,38 @@ from .threads import Worker
 if TYPE_CHECKING:
     from .core import Server
 
-__all__ = ["INLINE_METHODS", "Call", "execute", "run_off_loop", "traceback_text"]
+__all__ = [
+    "ARRAY_METHODS",
+    "DICT_METHODS",
+    "INLINE_METHODS",
+    "LIST_METHODS",
+    "Call",
+    "execute",
+    "run_off_loop",
+    "traceback_text",
+]
 
 Message = tuple[str, Any]
 
-#: Methods that run on the loop because they cannot block (per exact type).
+#: The methods of the stdlib's list, dict and array proxies, in the stdlib's order.
+LIST_METHODS = (
+    "__add__", "__contains__", "__delitem__", "__getitem__", "__len__", "__mul__",
+    "__reversed__", "__rmul__", "__setitem__", "append", "count", "extend", "index",
+    "insert", "pop", "remove", "reverse", "sort", "__imul__",
+)  # fmt: skip
+DICT_METHODS = (
+    "__contains__", "__delitem__", "__getitem__", "__iter__", "__len__", "__setitem__",
+    "clear", "copy", "get", "items", "keys", "pop", "popitem", "setdefault", "update",
+    "values",
+)  # fmt: skip
+ARRAY_METHODS = ("__len__", "__getitem__", "__setitem__")
+
+#: Methods that run on the loop because they cannot block (per exact type): all
+#: of the builtin containers' methods that their proxies expose.
 INLINE_METHODS: dict[type, frozenset[str]] = {
-    list: frozenset(
-        (
-            "__add__",
-            "__contains__",
-            "__delitem__",
-            "__getitem__",
-            "__len__",
-            "__mul__",
-            "__reversed__",
-            "__rmul__",
-            "__setitem__",
-            "append",
-            "count",
-            "extend",
-            "index",
-            "insert",
-            "pop",
-            "remove",
-            "reverse",
-            "sort",
-            "__imul__",
-        )
-    ),
-    dict: frozenset(
-        (
-            "__contains__",
-            "__delitem__",
-            "__getitem__",
-            "__iter__",
-            "__len__",
-            "__setitem__",
-            "clear",
-            "copy",
-            "get",
-            "items",
-            "keys",
-            "pop",
-            "popitem",
-            "setdefault",
-            "update",
-            "values",
-        )
-    ),
-    array.array: frozenset(("__len__", "__getitem__", "__setitem__")),
+    list: frozenset(LIST_METHODS),
+    dict: frozenset(DICT_METHODS),
+    array.array: frozenset(ARRAY_METHODS),
 }
 _QUEUE_INLINE = frozenset(["qsize", "empty", "full", "put_nowait", "get_nowait", "task_done"])
 STICKY_TYPES = (type(threading.RLock()), threading.Condition)

@@ -57,6 +57,28 @@ def _too_large(size: int, limit: int) -> FrameTooLargeError:
     return FrameTooLargeError(f"bad message length: {size} bytes declared, limit {limit}")
 
 
+def _parse_header(buf: bytearray, pos: int, end: int, limit: int) -> tuple[int, int] | None:
+    """``(payload size, payload start)`` of the frame at ``pos``, or ``None`` if incomplete.
+
+    Raises before anything is allocated when the declared size is over ``limit``.
+    """
+    if end - pos < 4:
+        return None
+    (size,) = HEADER.unpack_from(buf, pos)
+    if size == -1:
+        if end - pos < 12:
+            return None
+        (size,) = HEADER64.unpack_from(buf, pos + 4)
+        start = pos + 12
+    elif size < 0:
+        raise ProtocolError(f"bad message length: negative size {size}")
+    else:
+        start = pos + 4
+    if size > limit:
+        raise _too_large(size, limit)
+    return size, start
+
+
 class FrameDecoder:
     """Incremental (sans-IO) frame parser with a size limit.
 
@@ -87,20 +109,10 @@ class FrameDecoder:
 
     def next_frame(self) -> bytes | None:
         buf, pos = self._buf, self._pos
-        available = len(buf) - pos
-        if available < 4:
+        header = _parse_header(buf, pos, len(buf), self.max_size)
+        if header is None:
             return None
-        (size,) = HEADER.unpack_from(buf, pos)
-        start = pos + 4
-        if size == -1:
-            if available < 12:
-                return None
-            (size,) = HEADER64.unpack_from(buf, pos + 4)
-            start = pos + 12
-        elif size < 0:
-            raise ProtocolError(f"bad message length: negative size {size}")
-        if size > self.max_size:
-            raise _too_large(size, self.max_size)
+        size, start = header
         end = start + size
         if end > len(buf):
             return None
@@ -171,21 +183,11 @@ class FrameReader:
                 return None
             self._big = None
             return big
-        buf, pos, end = self._buf, self._start, self._end
-        available = end - pos
-        if available < 4:
+        buf, end = self._buf, self._end
+        header = _parse_header(buf, self._start, end, self.max_size)
+        if header is None:
             return None
-        (size,) = HEADER.unpack_from(buf, pos)
-        start = pos + 4
-        if size == -1:
-            if available < 12:
-                return None
-            (size,) = HEADER64.unpack_from(buf, pos + 4)
-            start = pos + 12
-        elif size < 0:
-            raise ProtocolError(f"bad message length: negative size {size}")
-        if size > self.max_size:
-            raise _too_large(size, self.max_size)
+        size, start = header
         have = end - start
         if have >= size:
             frame = bytes(memoryview(buf)[start : start + size])
