@@ -79,8 +79,7 @@ class ServerConnection(asyncio.BufferedProtocol):
 
     # -------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # a stream transport (any loop)
         self.peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family != socket.AF_UNIX:
@@ -132,7 +131,7 @@ class ServerConnection(asyncio.BufferedProtocol):
                 break
             self.frame_received(frame)
         if self.session is not None:
-            self.session.flush()
+            self.session.flush()  # also clears flush_scheduled, set while frames were read
 
     def send(self, payload: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():

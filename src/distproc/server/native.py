@@ -122,6 +122,9 @@ class NativeSession:
     # ------------------------------------------------------------- frames
     def frame_received(self, frame: bytes | bytearray) -> None:
         server = self.server
+        # Replies made while this frame is read go out with the connection's
+        # flush at the end of the read, not in a loop iteration of their own.
+        self.flush_scheduled = True
         try:
             for op, rid, tid, aux, blob in iter_records(frame):
                 if op == CALL:

@@ -144,7 +144,10 @@ class FrameReader:
     """
 
     BIG = 64 * 1024
-    CHUNK = 256 * 1024
+    #: The rolling buffer starts this small (an idle connection costs little) and
+    #: doubles up to ``MAX_CHUNK`` while reads fill it, shrinking back once drained.
+    CHUNK = 4 * 1024
+    MAX_CHUNK = 256 * 1024
 
     __slots__ = ("_big", "_big_pos", "_buf", "_end", "_start", "max_size")
 
@@ -167,7 +170,9 @@ class FrameReader:
                 buf[: len(data)] = data
                 self._start, self._end = 0, len(data)
             else:
-                buf.extend(bytes(len(buf)))
+                buf.extend(bytes(min(len(buf), self.MAX_CHUNK)))
+        elif self._end == 0 and len(buf) > self.CHUNK:
+            buf = self._buf = bytearray(self.CHUNK)  # drained after a burst: give it back
         return memoryview(buf)[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
