@@ -1,0 +1,1 @@
+"""distproc's benchmark suite: run ``python benchmarks/run.py`` (see README.md)."""

@@ -1,0 +1,542 @@
+"""One measurement of one workload on one implementation; prints one JSON line.
+
+``benchmarks/run.py`` runs this file once per measurement, as a fresh process
+(under ``taskset -c CPU`` for the pinned placement, so the manager's server
+process and every worker process forked from it inherit the same CPU):
+
+    python benchmarks/_workload.py --workload a --impl distproc --variant plain
+
+The last line of stdout is ``RESULT {...}``: the metrics, the CPUs this process
+and the server process were allowed to run on, and ``"na"`` (with a reason)
+when the variant needs an API this distproc does not have yet.  Progress and
+errors go to stderr.  Every process this file starts stops by itself: workers
+stop at a sentinel, idle clients when told on a pipe, servers on ``shutdown()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+AUTHKEY = b"distproc-benchmarks"
+LOOPBACK = ("127.0.0.1", 0)
+#: ``get_many``/``put_many`` chunk size of the batched variant.
+CHUNK = 1000
+#: Per-call timeout of the master's blocking gets: a stuck run fails instead of hanging.
+GET_TIMEOUT = 120.0
+#: Idle clients that connect (or disconnect) at once, over all their processes, (f).
+CONNECTING = 16
+
+Metrics = dict[str, Any]
+
+
+# ------------------------------------------------------------ the managers
+def managers_module(impl: str) -> Any:
+    """``multiprocessing.managers`` or ``distproc.managers``.
+
+    distproc is imported only for its own measurements, so that a stdlib server
+    process (forked from this one) does not carry distproc's modules in its RSS.
+    """
+    return importlib.import_module(
+        "multiprocessing.managers" if impl == "stdlib" else "distproc.managers"
+    )
+
+
+def queue_manager(impl: str, address: Any = LOOPBACK) -> Any:
+    """The seed's QueueManager, from the module that differs only in its import."""
+    seed = importlib.import_module(f"_seed_{impl}")
+    return seed.QueueManager(address=address, authkey=AUTHKEY)
+
+
+def sync_manager(impl: str, address: Any = LOOPBACK) -> Any:
+    return managers_module(impl).SyncManager(address=address, authkey=AUTHKEY)
+
+
+class NotAvailable(Exception):
+    """The variant needs an API that this distproc does not have (yet)."""
+
+
+# --------------------------------------------------------------------- /proc
+def proc_status(pid: int) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def server_pid(manager: Any) -> int:
+    """The pid of the server process that ``manager.start()`` made."""
+    pid = manager._process.pid  # both implementations keep the Process here
+    assert isinstance(pid, int)
+    return pid
+
+
+def server_cpus(manager: Any) -> str:
+    return proc_status(server_pid(manager)).get("Cpus_allowed_list", "?")
+
+
+def raise_nofile_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
+
+
+# --------------------------------------------------- (a), (b): the seed pattern
+def seed_worker(impl: str, variant: str, address: Any, ready: Connection) -> None:
+    """A worker: connect(), take each task, square it, put the result back."""
+    manager = queue_manager(impl, address)
+    manager.connect()
+    task = manager.get_task_queue()
+    result = manager.get_result_queue()
+    task.qsize()  # open this process's connection before the clock starts
+    result.qsize()
+    ready.send("ready")
+    ready.close()
+    if variant == "plain":
+        while True:
+            n = task.get()
+            if n is None:
+                break
+            result.put(n * n)
+        return
+    while True:
+        items = task.get_many(CHUNK)
+        squares = [n * n for n in items if n is not None]
+        if squares:
+            result.put_many(squares)
+        sentinels = len(items) - len(squares)
+        if sentinels:
+            # The sentinels come last, one per worker; hand back the others' ones.
+            if sentinels > 1:
+                task.put_many([None] * (sentinels - 1))
+            break
+
+
+def seed_pattern(impl: str, variant: str, n: int, workers: int) -> Metrics:
+    manager = queue_manager(impl)
+    manager.start()
+    ctx = multiprocessing.get_context()
+    procs: list[Any] = []
+    try:
+        task = manager.get_task_queue()
+        result = manager.get_result_queue()
+        if variant == "batched" and not (hasattr(task, "put_many") and hasattr(task, "get_many")):
+            raise NotAvailable("the queue proxy has no put_many/get_many")
+        readies: list[Connection] = []
+        for _ in range(workers):
+            reader, writer = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=seed_worker, args=(impl, variant, manager.address, writer))
+            proc.start()
+            writer.close()
+            procs.append(proc)
+            readies.append(reader)
+        task.qsize()
+        result.qsize()
+        for reader in readies:
+            if reader.recv() != "ready":
+                raise RuntimeError("a worker did not start")
+            reader.close()
+
+        total = 0
+        started = time.perf_counter()
+        if variant == "plain":
+            for i in range(n):
+                task.put(i)
+            for _ in range(workers):
+                task.put(None)
+            for _ in range(n):
+                total += result.get(timeout=GET_TIMEOUT)
+        else:
+            for first in range(0, n, CHUNK):
+                task.put_many(list(range(first, min(n, first + CHUNK))))
+            task.put_many([None] * workers)
+            got = 0
+            while got < n:
+                batch = result.get_many(CHUNK, timeout=GET_TIMEOUT)
+                got += len(batch)
+                total += sum(batch)
+        elapsed = time.perf_counter() - started
+
+        for proc in procs:
+            proc.join(GET_TIMEOUT)
+        if total != sum(i * i for i in range(n)):
+            raise RuntimeError("the results do not add up")
+        return {
+            "items_per_s": n / elapsed,
+            "seconds": elapsed,
+            "n": n,
+            "workers": workers,
+            "server_cpus": server_cpus(manager),
+        }
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+        manager.shutdown()
+
+
+# ------------------------------------------------------------ (c): put+get pairs
+def timed_pairs(q: Any, item: Any, duration: float, min_pairs: int) -> tuple[int, float]:
+    """Put+get pairs on ``q`` for ``duration`` seconds (and at least ``min_pairs``)."""
+    pairs = 0
+    started = time.perf_counter()
+    deadline = started + duration
+    while True:
+        q.put(item)
+        q.get()
+        pairs += 1
+        now = time.perf_counter()
+        if now >= deadline and pairs >= min_pairs:
+            return pairs, now - started
+
+
+def pairs_one_client(impl: str, duration: float) -> Metrics:
+    manager = sync_manager(impl)
+    manager.start()
+    try:
+        q = manager.Queue()
+        timed_pairs(q, 1, 0.0, 200)  # warm-up
+        pairs, elapsed = timed_pairs(q, 1, duration, 1)
+        return {"pairs_per_s": pairs / elapsed, "pairs": pairs, "server_cpus": server_cpus(manager)}
+    finally:
+        manager.shutdown()
+
+
+# ------------------------------------------------- (d): 8 threads, one proxy
+def pairs_threads(impl: str, duration: float, threads: int) -> Metrics:
+    manager = sync_manager(impl)
+    manager.start()
+    try:
+        q = manager.Queue()
+        clock: dict[str, float] = {}
+
+        def start_clock() -> None:  # runs once, when every thread has warmed up
+            clock["start"] = time.perf_counter()
+
+        barrier = threading.Barrier(threads, action=start_clock)
+        counts = [0] * threads
+        ends = [0.0] * threads
+        errors: list[BaseException] = []
+
+        def run(index: int) -> None:
+            try:
+                q.put(index)  # first call: the stdlib opens this thread's connection
+                q.get()
+                barrier.wait()
+                deadline = clock["start"] + duration
+                pairs = 0
+                while True:
+                    q.put(index)
+                    q.get()
+                    pairs += 1
+                    now = time.perf_counter()
+                    if now >= deadline:
+                        break
+                counts[index] = pairs
+                ends[index] = now
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+                barrier.abort()
+
+        pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        if errors:
+            raise errors[0]
+        elapsed = max(ends) - clock["start"]
+        return {
+            "pairs_per_s": sum(counts) / elapsed,
+            "pairs": sum(counts),
+            "threads": threads,
+            "server_cpus": server_cpus(manager),
+        }
+    finally:
+        manager.shutdown()
+
+
+# ---------------------------------------------------------------- (e): payloads
+PAYLOADS = {"100B": 100, "17KB": 17 * 1024, "1MiB": 1024 * 1024}
+
+
+def payload_pairs(impl: str, duration: float) -> Metrics:
+    manager = sync_manager(impl)
+    manager.start()
+    try:
+        q = manager.Queue()
+        metrics: Metrics = {"server_cpus": server_cpus(manager)}
+        for name, size in PAYLOADS.items():
+            payload = os.urandom(size)
+            timed_pairs(q, payload, 0.0, 3)  # warm-up
+            pairs, elapsed = timed_pairs(q, payload, duration, 5)
+            per_pair = elapsed / pairs
+            metrics[f"us_per_pair_{name}"] = per_pair * 1e6
+            metrics[f"mb_per_s_{name}"] = 2 * size / per_pair / 1e6  # sent + received
+            metrics[f"pairs_{name}"] = pairs
+        return metrics
+    finally:
+        manager.shutdown()
+
+
+# ------------------------------------------------------- (f): idle clients
+def server_sockets(pid: int) -> int:
+    """Sockets open in process ``pid``: its listener and one per connection."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return count
+
+
+def collect(reader: Connection, messages: int, procs: list[Any]) -> int:
+    """The sum of ``messages`` numbers sent on ``reader`` by ``procs``, which must not exit."""
+    total = 0
+    sentinels = [proc.sentinel for proc in procs]
+    for _ in range(messages):
+        ready = wait([reader, *sentinels], GET_TIMEOUT)
+        if reader in ready:
+            total += reader.recv()
+        elif ready:
+            raise RuntimeError("a client process exited before all clients were connected")
+        else:
+            raise TimeoutError("the clients did not connect in time")
+    return total
+
+
+def idle_client_threads(
+    impl: str, address: Any, clients: int, gate: Any, ready: Connection, release: Connection
+) -> None:
+    """``clients`` threads, each with its own proxy that made one call, then idle."""
+    raise_nofile_limit()
+    manager = queue_manager(impl, address)
+    manager.connect()
+    go_idle = threading.Event()
+    all_connected = threading.Barrier(clients + 1)
+
+    def client() -> None:
+        with gate:
+            q = manager.get_task_queue()
+            q.qsize()  # one call: the connection it used stays open
+        all_connected.wait()
+        go_idle.wait()
+        with gate:
+            del q  # its decref
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    all_connected.wait()
+    ready.send(clients)
+    release.recv()  # the parent has measured
+    go_idle.set()
+    for t in threads:
+        t.join()
+
+
+def idle_client_process(
+    impl: str, address: Any, gate: Any, ready: Connection, release: tuple[Connection, Connection]
+) -> None:
+    """One client process: a proxy that made one call, then idle until released."""
+    reader, writer = release
+    writer.close()  # only the parent's copy may stay open: its close releases everyone
+    manager = queue_manager(impl, address)
+    with gate:
+        manager.connect()
+        q = manager.get_task_queue()
+        q.qsize()
+    ready.send(1)
+    with contextlib.suppress(EOFError):
+        reader.recv()
+    # Gone at once, as a killed client would be: 1000 decrefs at the same moment
+    # would only measure the server's listen() backlog, after the measurement.
+    os._exit(0)
+
+
+def idle_clients(impl: str, clients: int, processes: int, one_process_each: bool) -> Metrics:
+    """A server with ``clients`` connected idle clients: its threads, RSS and sockets.
+
+    The clients are threads spread over ``processes`` processes, or with
+    ``one_process_each``, one process per client.  At most ``CONNECTING`` of them
+    talk to the server at once (to connect, and to drop their proxy at the end):
+    the stdlib authenticates each connection in its one accepting thread and
+    listens with a backlog of 16, so a bigger burst stalls in SYN-ACK
+    retransmissions for seconds and measures the kernel, not the server.
+    """
+    raise_nofile_limit()  # the server process inherits it
+    manager = queue_manager(impl)
+    manager.start()
+    ctx = multiprocessing.get_context()
+    gate = ctx.BoundedSemaphore(CONNECTING)
+    procs: list[Any] = []
+    try:
+        pid = server_pid(manager)
+        before = proc_status(pid)
+        sockets_before = server_sockets(pid)
+        ready_r, ready_w = ctx.Pipe(duplex=False)
+        if one_process_each:
+            release_r, release_w = ctx.Pipe(duplex=False)
+            for _ in range(clients):
+                proc = ctx.Process(
+                    target=idle_client_process,
+                    args=(impl, manager.address, gate, ready_w, (release_r, release_w)),
+                )
+                proc.start()
+                procs.append(proc)
+            ready_w.close()
+            release_r.close()
+            connected = collect(ready_r, clients, procs)
+            after = proc_status(pid)
+            sockets = server_sockets(pid)
+            release_w.close()  # every client sees EOF and exits
+        else:
+            releases: list[Connection] = []
+            share = [clients // processes + (i < clients % processes) for i in range(processes)]
+            for count in share:
+                release_r, release_w = ctx.Pipe(duplex=False)
+                proc = ctx.Process(
+                    target=idle_client_threads,
+                    args=(impl, manager.address, count, gate, ready_w, release_r),
+                )
+                proc.start()
+                release_r.close()
+                procs.append(proc)
+                releases.append(release_w)
+            ready_w.close()
+            connected = collect(ready_r, len(share), procs)
+            after = proc_status(pid)
+            sockets = server_sockets(pid)
+            for writer in releases:
+                writer.send("done")
+        for proc in procs:
+            proc.join(GET_TIMEOUT)
+        rss_before = int(before["VmRSS"].split()[0]) / 1024
+        rss_after = int(after["VmRSS"].split()[0]) / 1024
+        return {
+            "server_threads": int(after["Threads"]),
+            "server_rss_mb": rss_after,
+            "server_connections": sockets - sockets_before,
+            "idle_server_threads": int(before["Threads"]),
+            "idle_server_rss_mb": rss_before,
+            "added_rss_mb": rss_after - rss_before,
+            "clients": connected,
+            "client_processes": clients if one_process_each else processes,
+            "server_cpus": after.get("Cpus_allowed_list", "?"),
+        }
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+        manager.shutdown()
+
+
+# --------------------------------------------------------- (g): proxy creation
+def proxy_creation(impl: str, duration: float) -> Metrics:
+    server = sync_manager(impl)
+    server.start()
+    try:
+        client = sync_manager(impl, server.address)
+        client.connect()
+        for _ in range(3):  # warm-up
+            client.Queue()
+        created = 0
+        started = time.perf_counter()
+        deadline = started + duration
+        while True:
+            proxy = client.Queue()
+            del proxy  # dropped: its decref goes to the server now
+            created += 1
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+        return {
+            "proxies_per_s": created / (now - started),
+            "proxies": created,
+            "server_cpus": server_cpus(server),
+        }
+    finally:
+        server.shutdown()
+
+
+# ---------------------------------------------------------------------- main
+def measure(args: argparse.Namespace) -> Metrics:
+    w = args.workload
+    if w == "a":
+        return seed_pattern(args.impl, args.variant, args.n, 1)
+    if w == "b":
+        return seed_pattern(args.impl, args.variant, args.n, args.workers)
+    if w == "c":
+        return pairs_one_client(args.impl, args.duration)
+    if w == "d":
+        return pairs_threads(args.impl, args.duration, args.threads)
+    if w == "e":
+        return payload_pairs(args.impl, args.duration)
+    if w == "f":
+        return idle_clients(
+            args.impl, args.clients, args.processes, args.clients_as == "processes"
+        )
+    if w == "g":
+        return proxy_creation(args.impl, args.duration)
+    raise ValueError(f"unknown workload {w!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", required=True, choices=list("abcdefg"))
+    parser.add_argument("--impl", required=True, choices=["stdlib", "distproc"])
+    parser.add_argument("--variant", default="plain", choices=["plain", "batched"])
+    parser.add_argument("--n", type=int, default=10_000, help="items, (a) and (b)")
+    parser.add_argument("--workers", type=int, default=4, help="worker processes, (b)")
+    parser.add_argument("--threads", type=int, default=8, help="threads, (d)")
+    parser.add_argument("--clients", type=int, default=1000, help="idle clients, (f)")
+    parser.add_argument("--processes", type=int, default=4, help="client processes, (f)")
+    parser.add_argument(
+        "--clients-as",
+        default="threads",
+        choices=["threads", "processes"],
+        help="(f): threads spread over --processes processes, or one process each",
+    )
+    parser.add_argument("--duration", type=float, default=1.0, help="timed loops, seconds")
+    parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU (no taskset)")
+    args = parser.parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    out: dict[str, Any] = {
+        "workload": args.workload,
+        "impl": args.impl,
+        "variant": args.variant,
+        "cpus": sorted(os.sched_getaffinity(0)),
+    }
+    try:
+        out["metrics"] = measure(args)
+        status = 0
+    except NotAvailable as exc:
+        out["na"] = str(exc)
+        status = 0
+    except Exception as exc:
+        traceback.print_exc()
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        status = 1
+    print("RESULT " + json.dumps(out), flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
