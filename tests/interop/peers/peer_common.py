@@ -98,6 +98,10 @@ def describe(message: bytes) -> str:
             return marker.decode("ascii")
     if message.startswith(b"#CHALLENGE#"):
         message = message[len(b"#CHALLENGE#") :]
+    if len(message) in (16, 20):
+        # Legacy by length, as the stdlib decides: a random HMAC-MD5 answer
+        # starts with "{" and holds a "}" about once in 4,400 handshakes.
+        return f"raw{len(message)}"
     if message.startswith(b"{") and b"}" in message[:20]:
         end = message.index(b"}")
         name = message[: end + 1].decode("ascii", "replace")
