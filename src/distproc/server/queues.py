@@ -112,13 +112,21 @@ class LoopQueue:
         self.putters: deque[_Waiter] = deque()
         self._get_wake = False
         self._put_wake = False
+        #: True while a put on the loop thread is under way: it serves the
+        #: waiting getters itself, a loop iteration sooner than the hook would.
+        self._serving_here = False
         with q.mutex:
             q.not_empty = _Signalling(q.mutex, q.not_empty, self._item_added)
             q.not_full = _Signalling(q.mutex, q.not_full, self._slot_freed)
 
     # -- wake-ups, called from any thread with the queue's mutex held --
     def _item_added(self) -> None:
-        if self.getters and not self._get_wake:
+        if (
+            self.getters
+            and not self._get_wake
+            # only the loop's own put, which serves the getters right after, may skip this
+            and not (self._serving_here and threading.get_ident() == self._loop_thread)
+        ):
             self._get_wake = True
             self._schedule(self._serve_getters)
 
@@ -242,13 +250,18 @@ class LoopQueue:
         if block and timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
         if not self.putters:
+            self._serving_here = True  # the hook need not schedule: we serve right after
             try:
                 self.q.put_nowait(item)
-                call.reply(None)
-                return
             except queue.Full:
                 if not block:
                     raise
+            else:
+                call.reply(None)
+                self._serve_getters()
+                return
+            finally:
+                self._serving_here = False
         elif not block:
             raise queue.Full
         self._wait(self.putters, _Waiter(call, item), timeout)
