@@ -5,8 +5,12 @@ object call to :func:`execute` with a :class:`Call` that knows how to deliver
 the reply on its connection.  A call runs:
 
 * on the loop: ``get``/``put``/``get_many``/``put_many`` of queues (see
-  :mod:`.queues`: a blocked getter is a waiter record, not a thread) and the
-  methods of builtin containers that cannot block (:data:`INLINE_METHODS`);
+  :mod:`.queues`: a blocked getter is a waiter record, not a thread), the
+  methods of builtin containers that cannot block (:data:`INLINE_METHODS`),
+  and the methods that a *loop service* lists in its class attribute
+  ``__distproc_loop_methods__``: those are called on the loop as
+  ``method(call, *args, **kwds)`` and answer through ``call.reply()`` or
+  ``call.fail()``, now or later (the task service is one);
 * on a sticky thread of its caller: methods of objects that check the calling
   thread (``RLock``, ``Condition``);
 * on the elastic pool (:mod:`.threads`): every other user method, since any of
@@ -28,6 +32,7 @@ from .queues import LOOP_METHODS, is_loop_servable
 from .threads import Worker
 
 if TYPE_CHECKING:
+    from .connection import ServerConnection
     from .core import Server
 
 __all__ = [
@@ -92,6 +97,11 @@ class Call:
 
     def deliver(self, msg: Message) -> None:
         """Send the reply ``(kind, value)``; called on the loop, at most once counts."""
+        raise NotImplementedError
+
+    @property
+    def connection(self) -> ServerConnection:
+        """The connection this call came in on."""
         raise NotImplementedError
 
     def reply(self, value: Any) -> None:
@@ -167,6 +177,9 @@ def execute(
     call.entry = entry
     call.methodname = methodname
     try:
+        if methodname in getattr(type(obj), "__distproc_loop_methods__", ()):
+            getattr(obj, methodname)(call, *args, **kwds)
+            return
         if is_loop_servable(obj):
             if methodname in LOOP_METHODS:
                 getattr(server.loop_queue(obj), methodname)(call, args, kwds)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,10 @@ class _ChannelCall(Call):
         if conn.requests:
             conn.next_request()
 
+    @property
+    def connection(self) -> ServerConnection:
+        return self.conn
+
 
 class ServerConnection(asyncio.BufferedProtocol):
     def __init__(self, server: Server) -> None:
@@ -76,6 +81,11 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.inflight: _ChannelCall | None = None
         self.sticky_worker: Worker | None = None
         self.session: NativeSession | None = None
+        #: For ``status``: when the connection was made, and what it speaks.
+        self.since = time.monotonic()
+        self.protocol = "handshake"  # then "native" or "stdlib"
+        #: Called (on the loop) when the connection is lost; loop services use it.
+        self.close_callbacks: list[Callable[[], None]] = []
 
     # -------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -113,6 +123,12 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.sticky_worker = None
         if self.session is not None:
             self.session.closed()
+        callbacks, self.close_callbacks = self.close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("error in a close callback of the connection from %s", self.peer)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.reader.get_buffer(sizehint)
@@ -224,6 +240,7 @@ class ServerConnection(asyncio.BufferedProtocol):
                 codec = native_codec()
             self.session = NativeSession(self, codec)
             self.state = _NATIVE
+            self.protocol = "native"
         elif server.codec is None:
             log.warning(
                 "refusing %s: this server speaks only the native protocol (serializer='native')",
@@ -232,6 +249,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.close()
         else:
             self.state = _FIRST_REQUEST
+            self.protocol = "stdlib"
 
     # ------------------------------------------------- the stdlib's protocol
     def parse(

@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,6 +105,20 @@ def _bind(address: Any, backlog: int) -> socket.socket:
     return sock
 
 
+def _address_text(address: Any) -> str:
+    """``HOST:PORT`` (``[HOST]:PORT`` for IPv6), or a socket path as is."""
+    if isinstance(address, (str, bytes)):
+        return os.fsdecode(address) or "unix socket"
+    if not address:
+        return "?"
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
 class Server:
     """Serves the objects of a manager's registry.  See the module docstring."""
 
@@ -116,10 +132,11 @@ class Server:
         "dummy",
         "incref",
         "decref",
+        "status",
     ]
     #: Server methods cheap enough to run on the loop.
     loop_methods = frozenset(
-        {"dummy", "incref", "decref", "get_methods", "debug_info", "number_of_objects"}
+        {"dummy", "incref", "decref", "get_methods", "debug_info", "number_of_objects", "status"}
     )
 
     def __init__(
@@ -150,6 +167,12 @@ class Server:
         self.connections: set[ServerConnection] = set()
         #: References of native sessions whose connection dropped, by session id.
         self.orphans: dict[bytes, tuple[Any, asyncio.TimerHandle]] = {}
+        self.started_at = time.monotonic()
+        #: Objects whose ``__distproc_status__()`` ``status`` reports even when no
+        #: client holds them (those in the table that define it are reported too).
+        self.services: list[Any] = []
+        #: Called on the loop's thread once the socket is served, before ``started`` is set.
+        self.on_start: list[Callable[[], None]] = []
         self.started = threading.Event()
         self.stopped = threading.Event()
         self._stop_requested = False
@@ -165,6 +188,9 @@ class Server:
             srv = loop.run_until_complete(
                 loop.create_server(lambda: ServerConnection(self), sock=self._sock)
             )
+            self.started_at = time.monotonic()
+            for callback in self.on_start:
+                callback()
             self.started.set()
             # stop() sets the flag before it looks at `started`: one of the two sees the other.
             if self._stop_requested:
@@ -268,6 +294,44 @@ class Server:
 
     def debug_info(self, c: Any) -> str:
         return self.table.debug_info()
+
+    def status(self, c: Any) -> dict[str, Any]:
+        """What this server holds and who is connected, as JSON-ready data.
+
+        ``services`` has the ``__distproc_status__()`` of every object that
+        defines one (the task service does); see ``distproc status``.
+        """
+        now = time.monotonic()
+        objects: list[dict[str, Any]] = []
+        reporters: dict[int, tuple[str, Any]] = {id(obj): ("", obj) for obj in self.services}
+        for ident, entry, refcount in self.table.snapshot():
+            objects.append({"id": ident, "typeid": entry.typeid, "refcount": refcount})
+            if callable(getattr(type(entry.obj), "__distproc_status__", None)):
+                reporters.setdefault(id(entry.obj), (entry.typeid, entry.obj))
+        services: list[Any] = []
+        for typeid, obj in reporters.values():  # each object once, however many refer to it
+            try:
+                services.append(obj.__distproc_status__())
+            except Exception as exc:
+                log.exception("__distproc_status__ of %r failed", obj)
+                services.append({"kind": "error", "typeid": typeid, "error": _one_line(exc)})
+        clients = [
+            {
+                "peer": _address_text(conn.peer),
+                "protocol": conn.protocol,
+                "connected_for": now - conn.since,
+            }
+            for conn in sorted(self.connections, key=lambda conn: conn.since)
+        ]
+        return {
+            "kind": "manager",
+            "address": _address_text(self.address),
+            "pid": os.getpid(),
+            "uptime": now - self.started_at,
+            "objects": objects,
+            "clients": clients,
+            "services": services,
+        }
 
     def accept_connection(self, c: Any, name: str) -> None:
         """Handled by the connection itself; listed for the stdlib's ``public``."""

@@ -75,7 +75,8 @@ def hints_for(obj: Any) -> dict[str, Any]:
     """What a client may do without waiting for replies, for this object."""
     if is_loop_servable(obj) and obj.maxsize <= 0:
         return {"defer": ["put", "put_many"]}
-    return {}
+    defer = getattr(type(obj), "__distproc_defer__", None)
+    return {"defer": list(defer)} if defer else {}
 
 
 class _NativeCall(Call):
@@ -88,6 +89,10 @@ class _NativeCall(Call):
         self.tid = tid
         self.noreply = noreply
         self.owns = False  # a create: the reply's ident becomes this connection's reference
+
+    @property
+    def connection(self) -> ServerConnection:
+        return self.session.conn
 
     def deliver(self, msg: Message) -> None:
         session = self.session

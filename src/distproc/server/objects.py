@@ -97,6 +97,17 @@ class ObjectTable:
     def __len__(self) -> int:
         return len(self.refcounts)
 
+    def snapshot(self) -> list[tuple[str, Entry, int]]:
+        """``(id, entry, refcount)`` of every live object, in id order."""
+        with self._lock:
+            items = [
+                (ident, self.entries[ident], count)
+                for ident, count in self.refcounts.items()
+                if ident in self.entries
+            ]
+        items.sort(key=lambda item: int(item[0], 16))
+        return items
+
     def debug_info(self, describe: Callable[[Any], str] = repr) -> str:
         with self._lock:
             items = sorted(self.refcounts.items(), key=lambda kv: int(kv[0], 16))
