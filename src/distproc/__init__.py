@@ -13,10 +13,14 @@ from .errors import (
     FrameTooLargeError,
     ProtocolError,
     RemoteError,
+    RemoteTraceback,
     StartError,
+    TaskTimeoutError,
+    WorkerLostError,
 )
 from .managers import BaseManager, BaseProxy, Manager, SharedMemoryManager, SyncManager, Token
 from .server import ServerConfig
+from .tasks import Executor
 
 __all__ = [
     "AuthenticationError",
@@ -24,14 +28,18 @@ __all__ = [
     "BaseProxy",
     "ConnectionLostError",
     "DistprocError",
+    "Executor",
     "FrameTooLargeError",
     "Manager",
     "ProtocolError",
     "RemoteError",
+    "RemoteTraceback",
     "ServerConfig",
     "SharedMemoryManager",
     "StartError",
     "SyncManager",
+    "TaskTimeoutError",
     "Token",
+    "WorkerLostError",
     "__version__",
 ]

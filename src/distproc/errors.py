@@ -10,7 +10,12 @@
     │                            the server went away while a call was pending
     ├── RemoteError              (also multiprocessing.managers.RemoteError)
     │                            the server reported a failure with its traceback
-    └── StartError               a manager's server could not be started
+    ├── StartError               a manager's server could not be started
+    ├── WorkerLostError          a task took down max_attempts workers (dead letter)
+    └── TaskTimeoutError         (also TimeoutError) a task ran past its timeout
+
+``RemoteTraceback`` is not raised: it is the ``__cause__`` of an exception
+that a task raised on a worker, and its text is the worker's traceback.
 
 Where the stdlib has an exception type for a situation, the distproc class
 derives from it too, so code written against ``multiprocessing`` keeps
@@ -31,7 +36,10 @@ __all__ = [
     "FrameTooLargeError",
     "ProtocolError",
     "RemoteError",
+    "RemoteTraceback",
     "StartError",
+    "TaskTimeoutError",
+    "WorkerLostError",
 ]
 
 
@@ -70,3 +78,30 @@ class RemoteError(DistprocError, _mp_managers.RemoteError):
 
 class StartError(DistprocError, RuntimeError):
     """A manager's server process could not be started."""
+
+
+class WorkerLostError(DistprocError):
+    """A task's worker was lost ``max_attempts`` times; the task is dead-lettered.
+
+    ``attempts`` lists each worker that took the task and how it ended, as
+    ``(worker, how)`` pairs of strings.
+    """
+
+    def __init__(self, message: str, attempts: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.attempts = list(attempts or [])
+
+
+class TaskTimeoutError(DistprocError, TimeoutError):
+    """A task ran longer than its ``timeout`` and was stopped."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised on a worker (set as its ``__cause__``)."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb

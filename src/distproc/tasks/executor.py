@@ -1,0 +1,452 @@
+"""``distproc.Executor``: the master's side of the task system.
+
+A :class:`concurrent.futures.Executor` whose tasks run on workers of a task
+service (:mod:`.service`):
+
+* ``Executor(workers=4)``: a private service on a loopback port with a random
+  authkey, and four local worker processes: a process pool;
+* ``Executor(address=("0.0.0.0", 5000), authkey=key, workers=N)``: the same
+  service, also open to remote ``distproc worker HOST:5000`` processes;
+* ``Executor(connect=(host, port), authkey=key)``: submit to a service that
+  ``distproc serve`` hosts and other masters share.
+
+When the Executor hosts the service, it runs on a thread of this process and
+the Executor talks to it on its loop, with no connection in between.  Tasks
+and results are sent in batches either way.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ipaddress
+import itertools
+import logging
+import os
+import secrets
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ..errors import TaskTimeoutError, WorkerLostError
+from ..server import ServerConfig
+from .fleet import Fleet, child_command
+from .host import ServiceHost, ServiceManager
+from .mapping import MapRun
+from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
+from .progress import ProgressBar
+from .service import ERROR, LOST, OK, TIMEOUT
+
+__all__ = ["Executor"]
+
+log = logging.getLogger("distproc.tasks")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _format_address(address: tuple[str, int]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Executor(concurrent.futures.Executor):
+    """Run functions on distproc workers; see the module docstring.
+
+    ``max_attempts``: how many workers a task may take down (die or stop
+    answering while they run it) before its future fails with
+    :class:`~distproc.errors.WorkerLostError`.  ``heartbeat_timeout``: how
+    long a silent worker keeps its tasks.  ``serializer``: ``'native'`` (the
+    default: arguments and results travel with the native codec, which never
+    unpickles) or ``'pickle'`` (any picklable object; for trusted networks).
+    ``max_pending``: ``submit()`` blocks while this many tasks are unfinished.
+    ``task_timeout``: the default per-task timeout.  ``retry_on``: exception
+    types after which a task runs again, up to ``max_retries`` times, waiting
+    ``retry_backoff`` s, doubled each time.  ``progress``: ``map`` draws a
+    progress bar on stderr (default: when stderr is a terminal).
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
+        *,
+        workers: int = 0,
+        connect: tuple[str, int] | None = None,
+        max_attempts: int = 3,
+        heartbeat_timeout: float = 10.0,
+        serializer: str = "native",
+        max_pending: int = 100_000,
+        task_timeout: float | None = None,
+        retry_on: Iterable[type[BaseException]] = (),
+        max_retries: int = 3,
+        retry_backoff: float = 0.5,
+        progress: bool | None = None,
+        server_config: ServerConfig | None = None,
+    ) -> None:
+        if serializer not in ("native", "pickle"):
+            raise ValueError(f"serializer must be 'native' or 'pickle', not {serializer!r}")
+        if authkey is not None and not isinstance(authkey, bytes):
+            raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        if workers < 0:
+            raise ValueError("workers must be 0 or more")
+        if connect is not None and (address is not None or workers):
+            raise ValueError("connect= submits to another service: leave address and workers out")
+        if connect is None and address is None and not workers:
+            raise ValueError(
+                "nothing would run the tasks: pass workers=N for local worker processes, "
+                "address=(host, port) for remote workers, or connect=(host, port)"
+            )
+        self.serializer = serializer
+        self._codec = PICKLE if serializer == "pickle" else NATIVE
+        self._allow_pickle = serializer == "pickle"
+        self._progress = progress
+        self._opts: dict[str, Any] = {}
+        if task_timeout is not None:
+            self._opts["timeout"] = float(task_timeout)
+        retry_names = [f"{c.__module__}:{c.__qualname__}" for c in retry_on]
+        if retry_names:
+            self._opts.update(retry_on=retry_names, retries=max_retries, backoff=retry_backoff)
+        self._refs: dict[Any, str] = {}
+        self._lock = threading.Lock()
+        self._futures: dict[int, concurrent.futures.Future[Any]] = {}
+        self._outbox: list[tuple[int, str, bytes, Any]] = []
+        self._flushing = False
+        self._slots = threading.BoundedSemaphore(max_pending)
+        self._shutdown = False
+        self._host: ServiceHost | None = None
+        self._fleet: Fleet | None = None
+        self._service: Any = None
+        self._manager: ServiceManager | None = None
+        self._sender: threading.Thread | None = None
+        self._receiver: threading.Thread | None = None
+        self._wake_sender = threading.Event()
+        if authkey is None:
+            env = os.environ.get("DISTPROC_AUTHKEY")
+            if env:
+                authkey = env.encode()
+            elif address is not None and not _is_loopback(address[0]):
+                raise ValueError(
+                    f"an Executor that listens on {address[0]} needs an authkey that its "
+                    "workers know: pass authkey=... or set DISTPROC_AUTHKEY"
+                )
+            else:
+                authkey = secrets.token_hex(16).encode()
+        self.authkey = authkey
+        self.address: tuple[str, int] | None = None
+        if connect is not None:
+            self._connect_remote(connect)
+        else:
+            self._host_service(address, max_attempts, heartbeat_timeout, server_config)
+            if workers:
+                self._start_workers(workers)
+
+    # ------------------------------------------------------------- set-up
+    def _host_service(
+        self,
+        address: tuple[str, int] | None,
+        max_attempts: int,
+        heartbeat_timeout: float,
+        config: ServerConfig | None,
+    ) -> None:
+        host = ServiceHost(
+            address or ("127.0.0.1", 0), self.authkey, max_attempts=max_attempts,
+            heartbeat_timeout=heartbeat_timeout, config=config,
+        )  # fmt: skip
+        host.start()
+        self._host = host
+        self.address = host.address
+        assert host.service is not None
+        self._mid, base = host.run(host.service.add_master, self._on_results)
+        self._ids = itertools.count(base + 1)
+
+    def _connect_remote(self, connect: tuple[str, int]) -> None:
+        manager = ServiceManager(tuple(connect), self.authkey, serializer="native")
+        manager.connect()
+        self._manager = manager
+        self._service = manager.TaskService()  # type: ignore[attr-defined]
+        reply = self._service.hello_master()
+        self._mid = int(reply["master"])
+        self._ids = itertools.count(int(reply["base"]) + 1)
+        self.address = (connect[0], connect[1])
+        self._sender = threading.Thread(target=self._send_loop, name="distproc-submit", daemon=True)
+        self._receiver = threading.Thread(target=self._receive_loop, name="distproc-results",
+                                          daemon=True)  # fmt: skip
+        self._sender.start()
+        self._receiver.start()
+
+    def _start_workers(self, count: int) -> None:
+        assert self.address is not None
+        extra = ["--parent", str(os.getpid()), "--exit-on-disconnect"]
+        if self._allow_pickle:
+            extra.append("--allow-pickle")
+        main = getattr(sys.modules.get("__main__"), "__file__", None)
+        if isinstance(main, str) and main.endswith(".py") and os.path.exists(main):
+            extra += ["--main", os.path.abspath(main)]
+        env = dict(os.environ)
+        env["DISTPROC_AUTHKEY"] = self.authkey.decode("utf-8", "surrogateescape")
+        # The master's sys.path, as multiprocessing's spawn hands it to children:
+        # workers import the task functions the way the master did.
+        paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        host = self.address[0]
+        connect_to = ("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host,
+                      self.address[1])  # fmt: skip
+        self._fleet = Fleet(child_command(_format_address(connect_to), extra), count, env)
+        self._fleet.start()
+
+    # ------------------------------------------------------------ submitting
+    def _ref(self, fn: Callable[..., Any]) -> str:
+        try:
+            return self._refs[fn]
+        except (KeyError, TypeError):
+            pass
+        try:
+            ref = function_ref(fn)
+        except TypeError:
+            if self._allow_pickle:
+                return ""  # the callable travels pickled, with the arguments
+            raise
+        with contextlib.suppress(TypeError):
+            self._refs[fn] = ref
+        return ref
+
+    def _payload(self, ref: str, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        if not ref:
+            return encode(((fn, *args), kwargs), PICKLE)
+        return encode((args, kwargs), self._codec)
+
+    def submit(  # type: ignore[override]  # `timeout` is the task's, as documented
+        self, fn: Callable[..., Any], /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args, **kwargs)`` on a worker; ``timeout`` (s) stops it if it runs longer.
+
+        ``timeout`` is taken by ``submit`` itself: to pass a ``timeout``
+        argument to ``fn``, wrap the call in a function of your own.
+        """
+        ref = self._ref(fn)
+        opts = self._opts
+        if timeout is not None:
+            opts = {**opts, "timeout": float(timeout)}
+        return self._enqueue(ref, self._payload(ref, fn, args, kwargs), opts or None)
+
+    def _enqueue(self, ref: str, payload: bytes, opts: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._slots.acquire()
+        with self._lock:
+            if self._shutdown:
+                self._slots.release()
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            tid = next(self._ids)
+            future.distproc_task_id = tid  # type: ignore[attr-defined]
+            self._futures[tid] = future
+            self._outbox.append((tid, ref or PICKLED_CALLABLE, payload, opts))
+            if self._flushing:
+                return future
+            self._flushing = True
+        if self._host is not None:
+            self._host.call_soon(self._flush_hosted)
+        else:
+            self._wake_sender.set()
+        return future
+
+    def _take_outbox(self) -> list[tuple[int, str, bytes, Any]]:
+        with self._lock:
+            batch, self._outbox = self._outbox, []
+            self._flushing = False
+        return batch
+
+    def _flush_hosted(self) -> None:  # on the service's loop
+        batch = self._take_outbox()
+        if batch:
+            assert self._host is not None and self._host.service is not None
+            self._host.service.add_tasks(self._mid, batch)
+
+    def _send_loop(self) -> None:
+        while True:
+            self._wake_sender.wait()
+            self._wake_sender.clear()
+            batch = self._take_outbox()
+            if batch:
+                try:
+                    self._service.submit(self._mid, batch)
+                except Exception as exc:
+                    self._fail_all(exc)
+                    return
+            elif self._shutdown:
+                return
+
+    def _receive_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._shutdown and not self._futures:
+                    return
+            try:
+                results = self._service.results(self._mid, 10_000, 0.5)
+            except Exception as exc:
+                self._fail_all(exc)
+                return
+            if results:
+                self._on_results(results)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            futures, self._futures = self._futures, {}
+        for future in futures.values():
+            self._slots.release()
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                future.set_exception(exc)
+
+    # -------------------------------------------------------------- results
+    def _on_results(self, results: list[Any]) -> None:
+        with self._lock:
+            pop = self._futures.pop
+            found = [(pop(tid, None), status, payload) for tid, status, payload in results]
+        release = self._slots.release
+        for future, status, payload in found:
+            if future is None:
+                continue
+            release()
+            try:
+                if status == OK:
+                    future.set_result(decode(payload, self._allow_pickle))
+                else:
+                    future.set_exception(self._error(status, payload))
+            except concurrent.futures.InvalidStateError:
+                pass  # cancelled here after it was sent
+            except Exception as exc:  # a result this side cannot (or will not) decode
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    future.set_exception(exc)
+
+    def _error(self, status: str, payload: Any) -> BaseException:
+        if status == LOST:
+            attempts = [(str(a), str(b)) for a, b in payload.get("attempts", [])]
+            return WorkerLostError(f"task lost: {payload.get('reason', '?')}", attempts)
+        record = decode(payload, False)
+        if status == TIMEOUT:
+            return TaskTimeoutError(str(record.get("message", "the task ran past its timeout")))
+        if status == ERROR:
+            return rebuild_error(record)
+        return RuntimeError(f"unknown task status {status!r}")
+
+    # -------------------------------------------------------------------- map
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        progress: bool | None = None,
+        total: int | None = None,
+        return_exceptions: bool = False,
+    ) -> Iterator[Any]:
+        """Like :meth:`concurrent.futures.Executor.map`, fed lazily with backpressure.
+
+        ``chunksize``: calls per task; ``None`` (the default) sizes chunks
+        from measured call times (see :mod:`distproc.tasks.mapping`).
+        ``progress`` draws a bar on stderr (default: the Executor's setting,
+        else when stderr is a terminal); ``total`` is its length when the
+        input has no ``len()``.  With ``return_exceptions`` a call that raised
+        yields its exception instead of raising it.
+        """
+        if total is None and len(iterables) == 1:
+            with contextlib.suppress(TypeError):
+                total = len(iterables[0])  # type: ignore[arg-type]
+        calls = zip(*iterables, strict=False)  # the shortest input ends the map, as the stdlib's
+        return self.starmap(fn, calls, timeout=timeout, chunksize=chunksize, progress=progress,
+                            total=total, return_exceptions=return_exceptions)  # fmt: skip
+
+    def starmap(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        *,
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        progress: bool | None = None,
+        total: int | None = None,
+        return_exceptions: bool = False,
+    ) -> Iterator[Any]:
+        """``fn(*args)`` for each ``args`` of ``iterable``, in order; see :meth:`map`."""
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
+        ref = self._ref(fn)
+        if chunksize is None and (not ref or "timeout" in self._opts or "retry_on" in self._opts):
+            chunksize = 1  # per-call timeouts and retries need a task per call
+        if chunksize is not None and chunksize > 1 and not ref:
+            raise TypeError("chunksize > 1 needs an importable function")
+        show = self._progress if progress is None else progress
+        if show is None:
+            show = sys.stderr.isatty()
+        bar = ProgressBar(total, self._count_workers) if show else None
+        run = MapRun(self, fn, ref, iterable, timeout=timeout, chunksize=chunksize, bar=bar,
+                     total=total, return_exceptions=return_exceptions)  # fmt: skip
+        return iter(run)
+
+    # ------------------------------------------------------------- status
+    def _count_workers(self) -> int | None:
+        host = self._host
+        if host is not None and host.service is not None:
+            return len(host.service.workers)
+        return None
+
+    def status(self) -> dict[str, Any]:
+        """The task service's status (see ``distproc status``)."""
+        if self._host is not None:
+            assert self._host.service is not None
+            return self._host.run(self._host.service.__distproc_status__)
+        result: dict[str, Any] = self._service.status()
+        return result
+
+    # ----------------------------------------------------------- shutdown
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            pending = dict(self._futures)
+        if cancel_futures:
+            self.cancel_futures(pending.values())
+        if wait:
+            concurrent.futures.wait([f for f in pending.values() if not f.cancelled()])
+        if self._host is not None and self._host.service is not None:
+            with contextlib.suppress(Exception):
+                self._host.run(setattr, self._host.service, "closing", True)
+        if self._fleet is not None:
+            if cancel_futures or not wait:
+                self._fleet.kill()
+            else:
+                self._fleet.stop()
+        if self._host is not None:
+            self._host.stop()
+        self._wake_sender.set()
+        self._fail_all(concurrent.futures.CancelledError())
+
+    def cancel_futures(self, futures: Iterable[concurrent.futures.Future[Any]]) -> int:
+        """Cancel these futures, and their tasks on the service where they have not started."""
+        tids = [
+            f.distproc_task_id for f in futures if f.cancel() and hasattr(f, "distproc_task_id")
+        ]
+        return len(self._cancel_remote(tids)) if tids else 0
+
+    def _cancel_remote(self, tids: list[int]) -> list[int]:
+        try:
+            if self._host is not None and self._host.service is not None:
+                done = self._host.run(self._host.service.cancel_tasks, self._mid, tids)
+            elif self._service is not None:
+                done = list(self._service.cancel(self._mid, tids))
+            else:
+                return []
+        except Exception as exc:
+            log.warning("could not cancel %d task(s) on the service: %s", len(tids), exc)
+            return []
+        with self._lock:
+            for tid in done:  # no result will come for these
+                if self._futures.pop(tid, None) is not None:
+                    self._slots.release()
+        return done

@@ -1,0 +1,131 @@
+"""A fleet of worker processes: started, replaced when they die, stopped on request.
+
+``distproc worker -c N`` supervises N one-slot children this way, and so does
+an :class:`~distproc.Executor` with ``workers=N``.  Each child is
+``python -m distproc worker ... --child``: it holds its own connection, so
+when it dies the service requeues its tasks at once; the fleet then starts
+another.  A child that keeps dying at once is restarted with a growing delay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+__all__ = ["Fleet", "child_command", "describe_exit"]
+
+log = logging.getLogger("distproc.worker")
+
+#: A child that lived shorter than this is restarted after a growing delay.
+QUICK_DEATH = 1.0
+MAX_RESTART_DELAY = 5.0
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit status 1`` or ``killed by SIGKILL``."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def child_command(address: str, extra: Sequence[str] = ()) -> list[str]:
+    """The command line of one worker child for the service at ``address``."""
+    return [sys.executable, "-m", "distproc", "worker", address, "--child", *extra]
+
+
+class Fleet:
+    """``count`` children running ``command``; see the module docstring."""
+
+    def __init__(
+        self, command: Sequence[str], count: int, env: Mapping[str, str] | None = None
+    ) -> None:
+        if count < 1:
+            raise ValueError("a fleet needs at least one worker process")
+        self.command = list(command)
+        self.count = count
+        self.env = dict(os.environ if env is None else env)
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
+        self.stopping = threading.Event()
+        self.deaths = 0
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for index in range(self.count):
+            thread = threading.Thread(
+                target=self._keep, args=(index,), name=f"distproc-fleet-{index}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [p.pid for p in self.procs if p is not None and p.poll() is None]
+
+    def _keep(self, index: int) -> None:
+        delay = 0.0
+        while not self.stopping.is_set():
+            with self._lock:
+                if self.stopping.is_set():
+                    return
+                # A session of its own: a Ctrl-C at the terminal reaches the
+                # supervisor only, which stops the children gracefully.
+                proc = subprocess.Popen(self.command, env=self.env, start_new_session=True)
+                self.procs[index] = proc
+            born = time.monotonic()
+            returncode = proc.wait()
+            if self.stopping.is_set():
+                return
+            self.deaths += 1
+            log.warning(
+                "worker process %d ended (%s); starting another", proc.pid,
+                describe_exit(returncode),
+            )  # fmt: skip
+            delay = min(max(delay * 2, 0.1), MAX_RESTART_DELAY) if (
+                time.monotonic() - born < QUICK_DEATH
+            ) else 0.0  # fmt: skip
+            if delay:
+                self.stopping.wait(delay)
+
+    def signal(self, signum: int) -> None:
+        with self._lock:
+            procs = [p for p in self.procs if p is not None and p.poll() is None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every child (they finish running tasks), then SIGKILL after ``timeout``."""
+        self.stopping.set()
+        self.signal(signal.SIGTERM)
+        self.wait(timeout)
+
+    def kill(self) -> None:
+        """Stop every child at once; the service requeues their tasks."""
+        self.stopping.set()
+        self.signal(signal.SIGKILL)
+        self.wait(10.0)
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in list(self.procs):
+            if proc is None:
+                continue
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+        for thread in self._threads:
+            thread.join(1.0)

@@ -1,0 +1,109 @@
+"""Hosting a task service: a distproc server with one :class:`TaskService` on its loop.
+
+Workers and remote masters reach the service as the typeid ``TaskService``
+over the native protocol (a server that hosts it refuses pickle on the wire:
+payloads are bytes that the service never decodes).  An :class:`Executor`
+that hosts the service runs the server on a thread of its own process and
+talks to the service on the loop directly, without a connection.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..managers import BaseManager
+from ..server import Server, ServerConfig
+from .service import TaskService
+
+__all__ = ["SERVICE_METHODS", "ServiceHost", "ServiceManager"]
+
+_T = TypeVar("_T")
+
+SERVICE_METHODS = tuple(sorted(TaskService.__distproc_loop_methods__))
+
+
+class ServiceManager(BaseManager):
+    """The client side: ``ServiceManager(address, authkey, serializer='native').connect()``."""
+
+
+ServiceManager.register("TaskService", exposed=SERVICE_METHODS)
+
+
+class ServiceHost:
+    """A server whose registry holds the task service; start it on a thread or serve here."""
+
+    def __init__(
+        self,
+        address: Any,
+        authkey: bytes,
+        *,
+        max_attempts: int = 3,
+        heartbeat_timeout: float = 10.0,
+        config: ServerConfig | None = None,
+    ) -> None:
+        self._options = {"max_attempts": max_attempts, "heartbeat_timeout": heartbeat_timeout}
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if heartbeat_timeout <= 0:
+            raise ValueError("heartbeat_timeout must be positive")
+        self.service: TaskService | None = None
+        registry = {"TaskService": (self._get_service, SERVICE_METHODS, None, None)}
+        self.server = Server(registry, address, authkey, "native", config=config)
+        self.server.on_start.append(self._create_service)
+        self.address: tuple[str, int] = self.server.address
+        self._thread: threading.Thread | None = None
+
+    def _create_service(self) -> None:
+        assert self.server.loop is not None
+        host, port = self.address[0], self.address[1]
+        self.service = TaskService(
+            self.server.loop,
+            address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            **self._options,  # type: ignore[arg-type]
+        )
+        self.server.services.append(self.service)  # shown by `distproc status` at once
+
+    def _get_service(self) -> TaskService:
+        assert self.service is not None
+        return self.service
+
+    def serve(self) -> None:
+        """Serve on this thread until stopped (Ctrl-C, :meth:`stop`)."""
+        try:
+            self.server.serve()
+        finally:
+            if self.service is not None:
+                self.service.close()
+
+    def start(self) -> None:
+        """Serve on a daemon thread; return once the service is up."""
+        self._thread = threading.Thread(target=self.serve, name="distproc-tasks", daemon=True)
+        self._thread.start()
+        self.server.started.wait()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        self.server.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the service's loop (from any thread)."""
+        loop = self.server.loop
+        assert loop is not None
+        loop.call_soon_threadsafe(fn, *args)
+
+    def run(self, fn: Callable[..., _T], *args: Any, timeout: float | None = 10.0) -> _T:
+        """Run ``fn(*args)`` on the loop and return its result (from another thread)."""
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def job() -> None:
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self.call_soon(job)
+        return future.result(timeout)

@@ -1,0 +1,379 @@
+"""The worker runtime: lease tasks from a task service, run them, send results back.
+
+One *slot* runs one task at a time on one thread, under a worker id of its
+own: it leases tasks in batches sized from the durations it measures (about
+``PREFETCH_SECONDS`` of work, at most ``PREFETCH_MAX`` tasks), runs them in
+lease order and sends their results with its next request for tasks.  A
+heartbeat thread per slot keeps its leases alive and hands back unstarted
+tasks when the service asks for them (another worker is idle).
+
+* ``distproc worker HOST:PORT -c N`` (processes, the default) supervises N
+  child processes of one slot each (:mod:`.fleet`); a child that dies is
+  replaced, and its tasks go back to the queue when its connection drops.
+* ``--threads`` runs N slots as threads of one process.
+
+A slot whose connection fails reconnects with exponential backoff (at most
+``MAX_BACKOFF`` s apart); tasks it held were requeued by the service.  The
+first SIGTERM or SIGINT lets each slot finish its running task, hand back
+its prefetched ones and exit; a second one exits at once (the service
+requeues what was held).  A task run past its ``timeout`` is reported as
+timed out; in a process slot the process then exits (its supervisor starts
+another), in a thread slot the thread is left to finish and its result is
+discarded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from types import FrameType
+from typing import Any
+
+from ..errors import TaskTimeoutError
+from .host import ServiceManager
+from .payloads import PICKLE, PICKLED_CALLABLE, decode, encode, error_record, resolve
+from .service import ERROR, OK, RETRY, TIMEOUT
+
+__all__ = ["Worker", "run_chunk"]
+
+log = logging.getLogger("distproc.worker")
+
+PREFETCH_SECONDS = 0.05
+PREFETCH_MAX = 1000
+#: Send results at least this often while a batch runs.
+REPORT_EVERY = 0.02
+MAX_BACKOFF = 5.0
+#: How long a slot with nothing to do waits in one request for tasks.
+IDLE_WAIT = 1.0
+#: How often a slot's monitor looks at the running task.
+MONITOR_TICK = 0.01
+#: A task running this long (or ten times the usual) hands back prefetched ones.
+LONG_TASK = 1.0
+#: Exit status of a process slot that stopped a task past its timeout.
+EXIT_TIMEOUT = 75
+
+
+def run_chunk(ref: str, calls: list[Any]) -> list[Any]:
+    """Run ``ref`` on each argument list of ``calls`` (a ``map`` chunk).
+
+    Returns ``[seconds, outcomes]``: the time the chunk took, for the master
+    to size the next chunks, and one ``[status, value]`` per call.
+    """
+    fn = resolve(ref)
+    started = time.perf_counter()
+    out: list[Any] = []
+    for args in calls:
+        try:
+            out.append([OK, fn(*args)])
+        except Exception as exc:
+            out.append([ERROR, error_record(exc)])
+    return [time.perf_counter() - started, out]
+
+
+class _Stop(Exception):
+    pass
+
+
+class Worker:
+    """Serve a task service with ``slots`` slots; see the module docstring."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        authkey: bytes,
+        *,
+        slots: int = 1,
+        allow_pickle: bool = False,
+        process_slot: bool = True,
+        parent_pid: int | None = None,
+        exit_on_disconnect: bool = False,
+    ) -> None:
+        self.address = address
+        self.authkey = authkey
+        self.slots = slots
+        self.allow_pickle = allow_pickle
+        self.process_slot = process_slot
+        self.parent_pid = parent_pid
+        self.exit_on_disconnect = exit_on_disconnect
+        self.stopping = threading.Event()
+        self.done = 0
+        self.active: set[_Slot] = set()
+
+    # ------------------------------------------------------------- running
+    def run(self) -> int:
+        """Run until stopped; return the exit status."""
+        threads = [
+            threading.Thread(target=self._slot_main, name=f"distproc-slot-{i}", daemon=True)
+            for i in range(1, self.slots)
+        ]
+        for thread in threads:
+            thread.start()
+        self._slot_main()
+        for thread in threads:
+            thread.join()
+        return 0
+
+    def stop(self) -> None:
+        """Finish running tasks, hand back prefetched ones, then return from :meth:`run`."""
+        self.stopping.set()
+
+    def _hand_back(self) -> None:
+        for slot in list(self.active):
+            try:
+                slot.hand_back()
+            except Exception as exc:
+                log.info("could not hand back prefetched tasks: %s", exc)
+
+    def install_signal_handlers(self) -> None:
+        """First SIGTERM/SIGINT: :meth:`stop`; the second: exit at once."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.stopping.is_set():
+                os._exit(128 + signum)
+            log.info("stopping: finishing running tasks (signal again to stop at once)")
+            self.stop()
+            # Hand back prefetched tasks now, from a thread: this handler may
+            # have interrupted the main thread while it holds a slot's lock.
+            threading.Thread(target=self._hand_back, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _parent_gone(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    def _slot_main(self) -> None:
+        backoff = 0.1
+        while not self.stopping.is_set():
+            if self._parent_gone():
+                return
+            try:
+                slot = _Slot(self)
+            except (OSError, EOFError) as exc:
+                if self.exit_on_disconnect:
+                    return
+                log.warning("cannot reach the task service at %s: %s", self.address, exc)
+                self.stopping.wait(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            backoff = 0.1
+            self.active.add(slot)
+            try:
+                slot.serve()
+                return  # stopped
+            except (OSError, EOFError) as exc:
+                if self.exit_on_disconnect or self._parent_gone():
+                    return
+                log.warning("lost the task service at %s: %s; reconnecting", self.address, exc)
+            finally:
+                self.active.discard(slot)
+                slot.close()
+
+
+class _Slot:
+    """One slot's connection, worker id, buffer and heartbeat."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.manager = ServiceManager(worker.address, worker.authkey, serializer="native")
+        self.manager.connect()
+        self.service: Any = self.manager.TaskService()  # type: ignore[attr-defined]
+        self.buffer: deque[list[Any]] = deque()
+        self.lock = threading.Lock()
+        self.results: list[list[Any]] = []  # [task id, attempt, status, payload]
+        self.avg = 0.0  # seconds per task, smoothed
+        self.lost = threading.Event()
+        self.closed = threading.Event()
+        #: The running task as (sequence number, id, attempt, started, deadline).
+        self.current: tuple[int, int, int, float, float | None] | None = None
+        self.seq = 0
+        self.timed_out = 0  # the sequence number of a task reported as timed out
+        self.hello()
+        self.heartbeat = threading.Thread(target=self._heartbeat, name="distproc-hb", daemon=True)
+        self.heartbeat.start()
+        self.monitor = threading.Thread(target=self._monitor, name="distproc-monitor", daemon=True)
+        self.monitor.start()
+
+    def hello(self) -> None:
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "slots": 1}
+        reply = self.service.hello_worker(info)
+        self.wid: str = reply["worker"]
+        self.interval: float = float(reply["heartbeat"])
+        log.info("joined the task service at %s as %s", self.worker.address, self.wid)
+
+    def close(self) -> None:
+        self.closed.set()
+        self.service = None  # drops this slot's reference to the service object
+
+    # --------------------------------------------------------------- tasks
+    def _want(self) -> int:
+        if self.avg <= 0:
+            return 1
+        return max(1, min(PREFETCH_MAX, int(PREFETCH_SECONDS / self.avg)))
+
+    def _exchange(self, want: int, wait: float) -> None:
+        with self.lock:
+            results, self.results = self.results, []
+        tasks = self.service.exchange(self.wid, results, want, wait)
+        if tasks is None:  # the service gave our leases away (missed heartbeats)
+            log.warning("the task service forgot %s (missed heartbeats); joining again", self.wid)
+            with self.lock:
+                self.buffer.clear()
+            self.hello()
+            return
+        with self.lock:
+            self.buffer.extend(tasks)
+
+    def serve(self) -> None:
+        worker = self.worker
+        last_report = time.monotonic()
+        while True:
+            if worker.stopping.is_set():
+                self._goodbye()
+                return
+            with self.lock:
+                task = self.buffer.popleft() if self.buffer else None
+            if task is None:
+                if worker._parent_gone():
+                    return
+                self._exchange(self._want(), IDLE_WAIT)
+                last_report = time.monotonic()
+                continue
+            self._run(task)
+            now = time.monotonic()
+            if now - last_report > REPORT_EVERY or not self.buffer:
+                with self.lock:
+                    low = len(self.buffer) < self._want() // 2
+                if low or self.results:
+                    self._exchange(self._want() - len(self.buffer) if low else 0, 0.0)
+                    last_report = now
+
+    def hand_back(self) -> None:
+        """Return the prefetched tasks and take no more (the worker is stopping)."""
+        with self.lock:
+            unstarted = [task[0] for task in self.buffer]
+            self.buffer.clear()
+        self.service.goodbye(self.wid, unstarted)
+
+    def _goodbye(self) -> None:
+        with self.lock:
+            unstarted = [task[0] for task in self.buffer]
+            self.buffer.clear()
+            results, self.results = self.results, []
+        if results:
+            self.service.exchange(self.wid, results, 0, 0.0)
+        self.service.goodbye(self.wid, unstarted)
+
+    def _run(self, task: list[Any]) -> None:
+        tid, attempt, ref, payload, opts = task
+        codec = payload[:1]
+        timeout = opts.get("timeout") if isinstance(opts, dict) else None
+        started = time.perf_counter()
+        self.seq = seq = self.seq + 1
+        self.current = (seq, tid, attempt, started, started + float(timeout) if timeout else None)
+        try:
+            args, kwargs = decode(payload, self.worker.allow_pickle)
+            if codec == PICKLE and ref == PICKLED_CALLABLE:
+                fn, args = args[0], args[1:]
+            else:
+                fn = resolve(ref)
+            value = fn(*args, **kwargs)
+            status, out = OK, encode(value, codec)
+        except Exception as exc:
+            status = RETRY if _matches(exc, opts.get("retry_on") if opts else None) else ERROR
+            out = encode(error_record(exc), b"n")
+        finally:
+            self.current = None
+        if self.timed_out == seq:
+            return  # already reported (a thread slot cannot stop its task)
+        elapsed = time.perf_counter() - started
+        self.avg = elapsed if self.avg <= 0 else self.avg * 0.8 + elapsed * 0.2
+        with self.lock:
+            self.results.append([tid, attempt, status, out])
+        self.worker.done += 1
+
+    # ------------------------------------------------------------- monitor
+    def _monitor(self) -> None:
+        """Watch the running task: report finished results and hand back prefetched
+        tasks while it runs long, and stop it at its deadline."""
+        flushed = handed = 0
+        while not self.closed.wait(MONITOR_TICK):
+            current = self.current
+            if current is None:
+                continue
+            seq, tid, attempt, started, deadline = current
+            now = time.perf_counter()
+            try:
+                if deadline is not None and now >= deadline and self.timed_out != seq:
+                    self.timed_out = seq
+                    self._timed_out(tid, attempt)
+                    continue
+                if seq != flushed and now - started >= REPORT_EVERY and self.results:
+                    flushed = seq  # results done before this task do not wait for it
+                    with self.lock:
+                        results, self.results = self.results, []
+                    self.service.exchange(self.wid, results, 0, 0.0)
+                if seq != handed and now - started >= max(LONG_TASK, 10 * self.avg):
+                    handed = seq  # nor do prefetched tasks: other workers may take them
+                    with self.lock:
+                        unstarted = [task[0] for task in self.buffer]
+                        self.buffer.clear()
+                    if unstarted:
+                        self.service.give_back(self.wid, unstarted)
+            except Exception as exc:
+                log.debug("monitor: %s", exc)  # the connection is gone: the slot finds out
+
+    def _timed_out(self, tid: int, attempt: int) -> None:
+        exc = TaskTimeoutError(f"task {tid} ran past its timeout and was stopped")
+        record = encode(error_record(exc), b"n")
+        with self.lock:
+            results, self.results = self.results, []
+            unstarted = [task[0] for task in self.buffer]
+            if self.worker.process_slot:
+                self.buffer.clear()
+        results.append([tid, attempt, TIMEOUT, record])
+        try:
+            self.service.exchange(self.wid, results, 0, 0.0)
+            if self.worker.process_slot:
+                self.service.goodbye(self.wid, unstarted)
+        except Exception as exc2:
+            log.warning("could not report a timed-out task: %s", exc2)
+        if self.worker.process_slot:
+            log.warning("task %d ran past its timeout: this process exits", tid)
+            logging.shutdown()
+            os._exit(EXIT_TIMEOUT)
+
+    # ----------------------------------------------------------- heartbeat
+    def _heartbeat(self) -> None:
+        while not self.closed.is_set():
+            try:
+                news = self.service.heartbeat(self.wid, self.interval)
+            except Exception:
+                return  # the connection is gone: the slot's next call finds out
+            if news is None:
+                self.closed.wait(self.interval)  # the slot joins again on its next exchange
+                continue
+            give = news.get("give_back", 0)
+            if give:
+                with self.lock:
+                    back = [self.buffer.pop()[0] for _ in range(min(give, len(self.buffer)))]
+                if back:
+                    back.reverse()
+                    with contextlib.suppress(Exception):
+                        self.service.give_back(self.wid, back)
+            if self.worker._parent_gone():
+                self.worker.stopping.set()
+
+
+def _matches(exc: BaseException, names: Any) -> bool:
+    if not names:
+        return False
+    wanted = set(names)
+    return any(f"{c.__module__}:{c.__qualname__}" in wanted for c in type(exc).__mro__)
