@@ -123,7 +123,7 @@ def test_every_help_shows_an_example(runner: CliRunner, command: list[str]) -> N
     result = invoke(runner, *command, "--help")
     assert result.exit_code == 0
     assert "Example" in result.stdout
-    assert "distproc serve " in result.stdout
+    assert f"distproc {command[0] if command else 'serve'} " in result.stdout
 
 
 # -------------------------------------------------------------------- addresses
@@ -318,9 +318,12 @@ def test_bad_manager_is_one_line(
 
 
 def test_click_usage_errors_still_exit_2(runner: CliRunner) -> None:
-    result = invoke(runner, "serve")
+    result = invoke(runner, "worker")
     assert result.exit_code == 2
-    assert "Missing argument 'MODULE:CLASS'" in result.stderr
+    assert "Missing argument 'HOST:PORT'" in result.stderr
+    result = invoke(runner, "serve", "--max-attempts", "0")
+    assert result.exit_code == 2
+    assert "--max-attempts" in result.stderr
 
 
 # ------------------------------------------------------- end to end, for real

@@ -7,29 +7,43 @@ from collections.abc import Sequence
 import click
 
 from .._version import __version__
+from .group import DistprocGroup, configure_logging
+from .map import map_command
 from .serve import serve
+from .status import status
+from .worker import worker
 
 __all__ = ["cli", "main"]
 
 
 @click.group(
+    cls=DistprocGroup,
     epilog="""\b
 Examples:
+  seq 1 100 | distproc map examples.squares:square
   distproc serve myapp.queues:QueueManager --address 127.0.0.1:50000
+  distproc status 127.0.0.1:50000
   distproc serve --help
 """,
 )
 @click.version_option(
     __version__, "--version", prog_name="distproc", message="%(prog)s %(version)s"
 )
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="Log more to stderr (-vv: debug).")
+@click.option("-q", "--quiet", count=True, help="Log less to stderr (only errors).")
+@click.option("--debug", is_flag=True, help="Show the traceback behind an error.")
+def cli(verbose: int, quiet: int, debug: bool) -> None:
     """distproc: share Python objects between processes and machines.
 
     A drop-in for multiprocessing.managers; see each command's --help.
     """
+    configure_logging(verbose - quiet, debug)
 
 
 cli.add_command(serve)
+cli.add_command(map_command)
+cli.add_command(status)
+cli.add_command(worker)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -232,7 +232,7 @@ Example, with this in queues.py in the current directory:
   distproc: serving queues:QueueManager on 127.0.0.1:50000
 """,
 )
-@click.argument("manager", metavar="MODULE:CLASS")
+@click.argument("manager", metavar="[MODULE:CLASS]", required=False)
 @click.option(
     "--address",
     default=DEFAULT_ADDRESS,
@@ -251,8 +251,32 @@ Example, with this in queues.py in the current directory:
     expose_value=False,
     callback=_refuse_authkey_in_argv,
 )
-def serve(manager: str, address: str, authkey_file: str | None) -> int:
-    """Serve the objects registered on a manager class until stopped.
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Task service: workers a task may take down before it is dead-lettered.",
+)
+@click.option(
+    "--heartbeat-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Task service: seconds a silent worker keeps its tasks.",
+)
+def serve(
+    manager: str | None,
+    address: str,
+    authkey_file: str | None,
+    max_attempts: int,
+    heartbeat_timeout: float,
+) -> int:
+    """Serve the objects registered on a manager class, or a task service, until stopped.
+
+    Without MODULE:CLASS, host a task service: masters submit to it with
+    distproc.Executor(connect=(HOST, PORT), authkey=...) and workers join it
+    with `distproc worker HOST:PORT`; it outlives masters and serves several.
 
     MODULE:CLASS names a subclass of distproc.managers.BaseManager, imported
     with the current directory on sys.path as `python -m` does. Importing it
@@ -275,9 +299,18 @@ def serve(manager: str, address: str, authkey_file: str | None) -> int:
                 f"could run code here; set {AUTHKEY_ENV} or use --authkey-file FILE"
             )
         key = os.urandom(16).hex()
-    cls = load_manager_class(manager)
+    what = manager or "a task service"
     try:
-        server: _Server = cls(address=(host, port), authkey=key.encode()).get_server()
+        if manager is None:
+            from ..tasks.host import ServiceHost
+
+            server: _Server = ServiceHost(
+                (host, port), key.encode(), max_attempts=max_attempts,
+                heartbeat_timeout=heartbeat_timeout,
+            )  # fmt: skip
+        else:
+            cls = load_manager_class(manager)
+            server = cls(address=(host, port), authkey=key.encode()).get_server()
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
@@ -289,6 +322,6 @@ def serve(manager: str, address: str, authkey_file: str | None) -> int:
                 f"distproc: no authkey given, using a random one; clients need {AUTHKEY_ENV}={key}",
                 err=True,
             )
-        click.echo(f"distproc: serving {manager} on {format_address(server.address)}", err=True)
+        click.echo(f"distproc: serving {what} on {format_address(server.address)}", err=True)
         server.serve()
     return 0

@@ -1,0 +1,137 @@
+"""``distproc worker HOST:PORT``: run tasks for a task service.
+
+By default it supervises ``-c N`` child processes (one task at a time each)
+and replaces any that dies; ``--threads`` runs N threads in this process
+instead.  The first SIGTERM or Ctrl-C lets running tasks finish and hands
+prefetched ones back; a second one stops at once (the service requeues what
+was held).  When the service goes away, workers reconnect with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+import click
+
+from .errors import CliUsageError
+from .serve import AUTHKEY_ENV, parse_address, read_authkey
+
+__all__ = ["worker"]
+
+log = logging.getLogger("distproc.worker")
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  $ DISTPROC_AUTHKEY=... distproc worker 192.168.0.9:5000 -c 4
+  $ distproc worker 127.0.0.1:5000 --authkey-file ~/.config/distproc/authkey --threads -c 8
+""",
+)
+@click.argument("address", metavar="HOST:PORT")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tasks run at once [default: the number of CPUs].",
+)
+@click.option("--threads", is_flag=True, help="Run tasks on threads of this process.")
+@click.option(
+    "--allow-pickle",
+    is_flag=True,
+    help="Accept tasks whose arguments are pickled (masters with serializer='pickle'); "
+    "only for trusted networks.",
+)
+@click.option(
+    "--authkey-file",
+    metavar="FILE",
+    help=f"Read the authkey from FILE (one line of text) instead of ${AUTHKEY_ENV}.",
+)
+@click.option("--child", is_flag=True, hidden=True)
+@click.option("--parent", type=int, hidden=True)
+@click.option("--main", "main_path", hidden=True)
+@click.option("--exit-on-disconnect", is_flag=True, hidden=True)
+def worker(
+    address: str,
+    concurrency: int | None,
+    threads: bool,
+    allow_pickle: bool,
+    authkey_file: str | None,
+    child: bool,
+    parent: int | None,
+    main_path: str | None,
+    exit_on_disconnect: bool,
+) -> int:
+    """Join the task service at HOST:PORT and run its tasks until stopped.
+
+    Functions are imported by name ('module:function'): run the worker where
+    the task modules import (the current directory is on sys.path). The
+    authkey comes from $DISTPROC_AUTHKEY or --authkey-file.
+    """
+    from ..tasks.worker import Worker
+
+    host, port = parse_address(address)
+    key = read_authkey(authkey_file, os.environ)
+    if key is None:
+        raise CliUsageError(
+            f"no authkey: set {AUTHKEY_ENV} or use --authkey-file FILE "
+            "(the same one the task service uses)"
+        )
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    count = concurrency or os.cpu_count() or 1
+    if child or threads:
+        if main_path:
+            from ..tasks import payloads
+
+            payloads.MAIN_PATH = main_path
+        runner = Worker(
+            (host, port), key.encode(), slots=1 if child else count, allow_pickle=allow_pickle,
+            process_slot=child, parent_pid=parent, exit_on_disconnect=exit_on_disconnect,
+        )  # fmt: skip
+        runner.install_signal_handlers()
+        if not child:
+            click.echo(f"distproc: worker with {count} thread(s) for {address}", err=True)
+        return runner.run()
+    return _supervise(address, key, count, allow_pickle)
+
+
+def _supervise(address: str, key: str, count: int, allow_pickle: bool) -> int:
+    from ..tasks.fleet import Fleet, child_command
+
+    env = dict(os.environ)
+    env[AUTHKEY_ENV] = key
+    env.pop("DISTPROC_AUTHKEY_FILE", None)
+    extra = ["--allow-pickle"] if allow_pickle else []
+    fleet = Fleet(child_command(address, [*extra, "--parent", str(os.getpid())]), count, env)
+    stopping = threading.Event()
+    done = threading.Event()
+
+    def finish(stop: Callable[[], None]) -> None:
+        stop()
+        done.set()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stopping.is_set():
+            log.info("stopping at once")
+            threading.Thread(target=finish, args=(fleet.kill,), daemon=True).start()
+            return
+        stopping.set()
+        log.info("stopping: running tasks finish first (signal again to stop at once)")
+        threading.Thread(target=finish, args=(fleet.stop,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    fleet.start()
+    click.echo(f"distproc: worker with {count} process(es) for {address}", err=True)
+    while not done.wait(1.0):
+        pass
+    return 0
