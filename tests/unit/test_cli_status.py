@@ -388,5 +388,6 @@ def test_status_of_a_running_map(tmp_path: Path, runner: CliRunner) -> None:
     [worker] = tasks["workers"]
     assert worker["done"] == 3 and worker["leased"] >= 1
     assert worker["oldest_running"] >= 0
+    assert "distproc task service at" in table.stdout
     assert "Workers (1)" in table.stdout
     assert "done 3" in table.stdout

@@ -61,7 +61,9 @@ def _table(
 
 def _header(report: Mapping[str, Any]) -> Text:
     text = Text()
-    text.append("distproc manager", style="bold")
+    services = report.get("services") or []
+    hosts_tasks = any(isinstance(x, Mapping) and x.get("kind") == "tasks" for x in services)
+    text.append("distproc task service" if hosts_tasks else "distproc manager", style="bold")
     text.append(f" at {report.get('address', '?')}")
     if report.get("pid") is not None:
         text.append(f" · pid {report['pid']}")
