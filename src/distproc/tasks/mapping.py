@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CHUNK_SECONDS", "MAX_CHUNK", "MapRun"]
 
-CHUNK_SECONDS = 0.01
+CHUNK_SECONDS = 0.02
 MAX_CHUNK = 1024
 CHUNK_REF = "distproc.tasks.worker:run_chunk"
 _END = object()

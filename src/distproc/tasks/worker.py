@@ -188,6 +188,8 @@ class _Slot:
         self.buffer: deque[list[Any]] = deque()
         self.lock = threading.Lock()
         self.results: list[list[Any]] = []  # [task id, attempt, status, payload]
+        self.results_since = 0.0  # when the oldest unreported result was added
+        self.refilling = threading.Lock()  # held by the monitor while it refills the buffer
         self.avg = 0.0  # seconds per task, smoothed
         self.lost = threading.Event()
         self.closed = threading.Event()
@@ -232,8 +234,12 @@ class _Slot:
             self.buffer.extend(tasks)
 
     def serve(self) -> None:
+        """Run tasks from the buffer; when it is empty, ask for more (and wait for them).
+
+        While the buffer holds tasks, the monitor thread reports results and
+        refills it in the background, so this thread does not wait on the network.
+        """
         worker = self.worker
-        last_report = time.monotonic()
         while True:
             if worker.stopping.is_set():
                 self._goodbye()
@@ -244,16 +250,8 @@ class _Slot:
                 if worker._parent_gone():
                     return
                 self._exchange(self._want(), IDLE_WAIT)
-                last_report = time.monotonic()
                 continue
             self._run(task)
-            now = time.monotonic()
-            if now - last_report > REPORT_EVERY or not self.buffer:
-                with self.lock:
-                    low = len(self.buffer) < self._want() // 2
-                if low or self.results:
-                    self._exchange(self._want() - len(self.buffer) if low else 0, 0.0)
-                    last_report = now
 
     def hand_back(self) -> None:
         """Return the prefetched tasks and take no more (the worker is stopping)."""
@@ -263,7 +261,7 @@ class _Slot:
         self.service.goodbye(self.wid, unstarted)
 
     def _goodbye(self) -> None:
-        with self.lock:
+        with self.refilling, self.lock:
             unstarted = [task[0] for task in self.buffer]
             self.buffer.clear()
             results, self.results = self.results, []
@@ -296,37 +294,46 @@ class _Slot:
         elapsed = time.perf_counter() - started
         self.avg = elapsed if self.avg <= 0 else self.avg * 0.8 + elapsed * 0.2
         with self.lock:
+            if not self.results:
+                self.results_since = time.perf_counter()
             self.results.append([tid, attempt, status, out])
         self.worker.done += 1
 
     # ------------------------------------------------------------- monitor
     def _monitor(self) -> None:
-        """Watch the running task: report finished results and hand back prefetched
-        tasks while it runs long, and stop it at its deadline."""
-        flushed = handed = 0
+        """Report results and refill the buffer in the background; watch the running task.
+
+        Results wait at most ``REPORT_EVERY`` (about, at ``MONITOR_TICK``), the
+        buffer is refilled when it runs down to half the prefetch, a task that
+        runs long hands back the prefetched ones (other workers may take them),
+        and a task past its deadline is stopped.
+        """
+        handed = 0
         while not self.closed.wait(MONITOR_TICK):
-            current = self.current
-            if current is None:
-                continue
-            seq, tid, attempt, started, deadline = current
             now = time.perf_counter()
             try:
-                if deadline is not None and now >= deadline and self.timed_out != seq:
-                    self.timed_out = seq
-                    self._timed_out(tid, attempt)
-                    continue
-                if seq != flushed and now - started >= REPORT_EVERY and self.results:
-                    flushed = seq  # results done before this task do not wait for it
-                    with self.lock:
-                        results, self.results = self.results, []
-                    self.service.exchange(self.wid, results, 0, 0.0)
-                if seq != handed and now - started >= max(LONG_TASK, 10 * self.avg):
-                    handed = seq  # nor do prefetched tasks: other workers may take them
-                    with self.lock:
-                        unstarted = [task[0] for task in self.buffer]
-                        self.buffer.clear()
-                    if unstarted:
-                        self.service.give_back(self.wid, unstarted)
+                current = self.current
+                if current is not None:
+                    seq, tid, attempt, started, deadline = current
+                    if deadline is not None and now >= deadline and self.timed_out != seq:
+                        self.timed_out = seq
+                        self._timed_out(tid, attempt)
+                        continue
+                    if seq != handed and now - started >= max(LONG_TASK, 10 * self.avg):
+                        handed = seq
+                        with self.lock:
+                            unstarted = [task[0] for task in self.buffer]
+                            self.buffer.clear()
+                        if unstarted:
+                            self.service.give_back(self.wid, unstarted)
+                want = self._want()
+                with self.lock:
+                    held = len(self.buffer)
+                    due = bool(self.results) and now - self.results_since >= REPORT_EVERY
+                if due or 0 < held <= want // 2:
+                    with self.refilling:  # _goodbye waits for this: no task lands after it
+                        low = 0 < held <= want // 2 and not self.worker.stopping.is_set()
+                        self._exchange(want - held if low else 0, 0.0)
             except Exception as exc:
                 log.debug("monitor: %s", exc)  # the connection is gone: the slot finds out
 
