@@ -2,15 +2,19 @@
 
 ``benchmarks/run.py`` runs this file once per measurement, as a fresh process
 (under ``taskset -c CPU`` for the pinned placement, so the manager's server
-process and every worker process forked from it inherit the same CPU):
+process and every worker process forked from it, or started by an Executor,
+inherit the same CPU):
 
     python benchmarks/_workload.py --workload a --impl distproc --variant plain
+    python benchmarks/_workload.py --workload h --impl distproc --variant chunksize1 \
+        --n 100000 --workers 1
 
 The last line of stdout is ``RESULT {...}``: the metrics, the CPUs this process
 and the server process were allowed to run on, and ``"na"`` (with a reason)
 when the variant needs an API this distproc does not have yet.  Progress and
 errors go to stderr.  Every process this file starts stops by itself: workers
-stop at a sentinel, idle clients when told on a pipe, servers on ``shutdown()``.
+stop at a sentinel, idle clients when told on a pipe, servers on ``shutdown()``,
+an Executor's worker processes when it shuts down.
 """
 
 from __future__ import annotations
@@ -39,6 +43,15 @@ GET_TIMEOUT = 120.0
 CONNECTING = 16
 
 Metrics = dict[str, Any]
+
+
+def stop_processes(procs: list[Any], manager: Any) -> None:
+    """Terminate the worker processes still alive, then shut their manager down."""
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
+    manager.shutdown()
 
 
 # ------------------------------------------------------------ the managers
@@ -184,11 +197,7 @@ def seed_pattern(impl: str, variant: str, n: int, workers: int) -> Metrics:
             "server_cpus": server_cpus(manager),
         }
     finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-                proc.join()
-        manager.shutdown()
+        stop_processes(procs, manager)
 
 
 # ------------------------------------------------------------ (c): put+get pairs
@@ -440,11 +449,7 @@ def idle_clients(impl: str, clients: int, processes: int, one_process_each: bool
             "server_cpus": after.get("Cpus_allowed_list", "?"),
         }
     finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-                proc.join()
-        manager.shutdown()
+        stop_processes(procs, manager)
 
 
 # --------------------------------------------------------- (g): proxy creation
@@ -475,9 +480,167 @@ def proxy_creation(impl: str, duration: float) -> Metrics:
         server.shutdown()
 
 
+# ------------------------------------------- (h), (i): tasks end to end
+def task_function(name: str) -> Any:
+    """A function of ``_tasks.py``, which both sides' workers run."""
+    return importlib.import_module("_tasks").FUNCTIONS[name]
+
+
+def expected_result(name: str, n: int) -> int:
+    return n * n if name == "square" else n
+
+
+def cpus_of(pids: list[int]) -> str:
+    """The distinct ``Cpus_allowed_list`` of these processes, e.g. ``0-1`` or ``0``."""
+    found = {proc_status(pid).get("Cpus_allowed_list", "?") for pid in pids}
+    return " / ".join(sorted(found)) or "?"
+
+
+def sleep_duration(seconds: float, count: int) -> float:
+    """How long ``time.sleep(seconds)`` really takes here, on average over ``count`` calls."""
+    started = time.perf_counter()
+    for _ in range(count):
+        time.sleep(seconds)
+    return (time.perf_counter() - started) / count
+
+
+def sleep_before(name: str) -> float | None:
+    """For ``sleep_1ms``: how long a 1 ms ``sleep()`` really takes here (before the clock)."""
+    if name != "sleep_1ms":
+        return None
+    return sleep_duration(importlib.import_module("_tasks").SLEEP, 200)
+
+
+def task_metrics(name: str, n: int, workers: int, elapsed: float, slept: float | None) -> Metrics:
+    metrics: Metrics = {"tasks_per_s": n / elapsed, "seconds": elapsed, "n": n, "workers": workers}
+    if slept is not None:
+        pause = importlib.import_module("_tasks").SLEEP
+        ideal = workers / pause
+        metrics["ideal_per_s"] = ideal
+        metrics["pct_of_ideal"] = 100 * metrics["tasks_per_s"] / ideal
+        # sleep() overshoots (timer slack, wake-up latency): the best any side can do.
+        metrics["sleep_us"] = slept * 1e6
+        metrics["sleep_bound_pct"] = 100 * pause / slept
+    return metrics
+
+
+def stdlib_task_worker(name: str, address: Any, ready: Connection) -> None:
+    """The seed's worker, calling ``name`` on each int: connect(), get, call, put."""
+    fn = task_function(name)
+    manager = queue_manager("stdlib", address)
+    manager.connect()
+    task = manager.get_task_queue()
+    result = manager.get_result_queue()
+    task.qsize()  # open this process's connection before the clock starts
+    result.qsize()
+    ready.send("ready")
+    ready.close()
+    while True:
+        n = task.get()
+        if n is None:
+            break
+        result.put(fn(n))
+
+
+def stdlib_round(task: Any, result: Any, n: int) -> int:
+    """The seed's master: put ``n`` ints on the task queue, then get ``n`` results."""
+    for i in range(n):
+        task.put(i)
+    total = 0
+    for _ in range(n):
+        total += result.get(timeout=GET_TIMEOUT)
+    return total
+
+
+def stdlib_tasks(name: str, n: int, workers: int, warmup: int) -> Metrics:
+    """(h), (i) on the stdlib: the seed pattern on ``multiprocessing.managers``."""
+    manager = queue_manager("stdlib")
+    manager.start()
+    ctx = multiprocessing.get_context()
+    procs: list[Any] = []
+    try:
+        task = manager.get_task_queue()
+        result = manager.get_result_queue()
+        readies: list[Connection] = []
+        for _ in range(workers):
+            reader, writer = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=stdlib_task_worker, args=(name, manager.address, writer))
+            proc.start()
+            writer.close()
+            procs.append(proc)
+            readies.append(reader)
+        for reader in readies:
+            if reader.recv() != "ready":
+                raise RuntimeError("a worker did not start")
+            reader.close()
+        stdlib_round(task, result, warmup)
+        slept = sleep_before(name)
+        started = time.perf_counter()
+        total = stdlib_round(task, result, n)
+        elapsed = time.perf_counter() - started
+        worker_cpus = cpus_of([proc.pid for proc in procs])
+        for _ in procs:
+            task.put(None)
+        for proc in procs:
+            proc.join(GET_TIMEOUT)
+        if total != sum(expected_result(name, i) for i in range(n)):
+            raise RuntimeError("the results do not add up")
+        metrics = task_metrics(name, n, workers, elapsed, slept)
+        metrics["server_cpus"] = server_cpus(manager)
+        metrics["worker_cpus"] = worker_cpus
+        return metrics
+    finally:
+        stop_processes(procs, manager)
+
+
+def wait_for_workers(executor: Any, count: int) -> None:
+    """Until ``count`` worker processes have joined the Executor's task service."""
+    deadline = time.monotonic() + GET_TIMEOUT
+    while len(executor.status()["workers"]) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} worker process(es) did not join in time")
+        time.sleep(0.02)
+
+
+def distproc_tasks(name: str, variant: str, n: int, workers: int, warmup: int) -> Metrics:
+    """(h), (i) on distproc: ``Executor(workers=...).map``, adaptive chunks or ``chunksize=1``."""
+    from distproc import Executor
+
+    fn = task_function(name)
+    chunksize = 1 if variant == "chunksize1" else None
+    with Executor(workers=workers, progress=False) as executor:
+        wait_for_workers(executor, workers)
+        list(executor.map(fn, range(warmup), chunksize=chunksize))
+        slept = sleep_before(name)
+        done_before = executor.status()["tasks"]["done"]
+        started = time.perf_counter()
+        results = list(executor.map(fn, range(n), chunksize=chunksize))
+        elapsed = time.perf_counter() - started
+        status = executor.status()
+        worker_cpus = cpus_of([w["pid"] for w in status["workers"]])
+    if results != [expected_result(name, i) for i in range(n)]:
+        raise RuntimeError("the results are wrong or out of order")
+    # Each map chunk is one task of the service: how many there were, and their mean size.
+    chunks = status["tasks"]["done"] - done_before
+    metrics = task_metrics(name, n, workers, elapsed, slept)
+    metrics.update(
+        chunks=chunks,
+        mean_chunk=n / chunks if chunks else 0.0,
+        # The task service runs on a thread of this process.
+        server_cpus=proc_status(os.getpid()).get("Cpus_allowed_list", "?"),
+        worker_cpus=worker_cpus,
+    )
+    return metrics
+
+
 # ---------------------------------------------------------------------- main
 def measure(args: argparse.Namespace) -> Metrics:
     w = args.workload
+    tasks = w in ("h", "i")
+    if args.variant == "chunksize1" and not tasks:
+        raise ValueError("the chunksize1 variant is for workloads (h) and (i)")
+    if args.variant == "batched" and tasks:
+        raise ValueError("workloads (h) and (i) have no batched variant: see chunksize1")
     if w == "a":
         return seed_pattern(args.impl, args.variant, args.n, 1)
     if w == "b":
@@ -489,21 +652,30 @@ def measure(args: argparse.Namespace) -> Metrics:
     if w == "e":
         return payload_pairs(args.impl, args.duration)
     if w == "f":
-        return idle_clients(
-            args.impl, args.clients, args.processes, args.clients_as == "processes"
-        )
+        return idle_clients(args.impl, args.clients, args.processes, args.clients_as == "processes")
     if w == "g":
         return proxy_creation(args.impl, args.duration)
+    if tasks:
+        name = "square" if w == "h" else "sleep_1ms"
+        if args.impl == "stdlib":
+            return stdlib_tasks(name, args.n, args.workers, args.warmup)
+        return distproc_tasks(name, args.variant, args.n, args.workers, args.warmup)
     raise ValueError(f"unknown workload {w!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", required=True, choices=list("abcdefg"))
+    parser.add_argument("--workload", required=True, choices=list("abcdefghi"))
     parser.add_argument("--impl", required=True, choices=["stdlib", "distproc"])
-    parser.add_argument("--variant", default="plain", choices=["plain", "batched"])
-    parser.add_argument("--n", type=int, default=10_000, help="items, (a) and (b)")
-    parser.add_argument("--workers", type=int, default=4, help="worker processes, (b)")
+    parser.add_argument(
+        "--variant",
+        default="plain",
+        choices=["plain", "batched", "chunksize1"],
+        help="batched: (a), (b) with put_many/get_many; chunksize1: (h), (i) with map(chunksize=1)",
+    )
+    parser.add_argument("--n", type=int, default=10_000, help="items or tasks, (a), (b), (h), (i)")
+    parser.add_argument("--workers", type=int, default=4, help="worker processes, (b), (h), (i)")
+    parser.add_argument("--warmup", type=int, default=1000, help="tasks before the clock, (h), (i)")
     parser.add_argument("--threads", type=int, default=8, help="threads, (d)")
     parser.add_argument("--clients", type=int, default=1000, help="idle clients, (f)")
     parser.add_argument("--processes", type=int, default=4, help="client processes, (f)")

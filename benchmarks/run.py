@@ -3,6 +3,7 @@
     python benchmarks/run.py                  # every workload, 5 runs, unpinned and pinned
     python benchmarks/run.py --quick          # a short smoke run
     python benchmarks/run.py --only a,c --pin --runs 7 --json out.json
+    python benchmarks/run.py --only tasks     # the task system: workloads (h) and (i)
 
 Each measurement is a fresh process, ``benchmarks/_workload.py``, that starts
 its own manager on 127.0.0.1 port 0, measures, shuts everything down and
@@ -44,6 +45,10 @@ Side = tuple[str, str]
 STDLIB: Side = ("stdlib", "plain")
 DISTPROC: Side = ("distproc", "plain")
 BATCHED: Side = ("distproc", "batched")
+#: ``Executor.map(..., chunksize=1)``: one task per call, no batching.
+CHUNK1: Side = ("distproc", "chunksize1")
+#: ``--only`` takes these names for sets of workloads.
+WORKLOAD_SETS = {"managers": "abcdefg", "tasks": "hi", "all": "abcdefghi"}
 
 
 @dataclass(frozen=True)
@@ -80,37 +85,106 @@ class Case:
     target_ratio: float | None = None
     #: The largest value distproc may have in any run, if the target is absolute.
     target_max: float | None = None
+    #: The smallest median distproc may have, if the target is absolute.
+    target_min: float | None = None
+    #: The target holds in this placement only (all, if empty).
+    target_placement: str = ""
     #: The ratio is meaningless (counts compared as they are).
     no_ratio: bool = False
 
 
 CASES = (
-    Case("a", "(a) seed, 1 worker, unchanged code", "items_per_s", "items/s", True,
-         target_ratio=2.0),
-    Case("a", "(a) seed, 1 worker, batched", "items_per_s", "items/s", True, BATCHED,
-         target_ratio=20.0),
+    Case(
+        "a", "(a) seed, 1 worker, unchanged code", "items_per_s", "items/s", True, target_ratio=2.0
+    ),
+    Case(
+        "a",
+        "(a) seed, 1 worker, batched",
+        "items_per_s",
+        "items/s",
+        True,
+        BATCHED,
+        target_ratio=20.0,
+    ),
     Case("b", "(b) seed, 4 workers, unchanged code", "items_per_s", "items/s", True),
     Case("b", "(b) seed, 4 workers, batched", "items_per_s", "items/s", True, BATCHED),
     Case("c", "(c) put+get, 1 client", "pairs_per_s", "pairs/s", True, target_ratio=1.5),
-    Case("d", "(d) put+get, 8 threads, 1 proxy", "pairs_per_s", "pairs/s", True,
-         target_ratio=3.0),
+    Case("d", "(d) put+get, 8 threads, 1 proxy", "pairs_per_s", "pairs/s", True, target_ratio=3.0),
     Case("e", "(e) put+get 100 B", "us_per_pair_100B", "µs/pair", False),
     Case("e", "(e) put+get 17 KB", "us_per_pair_17KB", "µs/pair", False, target_ratio=100.0),
     Case("e", "(e) put+get 1 MiB", "us_per_pair_1MiB", "µs/pair", False, target_ratio=2.0),
-    Case("f", "(f) {clients} idle client threads: server threads", "server_threads", "threads",
-         False, target_max=16, no_ratio=True),
-    Case("f", "(f) {clients} idle client threads: server RSS", "server_rss_mb", "MiB", False,
-         target_ratio=4.0),
+    Case(
+        "f",
+        "(f) {clients} idle client threads: server threads",
+        "server_threads",
+        "threads",
+        False,
+        target_max=16,
+        no_ratio=True,
+    ),
+    Case(
+        "f",
+        "(f) {clients} idle client threads: server RSS",
+        "server_rss_mb",
+        "MiB",
+        False,
+        target_ratio=4.0,
+    ),
     Case("f", "(f) {clients} idle client threads: RSS they add", "added_rss_mb", "MiB", False),
-    Case("f", "(f) {clients} idle client threads: server connections", "server_connections",
-         "connections", False, no_ratio=True),
-    Case("fp", "(f) {clients} idle client processes: server threads", "server_threads", "threads",
-         False, target_max=16, no_ratio=True),
-    Case("fp", "(f) {clients} idle client processes: server RSS", "server_rss_mb", "MiB", False,
-         target_ratio=4.0),
+    Case(
+        "f",
+        "(f) {clients} idle client threads: server connections",
+        "server_connections",
+        "connections",
+        False,
+        no_ratio=True,
+    ),
+    Case(
+        "fp",
+        "(f) {clients} idle client processes: server threads",
+        "server_threads",
+        "threads",
+        False,
+        target_max=16,
+        no_ratio=True,
+    ),
+    Case(
+        "fp",
+        "(f) {clients} idle client processes: server RSS",
+        "server_rss_mb",
+        "MiB",
+        False,
+        target_ratio=4.0,
+    ),
     Case("fp", "(f) {clients} idle client processes: RSS they add", "added_rss_mb", "MiB", False),
-    Case("g", "(g) proxies created+dropped", "proxies_per_s", "proxies/s", True,
-         target_ratio=5.0),
+    Case("g", "(g) proxies created+dropped", "proxies_per_s", "proxies/s", True, target_ratio=5.0),
+    Case("h", "(h) no-op tasks, 1 worker: map", "tasks_per_s", "tasks/s", True, target_ratio=20.0),
+    Case(
+        "h", "(h) no-op tasks, 1 worker: map, chunksize=1", "tasks_per_s", "tasks/s", True, CHUNK1
+    ),
+    Case("i", "(i) 1 ms tasks, 2 workers: map", "tasks_per_s", "tasks/s", True),
+    Case(
+        "i", "(i) 1 ms tasks, 2 workers: map, chunksize=1", "tasks_per_s", "tasks/s", True, CHUNK1
+    ),
+    Case(
+        "i",
+        "(i) 1 ms tasks, 2 workers: map, share of ideal",
+        "pct_of_ideal",
+        "% of 2,000/s",
+        True,
+        target_min=90.0,
+        target_placement="unpinned",
+        no_ratio=True,
+    ),
+    Case(
+        "i",
+        "(i) 1 ms tasks, 2 workers: map, chunksize=1, share of ideal",
+        "pct_of_ideal",
+        "% of 2,000/s",
+        True,
+        CHUNK1,
+        no_ratio=True,
+    ),
 )
 
 
@@ -123,24 +197,51 @@ def workloads(quick: bool) -> list[Workload]:
     clients = str(idle_clients(quick))
     seed = (STDLIB, DISTPROC, BATCHED)
     pair = (STDLIB, DISTPROC)
+    tasks = (STDLIB, DISTPROC, CHUNK1)
     return [
         Workload("a", "seed pattern, 1 worker", seed, ("--n", "2000" if quick else "10000")),
-        Workload("b", "seed pattern, 4 workers", seed,
-                 ("--n", "20000" if quick else "100000", "--workers", "4")),
+        Workload(
+            "b",
+            "seed pattern, 4 workers",
+            seed,
+            ("--n", "20000" if quick else "100000", "--workers", "4"),
+        ),
         Workload("c", "put+get pairs, 1 client", pair, ("--duration", duration)),
-        Workload("d", "put+get pairs, 8 threads", pair,
-                 ("--duration", duration, "--threads", "8")),
+        Workload("d", "put+get pairs, 8 threads", pair, ("--duration", duration, "--threads", "8")),
         Workload("e", "payload sizes", pair, ("--duration", duration)),
-        Workload("f", f"{clients} idle client threads in 4 processes", pair,
-                 ("--clients", clients, "--clients-as", "threads", "--processes", "4")),
+        Workload(
+            "f",
+            f"{clients} idle client threads in 4 processes",
+            pair,
+            ("--clients", clients, "--clients-as", "threads", "--processes", "4"),
+        ),
         # The same with one connection per client: distproc's clients share one
         # connection per process, so the threads above reach its server on 4.
         # Memory and thread counts neither vary between runs nor depend on the
         # placement, and 1000 forks are slow: 2 rounds, one placement.
-        Workload("fp", f"{clients} idle client processes", pair,
-                 ("--clients", clients, "--clients-as", "processes"), letter="f",
-                 max_runs=1 if quick else 2, one_placement=True),
+        Workload(
+            "fp",
+            f"{clients} idle client processes",
+            pair,
+            ("--clients", clients, "--clients-as", "processes"),
+            letter="f",
+            max_runs=1 if quick else 2,
+            one_placement=True,
+        ),
         Workload("g", "proxy creation", pair, ("--duration", duration)),
+        # The task system against the seed pattern on the stdlib, timed after a warm-up.
+        Workload(
+            "h",
+            "no-op tasks, 1 worker",
+            tasks,
+            ("--n", "20000" if quick else "100000", "--workers", "1", "--warmup", "1000"),
+        ),
+        Workload(
+            "i",
+            "1 ms tasks, 2 workers",
+            tasks,
+            ("--n", "2000" if quick else "10000", "--workers", "2", "--warmup", "200"),
+        ),
     ]
 
 
@@ -280,7 +381,7 @@ def summarise(case: Case, placement: str, runs: Runs, clients: int) -> dict[str,
         "placement": placement,
         "unit": case.unit,
         "metric": case.metric,
-        "target": target_text(case),
+        "target": target_text(case, placement),
     }
     sides = {"stdlib": STDLIB, "distproc": case.distproc}
     for label, side in sides.items():
@@ -315,18 +416,26 @@ def summarise(case: Case, placement: str, runs: Runs, clients: int) -> dict[str,
             and (dp_m := r.get(case.distproc, {}).get("metrics"))
         ]
         row["paired_ratios"] = paired
-    if case.target_ratio is not None:
+    if case.target_placement and case.target_placement != placement:
+        pass  # the target is for another placement
+    elif case.target_ratio is not None:
         row["met"] = "yes" if row["ratio"] >= case.target_ratio else "**no**"
     elif case.target_max is not None:
         row["met"] = "yes" if dp["max"] <= case.target_max else "**no**"
+    elif case.target_min is not None:
+        row["met"] = "yes" if dp["median"] >= case.target_min else "**no**"
     return row
 
 
-def target_text(case: Case) -> str:
+def target_text(case: Case, placement: str) -> str:
+    if case.target_placement and case.target_placement != placement:
+        return "-"
     if case.target_ratio is not None:
         return f"≥ {case.target_ratio:g}x"
     if case.target_max is not None:
         return f"≤ {case.target_max:g} {case.unit}"
+    if case.target_min is not None:
+        return f"≥ {case.target_min:g} {case.unit}"
     return "-"
 
 
@@ -348,8 +457,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         else:
             paired = row.get("paired_ratios") or [row["ratio"]]
             ratio = (
-                f"**{fmt_ratio(row['ratio'])}** "
-                f"({fmt_ratio(min(paired))}-{fmt_ratio(max(paired))})"
+                f"**{fmt_ratio(row['ratio'])}** ({fmt_ratio(min(paired))}-{fmt_ratio(max(paired))})"
             )
         lines.append(
             f"| {row['case']} | {row['placement']} | {row['unit']} "
@@ -436,7 +544,41 @@ def observed_cpus(results: Results) -> dict[str, set[str]]:
                         cpus.add("client " + cpu_list(res["cpus"]))
                     if "server_cpus" in res.get("metrics", {}):
                         cpus.add("server " + res["metrics"]["server_cpus"])
+                    if "worker_cpus" in res.get("metrics", {}):
+                        cpus.add("workers " + res["metrics"]["worker_cpus"])
     return seen
+
+
+def tasks_text(results: Results) -> str:
+    """(h), (i): the chunks distproc's map made, and what sleep(1 ms) really took."""
+    lines = []
+    for placement, by_workload in results.items():
+        for key, title in (("h", "(h) no-op tasks"), ("i", "(i) 1 ms tasks")):
+            runs = by_workload.get(key)
+            if runs is None:
+                continue
+            # Each chunk is one task of the service (chunksize=1: one per call).
+            sizes = runs.values(DISTPROC, "mean_chunk")
+            chunks = runs.values(DISTPROC, "chunks")
+            if sizes and chunks:
+                lines.append(
+                    f"- {title}, {placement}, map: {fmt(statistics.median(chunks))} chunks "
+                    f"per run (median), of {fmt(statistics.median(sizes))} calls on average "
+                    f"(min-max over runs {fmt(min(sizes))}-{fmt(max(sizes))})"
+                )
+            if key != "i":
+                continue
+            sides = (STDLIB, DISTPROC, CHUNK1)
+            slept = [us for side in sides for us in runs.values(side, "sleep_us")]
+            if slept:
+                took = statistics.median(slept)
+                lines.append(
+                    f"- {title}, {placement}: time.sleep(0.001) took {fmt(took)} µs "
+                    f"(median over every run, min-max {fmt(min(slept))}-{fmt(max(slept))}), "
+                    f"so 2 processes doing nothing but sleep reach at most "
+                    f"{fmt(2e6 / took)} tasks/s, {100 * 1000 / took:.1f}% of 2,000/s"
+                )
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------- main
@@ -445,17 +587,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="distproc vs multiprocessing.managers, side by side.",
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--runs", type=int, default=None,
-                        help="runs of each side per workload (default 5, 2 with --quick)")
-    parser.add_argument("--only", default="abcdefg",
-                        help="workloads to run, e.g. a,c,f (default: all)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="runs of each side per workload (default 5, 2 with --quick)",
+    )
+    parser.add_argument(
+        "--only",
+        default="all",
+        help="workloads to run, e.g. a,c,f, or a set: managers (a-g), tasks (h, i) (default: all)",
+    )
     pin = parser.add_mutually_exclusive_group()
-    pin.add_argument("--pin", dest="placement", action="store_const", const="pin",
-                     help="only with every process pinned to one CPU")
-    pin.add_argument("--no-pin", dest="placement", action="store_const", const="no-pin",
-                     help="only unpinned")
-    pin.add_argument("--both", dest="placement", action="store_const", const="both",
-                     help="unpinned and pinned (the default)")
+    pin.add_argument(
+        "--pin",
+        dest="placement",
+        action="store_const",
+        const="pin",
+        help="only with every process pinned to one CPU",
+    )
+    pin.add_argument(
+        "--no-pin", dest="placement", action="store_const", const="no-pin", help="only unpinned"
+    )
+    pin.add_argument(
+        "--both",
+        dest="placement",
+        action="store_const",
+        const="both",
+        help="unpinned and pinned (the default)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write every result here")
     args = parser.parse_args(argv)
     args.placement = args.placement or "both"
@@ -464,11 +624,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     keys = [k.strip() for k in args.only.replace(",", " ").split() if k.strip()]
-    if len(keys) == 1 and len(keys[0]) > 1:
-        keys = list(keys[0])
-    bad = [k for k in keys if k not in "abcdefg" or len(k) != 1]
+    keys = [letter for k in keys for letter in WORKLOAD_SETS.get(k, k)]
+    bad = [k for k in keys if k not in WORKLOAD_SETS["all"] or len(k) != 1]
     if bad or not keys:
-        parser.error(f"--only takes workload letters a-g, not {args.only!r}")
+        parser.error(
+            f"--only takes workload letters a-i or {', '.join(WORKLOAD_SETS)}, not {args.only!r}"
+        )
     args.only = sorted(set(keys))
     return args
 
@@ -509,8 +670,7 @@ def targets_text(rows: list[dict[str, Any]]) -> str:
             which = "max" if row["target"].startswith("≤") else "median"
             value = f", distproc {which} {fmt(row['distproc'][which])} {row['unit']}"
         lines.append(
-            f"- {row['case']}, {row['placement']}: target {row['target']}: "
-            f"{verdict}{ratio}{value}"
+            f"- {row['case']}, {row['placement']}: target {row['target']}: {verdict}{ratio}{value}"
         )
     return "\n".join(lines)
 
@@ -553,11 +713,15 @@ def main(argv: list[str] | None = None) -> int:
     runs = f"- Runs: {args.runs} of each side per workload and placement, alternating"
     capped = [w for w in chosen if 0 < w.max_runs < args.runs or w.one_placement]
     if capped:
-        runs += " (except " + ", ".join(
-            f"{w.title}: {min(args.runs, w.max_runs or args.runs)}"
-            + (f", {where[0].name} only" if w.one_placement and len(where) > 1 else "")
-            for w in capped
-        ) + ")"
+        runs += (
+            " (except "
+            + ", ".join(
+                f"{w.title}: {min(args.runs, w.max_runs or args.runs)}"
+                + (f", {where[0].name} only" if w.one_placement and len(where) > 1 else "")
+                for w in capped
+            )
+            + ")"
+        )
     print(runs + (", --quick" if args.quick else "") + "\n", flush=True)
 
     started = time.monotonic()
@@ -582,10 +746,15 @@ def main(argv: list[str] | None = None) -> int:
         "Ratios are distproc/stdlib as a speed-up (for times and memory: stdlib/distproc), "
         "so > 1 means distproc is better; the bold figure is the ratio of the medians, "
         "the range in brackets that of the ratios of each stdlib run and the distproc run "
-        "that followed it. Absolute limits (≤) are checked against distproc's worst run."
+        "that followed it. Absolute limits (≤) are checked against distproc's worst run, "
+        "absolute floors (≥ %) against its median."
     )
     for name, cpus in observed_cpus(results).items():
         print(f"CPUs reported by the measured processes, {name}: {', '.join(sorted(cpus))}.")
+    notes = tasks_text(results)
+    if notes:
+        print("\nThe task system, (h) and (i):\n")
+        print(notes + "\n")
     print(
         f"Wall time of the whole run: {elapsed:.0f} s; load average at the end "
         f"{', '.join(f'{x:.2f}' for x in info['loadavg_at_end'])}.\n"
