@@ -233,3 +233,12 @@ def test_a_remote_master_collects_results_by_long_poll(h: Harness) -> None:
     bad = FakeCall(conn)
     h.service.submit(bad, mid, [[h.base + 999, "m:f", b"n", None]])  # another master's ids
     assert isinstance(bad.failures[0], ValueError)
+
+
+def test_a_worker_that_holds_leases_is_not_kept_waiting(h: Harness) -> None:
+    """Its buffer was refilled by another of its threads: waiting would stall it."""
+    h.submit(2)
+    wid, _ = h.worker()
+    assert len(h.exchange(wid, want=2).value) == 2  # a background refill took both
+    blocking = h.exchange(wid, want=10, wait=30)  # the task thread found its buffer empty
+    assert blocking.value == []  # answered at once: the refilled tasks are waiting there

@@ -220,7 +220,9 @@ class TaskService:
             call.reply([])
             return
         tasks = self._lease(worker, want)
-        if tasks or wait <= 0:
+        if tasks or wait <= 0 or worker.leases:
+            # A worker that still holds leases has tasks in its buffer (another of
+            # its threads refilled it) or results on the way: it must not wait here.
             call.reply(tasks)
             return
         held = worker.waiter = _Held(call, want)
