@@ -22,6 +22,7 @@ import itertools
 import os
 import socket
 import threading
+from _thread import allocate_lock as _allocate_lock
 from typing import Any
 
 from ..errors import ConnectionLostError, DistprocError, ProtocolError
@@ -54,12 +55,15 @@ def decoding_multiplexer() -> Multiplexer | None:
 
 
 class _Slot:
-    __slots__ = ("blob", "done", "kind")
+    __slots__ = ("blob", "done", "kind", "wake")
 
     def __init__(self) -> None:
         self.done = False
         self.kind = ""
         self.blob: Any = None
+        #: Held while this slot's thread sleeps; the reader releases it to wake
+        #: that thread alone (its reply came, or it is its turn to read).
+        self.wake: Any = None
 
 
 def _send_parts(sock: socket.socket, parts: list[bytes]) -> None:
@@ -89,7 +93,9 @@ class Multiplexer:
         self.authkey = authkey
         self.pid = os.getpid()
         self._send_lock = threading.Lock()
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        #: Slots whose threads sleep while another thread reads the socket.
+        self._sleeping: list[_Slot] = []
         self._reading = False
         self._slots: dict[int, _Slot] = {}
         self._rids = itertools.count(1)
@@ -174,20 +180,20 @@ class Multiplexer:
     def _call_encoded(self, blob: bytes) -> tuple[str, Any]:
         rid = next(self._rids)
         slot = _Slot()
-        with self._cond:
+        with self._lock:
             if self.broken is not None:
                 raise self._lost()
             self._slots[rid] = slot
         try:
             self._send(record(CALL, rid, threading.get_ident(), 0, blob))
         except BaseException:
-            with self._cond:
+            with self._lock:
                 self._slots.pop(rid, None)
             raise
         try:
             self._wait(slot)
         except BaseException:
-            with self._cond:
+            with self._lock:
                 abandoned = self._slots.pop(rid, None) is not None
             if abandoned and self.broken is None:
                 # Tell the server, so a get() that has not been served takes nothing.
@@ -206,16 +212,34 @@ class Multiplexer:
 
     # ----------------------------------------------------------- receiving
     def _wait(self, slot: _Slot) -> None:
-        cond = self._cond
+        """Wait for ``slot``'s reply: read the socket, or sleep while another thread does.
+
+        One thread reads at a time (the leader).  The others sleep on their own
+        lock, and the leader wakes exactly the threads whose replies it read,
+        and, when its own reply has come, one sleeper to lead in its place:
+        no thread wakes only to sleep again.
+        """
+        lock = self._lock
         while True:
-            with cond:
-                while not slot.done and self._reading and self.broken is None:
-                    cond.wait()
+            with lock:
                 if slot.done:
                     return
                 if self.broken is not None:
                     raise self._lost()
-                self._reading = True
+                if self._reading:
+                    wake = slot.wake = _allocate_lock()
+                    wake.acquire()
+                    self._sleeping.append(slot)
+                else:
+                    self._reading = True
+                    wake = None
+            if wake is not None:
+                try:
+                    wake.acquire()
+                except BaseException:
+                    self._leave(slot)
+                    raise
+                continue
             try:
                 reader = self._reader
                 n = self.sock.recv_into(reader.get_buffer())
@@ -226,20 +250,41 @@ class Multiplexer:
                 while (frame := reader.next_frame()) is not None:
                     frames.append(frame)
             except BaseException as exc:
-                with cond:
+                with lock:
                     self._reading = False
                     if isinstance(exc, Exception):
                         self._break(exc)  # closed, reset, or a frame over the limit
-                    cond.notify_all()
+                    self._wake_sleepers(all_of_them=True)
                 raise
-            with cond:
+            with lock:
                 self._reading = False
                 try:
                     for frame in frames:
                         self._dispatch(frame)
                 except Exception as exc:
                     self._break(exc)
-                cond.notify_all()
+                self._wake_sleepers(all_of_them=self.broken is not None, leaving=slot.done)
+
+    def _wake_sleepers(self, *, all_of_them: bool, leaving: bool = True) -> None:
+        """With the lock held: wake the sleepers whose replies came (or all of them),
+        and if the reader is leaving, one more to read in its place."""
+        still: list[_Slot] = []
+        for sleeper in self._sleeping:
+            if all_of_them or sleeper.done:
+                sleeper.wake.release()
+            else:
+                still.append(sleeper)
+        if leaving and still:
+            still.pop(0).wake.release()
+        self._sleeping = still
+
+    def _leave(self, slot: _Slot) -> None:
+        """A sleeping thread was interrupted: make sure somebody still reads."""
+        with self._lock:
+            if slot in self._sleeping:
+                self._sleeping.remove(slot)
+            if not self._reading and self._sleeping:
+                self._sleeping.pop(0).wake.release()
 
     def _dispatch(self, frame: bytes | bytearray) -> None:
         for op, ident, _, aux, blob in iter_records(frame):
@@ -268,9 +313,9 @@ class Multiplexer:
         return ConnectionLostError(f"lost the connection to the server: {self.broken}")
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._break(ConnectionLostError("the connection was closed"))
-            self._cond.notify_all()
+            self._wake_sleepers(all_of_them=True)
 
 
 # ---------------------------------------------------------------- the cache
