@@ -2,8 +2,11 @@
 
 ``distproc.managers`` is a drop-in for ``multiprocessing.managers`` that speaks
 the same wire protocol; ``distproc.Manager()`` stands in for
-``multiprocessing.Manager()``.
+``multiprocessing.Manager()``.  ``distproc.Executor`` runs tasks on workers
+that may die without losing any (see :mod:`distproc.tasks`).
 """
+
+import typing as _typing
 
 from ._version import __version__
 from .errors import (
@@ -20,7 +23,24 @@ from .errors import (
 )
 from .managers import BaseManager, BaseProxy, Manager, SharedMemoryManager, SyncManager, Token
 from .server import ServerConfig
-from .tasks import Executor
+
+if _typing.TYPE_CHECKING:
+    from .tasks import Executor
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # The task system is imported on first use: code that only uses the
+    # drop-in managers does not pay for it.
+    if name == "Executor":
+        from .tasks import Executor
+
+        return Executor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "Executor"})
+
 
 __all__ = [
     "AuthenticationError",

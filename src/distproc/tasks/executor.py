@@ -35,7 +35,6 @@ from .fleet import Fleet, child_command
 from .host import ServiceHost, ServiceManager
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
-from .progress import ProgressBar
 from .service import ERROR, LOST, OK, TIMEOUT
 
 __all__ = ["Executor"]
@@ -385,7 +384,11 @@ class Executor(concurrent.futures.Executor):
         show = self._progress if progress is None else progress
         if show is None:
             show = sys.stderr.isatty()
-        bar = ProgressBar(total, self._count_workers) if show else None
+        bar = None
+        if show:
+            from .progress import ProgressBar  # rich is imported only to draw a bar
+
+            bar = ProgressBar(total, self._count_workers)
         run = MapRun(self, fn, ref, iterable, timeout=timeout, chunksize=chunksize, bar=bar,
                      total=total, return_exceptions=return_exceptions)  # fmt: skip
         return iter(run)

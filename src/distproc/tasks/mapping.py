@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkerLostError
 from .payloads import encode, rebuild_error
-from .progress import ProgressBar
 from .service import OK
 
 if TYPE_CHECKING:
     from .executor import Executor
+    from .progress import ProgressBar
 
 __all__ = ["CHUNK_SECONDS", "MAX_CHUNK", "MapRun"]
 
