@@ -31,7 +31,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any, Protocol
 
 import click
@@ -42,10 +41,10 @@ from .group import handle_signals
 from .lines import CallReader, ResultWriter, count_calls, exception_record, open_input
 from .serve import (
     AUTHKEY_ENV,
-    _import_module,
-    _refuse_authkey_in_argv,
+    authkey_options,
     format_address,
     is_loopback,
+    load_attribute,
     parse_address,
     read_authkey,
 )
@@ -112,31 +111,20 @@ class Interrupted(CliError):
 # ------------------------------------------------------------ MODULE:FUNCTION
 def load_function(target: str) -> Callable[..., Any]:
     """The function named by ``MODULE:FUNCTION``, checked to be importable by workers."""
-    module_name, colon, attr = target.partition(":")
-    if not colon or not module_name or not attr:
-        raise CliUsageError(
-            f"bad function {target!r}: expected MODULE:FUNCTION, e.g. examples.squares:square"
-        )
-    if module_name.endswith(".py") or "/" in module_name:
-        stem = Path(module_name).stem
-        raise CliUsageError(
-            f"bad function {target!r}: give a module name, not a file: {stem}:{attr}"
-        )
-    module = _import_module(module_name)
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            found = sorted(
-                name
-                for name, value in vars(module).items()
-                if inspect.isfunction(value)
-                and value.__module__ == module.__name__
-                and not name.startswith("_")
-            )
-            known = f"; its functions: {', '.join(found[:12])}" if found else ""
-            raise CliUsageError(f"module {module_name!r} has no function {attr!r}{known}") from None
+    obj = load_attribute(
+        target,
+        noun="function",
+        form="MODULE:FUNCTION",
+        example="examples.squares:square",
+        missing="function",
+        listed="its functions",
+        wanted=lambda name, value: (
+            inspect.isfunction(value)
+            and value.__module__ == target.partition(":")[0]
+            and not name.startswith("_")
+        ),
+        limit=12,
+    )
     if not callable(obj):
         raise CliUsageError(f"{target} is a {type(obj).__name__} object, not a function")
     _check_sendable(obj, target)
@@ -270,12 +258,7 @@ DISTPROC_AUTHKEY and the module importable there):
     metavar="HOST:PORT",
     help="Also let remote workers join here (`distproc worker HOST:PORT`).",
 )
-@click.option(
-    "--authkey-file",
-    metavar="FILE",
-    help=f"Read the authkey from FILE instead of ${AUTHKEY_ENV}.",
-)
-@click.option("--authkey", hidden=True, expose_value=False, callback=_refuse_authkey_in_argv)
+@authkey_options
 @click.option(
     "--star", is_flag=True, help="Each line is a JSON array of arguments: FUNCTION(*array)."
 )

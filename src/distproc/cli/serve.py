@@ -23,10 +23,10 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
@@ -38,8 +38,10 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTHKEY_ENV",
     "DEFAULT_ADDRESS",
+    "authkey_options",
     "format_address",
     "is_loopback",
+    "load_attribute",
     "load_manager_class",
     "parse_address",
     "read_authkey",
@@ -149,35 +151,58 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def load_manager_class(target: str) -> type[BaseManager]:
-    """The ``BaseManager`` subclass named by ``MODULE:CLASS``."""
-    from ..managers import BaseManager
+def load_attribute(
+    target: str,
+    *,
+    noun: str,
+    form: str,
+    example: str,
+    missing: str,
+    listed: str,
+    wanted: Callable[[str, Any], bool],
+    limit: int | None = None,
+) -> Any:
+    """The object that ``MODULE:NAME`` names, or a usage error that says what to give.
 
+    ``noun`` and ``form`` name what was expected (``"function"``,
+    ``"MODULE:FUNCTION"``); when NAME is not there, the error lists the
+    module's members that ``wanted(name, value)`` accepts, as ``listed``.
+    """
     module_name, colon, attr = target.partition(":")
     if not colon or not module_name or not attr:
-        raise CliUsageError(
-            f"bad manager {target!r}: expected MODULE:CLASS, e.g. myapp:QueueManager"
-        )
+        raise CliUsageError(f"bad {noun} {target!r}: expected {form}, e.g. {example}")
     if module_name.endswith(".py") or "/" in module_name:
         stem = Path(module_name).stem
-        raise CliUsageError(
-            f"bad manager {target!r}: give a module name, not a file: {stem}:{attr}"
-        )
+        raise CliUsageError(f"bad {noun} {target!r}: give a module name, not a file: {stem}:{attr}")
     module = _import_module(module_name)
     obj: Any = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            found = sorted(
-                n
-                for n, v in vars(module).items()
-                if isinstance(v, type) and issubclass(v, BaseManager) and v is not BaseManager
-            )
-            known = f"; its BaseManager subclasses: {', '.join(found)}" if found else ""
+            found = sorted(name for name, value in vars(module).items() if wanted(name, value))
+            known = f"; {listed}: {', '.join(found[:limit])}" if found else ""
             raise CliUsageError(
-                f"module {module_name!r} has no attribute {attr!r}{known}"
+                f"module {module_name!r} has no {missing} {attr!r}{known}"
             ) from None
+    return obj
+
+
+def load_manager_class(target: str) -> type[BaseManager]:
+    """The ``BaseManager`` subclass named by ``MODULE:CLASS``."""
+    from ..managers import BaseManager
+
+    obj = load_attribute(
+        target,
+        noun="manager",
+        form="MODULE:CLASS",
+        example="myapp:QueueManager",
+        missing="attribute",
+        listed="its BaseManager subclasses",
+        wanted=lambda _, v: (
+            isinstance(v, type) and issubclass(v, BaseManager) and v is not BaseManager
+        ),
+    )
     if isinstance(obj, type) and issubclass(obj, BaseManager):
         return obj
     if isinstance(obj, type) and issubclass(obj, multiprocessing.managers.BaseManager):
@@ -216,6 +241,21 @@ def _refuse_authkey_in_argv(ctx: click.Context, param: click.Parameter, value: A
         )
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def authkey_options(command: _F) -> _F:
+    """``--authkey-file FILE``, and ``--authkey``, refused: a key on argv is public."""
+    command = click.option(
+        "--authkey", hidden=True, expose_value=False, callback=_refuse_authkey_in_argv
+    )(command)
+    return click.option(
+        "--authkey-file",
+        metavar="FILE",
+        help=f"Read the authkey from FILE (one line of text) instead of ${AUTHKEY_ENV}.",
+    )(command)
+
+
 @click.command(
     epilog="""\b
 Example, with this in queues.py in the current directory:
@@ -240,17 +280,7 @@ Example, with this in queues.py in the current directory:
     metavar="HOST:PORT",
     help="Where to listen; [::1]:PORT for IPv6, port 0 for any free port.",
 )
-@click.option(
-    "--authkey-file",
-    metavar="FILE",
-    help=f"Read the authkey from FILE (one line of text) instead of ${AUTHKEY_ENV}.",
-)
-@click.option(
-    "--authkey",
-    hidden=True,
-    expose_value=False,
-    callback=_refuse_authkey_in_argv,
-)
+@authkey_options
 @click.option(
     "--max-attempts",
     type=click.IntRange(min=1),

@@ -36,7 +36,7 @@ from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
 from .serve import (
     AUTHKEY_ENV,
-    _refuse_authkey_in_argv,
+    authkey_options,
     format_address,
     parse_address,
     read_authkey,
@@ -203,12 +203,7 @@ Examples:
     metavar="SECONDS",
     help="Seconds between two reports of --watch.",
 )
-@click.option(
-    "--authkey-file",
-    metavar="FILE",
-    help=f"Read the authkey from FILE instead of ${AUTHKEY_ENV}.",
-)
-@click.option("--authkey", hidden=True, expose_value=False, callback=_refuse_authkey_in_argv)
+@authkey_options
 def status(
     address: str, as_json: bool, watch: bool, interval: float, authkey_file: str | None
 ) -> int:

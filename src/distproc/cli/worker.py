@@ -20,7 +20,7 @@ from types import FrameType
 import click
 
 from .errors import CliUsageError
-from .serve import AUTHKEY_ENV, parse_address, read_authkey
+from .serve import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
 
 __all__ = ["worker"]
 
@@ -49,11 +49,7 @@ Examples:
     help="Accept tasks whose arguments are pickled (masters with serializer='pickle'); "
     "only for trusted networks.",
 )
-@click.option(
-    "--authkey-file",
-    metavar="FILE",
-    help=f"Read the authkey from FILE (one line of text) instead of ${AUTHKEY_ENV}.",
-)
+@authkey_options
 @click.option("--child", is_flag=True, hidden=True)
 @click.option("--parent", type=int, hidden=True)
 @click.option("--main", "main_path", hidden=True)
