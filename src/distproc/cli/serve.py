@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
+from ..addresses import format_address, is_loopback
 from .errors import CliError, CliUsageError
 
 if TYPE_CHECKING:
@@ -85,24 +86,6 @@ def parse_address(text: str) -> tuple[str, int]:
     if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise CliUsageError(f"bad address {text!r}: the port must be a number from 0 to 65535")
     return host, int(port_text)
-
-
-def format_address(address: Any) -> str:
-    """A bound address as ``HOST:PORT`` (``[HOST]:PORT`` for IPv6), or a path as is."""
-    if isinstance(address, (str, bytes)):
-        return os.fsdecode(address)
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def read_authkey(authkey_file: str | None, environ: Mapping[str, str]) -> str | None:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..addresses import format_address
 from ..errors import ConnectionLostError
 from ..wire.codecs import BytesLike, Codec, get_codec
 from ..wire.framing import DEFAULT_MAX_FRAME
@@ -106,13 +107,10 @@ def _bind(address: Any, backlog: int) -> socket.socket:
 
 
 def _address_text(address: Any) -> str:
-    """``HOST:PORT`` (``[HOST]:PORT`` for IPv6), or a socket path as is."""
+    """``HOST:PORT`` (``[HOST]:PORT`` for IPv6), a socket path, or a placeholder."""
     if isinstance(address, (str, bytes)):
-        return os.fsdecode(address) or "unix socket"
-    if not address:
-        return "?"
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return format_address(address) or "unix socket"
+    return format_address(address) if address else "?"
 
 
 def _one_line(exc: BaseException) -> str:

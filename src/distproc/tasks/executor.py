@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import ipaddress
 import itertools
 import logging
 import os
@@ -29,10 +28,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from ..addresses import format_address, is_loopback
 from ..errors import TaskTimeoutError, WorkerLostError
 from ..server import ServerConfig
 from .fleet import Fleet, child_command
-from .host import ServiceHost, ServiceManager
+from .host import ServiceHost, ServiceManager, connect_service
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
 from .service import ERROR, LOST, OK, TIMEOUT
@@ -40,18 +40,6 @@ from .service import ERROR, LOST, OK, TIMEOUT
 __all__ = ["Executor"]
 
 log = logging.getLogger("distproc.tasks")
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _format_address(address: tuple[str, int]) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Executor(concurrent.futures.Executor):
@@ -131,7 +119,7 @@ class Executor(concurrent.futures.Executor):
             env = os.environ.get("DISTPROC_AUTHKEY")
             if env:
                 authkey = env.encode()
-            elif address is not None and not _is_loopback(address[0]):
+            elif address is not None and not is_loopback(address[0]):
                 raise ValueError(
                     f"an Executor that listens on {address[0]} needs an authkey that its "
                     "workers know: pass authkey=... or set DISTPROC_AUTHKEY"
@@ -167,10 +155,7 @@ class Executor(concurrent.futures.Executor):
         self._ids = itertools.count(base + 1)
 
     def _connect_remote(self, connect: tuple[str, int]) -> None:
-        manager = ServiceManager(tuple(connect), self.authkey, serializer="native")
-        manager.connect()
-        self._manager = manager
-        self._service = manager.TaskService()  # type: ignore[attr-defined]
+        self._manager, self._service = connect_service(connect, self.authkey)
         reply = self._service.hello_master()
         self._mid = int(reply["master"])
         self._ids = itertools.count(int(reply["base"]) + 1)
@@ -198,7 +183,7 @@ class Executor(concurrent.futures.Executor):
         host = self.address[0]
         connect_to = ("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host,
                       self.address[1])  # fmt: skip
-        self._fleet = Fleet(child_command(_format_address(connect_to), extra), count, env)
+        self._fleet = Fleet(child_command(format_address(connect_to), extra), count, env)
         self._fleet.start()
 
     # ------------------------------------------------------------ submitting
@@ -244,6 +229,7 @@ class Executor(concurrent.futures.Executor):
                 self._slots.release()
                 raise RuntimeError("cannot schedule new futures after shutdown")
             tid = next(self._ids)
+            # A Future takes attributes; its task id lets cancel_futures() find the task.
             future.distproc_task_id = tid  # type: ignore[attr-defined]
             self._futures[tid] = future
             self._outbox.append((tid, ref or PICKLED_CALLABLE, payload, opts))
@@ -357,7 +343,7 @@ class Executor(concurrent.futures.Executor):
         """
         if total is None and len(iterables) == 1:
             with contextlib.suppress(TypeError):
-                total = len(iterables[0])  # type: ignore[arg-type]
+                total = len(iterables[0])  # type: ignore[arg-type]  # TypeError if not Sized
         calls = zip(*iterables, strict=False)  # the shortest input ends the map, as the stdlib's
         return self.starmap(fn, calls, timeout=timeout, chunksize=chunksize, progress=progress,
                             total=total, return_exceptions=return_exceptions)  # fmt: skip

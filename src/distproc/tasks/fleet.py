@@ -56,7 +56,6 @@ class Fleet:
         self.env = dict(os.environ if env is None else env)
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
         self.stopping = threading.Event()
-        self.deaths = 0
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -86,7 +85,6 @@ class Fleet:
             returncode = proc.wait()
             if self.stopping.is_set():
                 return
-            self.deaths += 1
             log.warning(
                 "worker process %d ended (%s); starting another", proc.pid,
                 describe_exit(returncode),

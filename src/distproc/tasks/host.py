@@ -14,11 +14,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..addresses import format_address
 from ..managers import BaseManager
 from ..server import Server, ServerConfig
-from .service import TaskService
+from .service import TaskService, check_options
 
-__all__ = ["SERVICE_METHODS", "ServiceHost", "ServiceManager"]
+__all__ = ["SERVICE_METHODS", "ServiceHost", "ServiceManager", "connect_service"]
 
 _T = TypeVar("_T")
 
@@ -30,6 +31,14 @@ class ServiceManager(BaseManager):
 
 
 ServiceManager.register("TaskService", exposed=SERVICE_METHODS)
+
+
+def connect_service(address: Any, authkey: bytes) -> tuple[ServiceManager, Any]:
+    """Connect to the task service at ``address``: its manager and a proxy of the service."""
+    manager = ServiceManager(tuple(address), authkey, serializer="native")
+    manager.connect()
+    service = manager.TaskService()  # type: ignore[attr-defined]  # made by register()
+    return manager, service
 
 
 class ServiceHost:
@@ -44,11 +53,9 @@ class ServiceHost:
         heartbeat_timeout: float = 10.0,
         config: ServerConfig | None = None,
     ) -> None:
-        self._options = {"max_attempts": max_attempts, "heartbeat_timeout": heartbeat_timeout}
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if heartbeat_timeout <= 0:
-            raise ValueError("heartbeat_timeout must be positive")
+        check_options(max_attempts, heartbeat_timeout)  # here, not later on the loop
+        self._max_attempts = max_attempts
+        self._heartbeat_timeout = heartbeat_timeout
         self.service: TaskService | None = None
         registry = {"TaskService": (self._get_service, SERVICE_METHODS, None, None)}
         self.server = Server(registry, address, authkey, "native", config=config)
@@ -58,11 +65,11 @@ class ServiceHost:
 
     def _create_service(self) -> None:
         assert self.server.loop is not None
-        host, port = self.address[0], self.address[1]
         self.service = TaskService(
             self.server.loop,
-            address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-            **self._options,  # type: ignore[arg-type]
+            address=format_address(self.address),
+            max_attempts=self._max_attempts,
+            heartbeat_timeout=self._heartbeat_timeout,
         )
         self.server.services.append(self.service)  # shown by `distproc status` at once
 

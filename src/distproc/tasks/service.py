@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ERROR", "LOST", "OK", "RETRY", "TIMEOUT", "TaskService"]
+__all__ = ["ERROR", "LOST", "OK", "RETRY", "TIMEOUT", "TaskService", "check_options"]
 
 log = logging.getLogger("distproc.tasks")
 
@@ -57,6 +57,14 @@ ID_BITS = 40
 DEAD_LETTERS_KEPT = 1000
 
 Result = list[Any]  # [task id, status, payload]
+
+
+def check_options(max_attempts: int, heartbeat_timeout: float) -> None:
+    """Refuse a service's options that could never work."""
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    if heartbeat_timeout <= 0:
+        raise ValueError("heartbeat_timeout must be positive")
 
 
 class _Task:
@@ -162,10 +170,7 @@ class TaskService:
         heartbeat_timeout: float = 10.0,
         address: str = "",
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if heartbeat_timeout <= 0:
-            raise ValueError("heartbeat_timeout must be positive")
+        check_options(max_attempts, heartbeat_timeout)
         self.loop = loop
         self.max_attempts = max_attempts
         self.heartbeat_timeout = heartbeat_timeout

@@ -37,7 +37,7 @@ from types import FrameType
 from typing import Any
 
 from ..errors import TaskTimeoutError
-from .host import ServiceManager
+from .host import connect_service
 from .payloads import PICKLE, PICKLED_CALLABLE, decode, encode, error_record, resolve
 from .service import ERROR, OK, RETRY, TIMEOUT
 
@@ -77,10 +77,6 @@ def run_chunk(ref: str, calls: list[Any]) -> list[Any]:
     return [time.perf_counter() - started, out]
 
 
-class _Stop(Exception):
-    pass
-
-
 class Worker:
     """Serve a task service with ``slots`` slots; see the module docstring."""
 
@@ -103,7 +99,6 @@ class Worker:
         self.parent_pid = parent_pid
         self.exit_on_disconnect = exit_on_disconnect
         self.stopping = threading.Event()
-        self.done = 0
         self.active: set[_Slot] = set()
 
     # ------------------------------------------------------------- running
@@ -182,16 +177,13 @@ class _Slot:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.manager = ServiceManager(worker.address, worker.authkey, serializer="native")
-        self.manager.connect()
-        self.service: Any = self.manager.TaskService()  # type: ignore[attr-defined]
+        self.manager, self.service = connect_service(worker.address, worker.authkey)
         self.buffer: deque[list[Any]] = deque()
         self.lock = threading.Lock()
         self.results: list[list[Any]] = []  # [task id, attempt, status, payload]
         self.results_since = 0.0  # when the oldest unreported result was added
         self.refilling = threading.Lock()  # held by the monitor while it refills the buffer
         self.avg = 0.0  # seconds per task, smoothed
-        self.lost = threading.Event()
         self.closed = threading.Event()
         #: The running task as (sequence number, id, attempt, started, deadline).
         self.current: tuple[int, int, int, float, float | None] | None = None
@@ -297,7 +289,6 @@ class _Slot:
             if not self.results:
                 self.results_since = time.perf_counter()
             self.results.append([tid, attempt, status, out])
-        self.worker.done += 1
 
     # ------------------------------------------------------------- monitor
     def _monitor(self) -> None:
