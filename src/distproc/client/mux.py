@@ -26,6 +26,7 @@ from _thread import allocate_lock as _allocate_lock
 from typing import Any
 
 from ..errors import ConnectionLostError, DistprocError, ProtocolError
+from ..spinning import recv_into_spinning
 from ..wire import handshake
 from ..wire.codecs import Codec, PickleCodec
 from ..wire.framing import DEFAULT_MAX_FRAME, FrameReader, encode_header, send_frame
@@ -242,7 +243,7 @@ class Multiplexer:
                 continue
             try:
                 reader = self._reader
-                n = self.sock.recv_into(reader.get_buffer())
+                n = recv_into_spinning(self.sock, reader.get_buffer())
                 if not n:
                     raise ConnectionLostError("the server closed the connection")
                 reader.buffer_updated(n)

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..addresses import format_address
 from ..errors import ConnectionLostError
+from ..spinning import new_event_loop
 from ..wire.codecs import BytesLike, Codec, get_codec
 from ..wire.framing import DEFAULT_MAX_FRAME
 from ..wire.messages import PROXY, RETURN, UNSERIALIZABLE, Token
@@ -178,7 +179,7 @@ class Server:
     # ------------------------------------------------------------------ running
     def serve(self) -> None:
         """Run until :meth:`stop`, a ``shutdown`` request or Ctrl-C; then return."""
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         self.loop = loop
         try:
             stop = loop.create_future()
