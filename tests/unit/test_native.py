@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import threading
@@ -303,3 +304,19 @@ def test_native_serializer_against_a_stdlib_server_is_refused() -> None:
     client = QM(address=server.address, authkey=AUTHKEY, serializer="native")
     with pytest.raises(DistprocError, match="not a distproc server"):
         client.connect()
+
+
+def test_large_values_travel_intact(serve: ServeFn) -> None:
+    """Large frames are received into reused buffers and sent without copies:
+    values that a caller still holds must never change under it."""
+    _, client = serve(QM)
+    q: Any = client.Queue()
+    sizes = [200_000, 3 * 1024 * 1024 + 17, 1024 * 1024, 200_000]
+    payloads = [os.urandom(size) for size in sizes]
+    for payload in payloads:
+        q.put(payload)
+    got = [q.get() for _ in payloads]  # all alive at once
+    assert [type(value) for value in got] == [bytes] * len(payloads)
+    assert got == payloads
+    q.put(("text", "é" * 400_000, bytearray(payloads[0])))
+    assert q.get() == ("text", "é" * 400_000, bytearray(payloads[0]))

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hmac
 import multiprocessing.managers as stdlib
+import os
 import pickle
 import struct
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
 
 import pytest
 
 from distproc.errors import AuthenticationError, FrameTooLargeError, ProtocolError
 from distproc.wire import handshake
 from distproc.wire.codecs import PickleCodec, XmlrpcCodec
-from distproc.wire.framing import FrameDecoder, encode_header
+from distproc.wire.framing import FrameDecoder, FrameReader, _SpareBuffers, encode_header
 from distproc.wire.messages import Token
 
 KEY = b"secret"
@@ -90,3 +93,74 @@ def test_tokens_travel_under_stdlib_names() -> None:
 def test_xmlrpc_codec_matches_stdlib_shape() -> None:
     codec = XmlrpcCodec()
     assert codec.loads(codec.dumps(("#RETURN", (1, "a", None)))) == ["#RETURN", [1, "a", None]]
+
+
+# ------------------------------------------------------- large values, no copies
+BIG = os.urandom(3 * 1024 * 1024 + 17)
+
+
+def test_pickle_parts_are_the_pickle_and_share_large_payloads() -> None:
+    codec = PickleCodec()
+    message: tuple[Any, ...]
+    for message in [("#RETURN", BIG), (None, "put", (BIG, "é" * 70_000), {}), ("#RETURN", 1)]:
+        parts = codec.dumps_parts(message)
+        assert b"".join(parts) == codec.dumps(message) == bytes(ForkingPickler.dumps(message))
+    parts = codec.dumps_parts(("#RETURN", BIG))
+    assert any(part is BIG for part in parts)  # the payload itself, not a copy
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview], ids=lambda w: w.__name__)
+def test_pickle_loads_large_and_small_from_any_buffer(wrap: Any) -> None:
+    codec = PickleCodec()
+    for message in [("#RETURN", BIG), ("#RETURN", (1, "a"))]:
+        assert codec.loads(wrap(bytearray(pickle.dumps(message)))) == message
+    token = codec.loads(wrap(bytearray(pickle.dumps(stdlib.Token("q", ("h", 1), "2")))))
+    assert type(token) is Token and token.id == "2"
+    # a stdlib token inside a large pickle still loads as distproc's own
+    value = codec.loads(wrap(bytearray(pickle.dumps((stdlib.Token("q", ("h", 1), "2"), BIG)))))
+    assert type(value[0]) is Token and value[1] == BIG
+
+
+def test_pickle_loads_protocol_0_lines() -> None:
+    codec = PickleCodec()
+    message = ("#RETURN", {"a": [1, 2.5, "x" * 100_000]}, stdlib.Token("q", ("h", 1), "2"))
+    value = codec.loads(memoryview(pickle.dumps(message, protocol=0)))
+    assert value[:2] == message[:2] and type(value[2]) is Token
+
+
+def test_spare_buffers_are_lent_again_only_when_free() -> None:
+    spares = _SpareBuffers()
+    first = spares.take(100_000)
+    assert len(first) == 100_000
+    second = spares.take(100_000)  # the first is still in use
+    assert second.obj is not first.obj
+    underlying = id(first.obj)
+    first.release()
+    del first
+    third = spares.take(90_000)  # smaller: the free one serves it
+    assert id(third.obj) == underlying and len(third) == 90_000
+    frame = third[10:20]  # a slice of a frame keeps the buffer busy
+    third.release()
+    del third
+    assert id(spares.take(90_000).obj) != underlying
+    frame.release()
+    huge = spares.take(_SpareBuffers.KEEP + 1)
+    assert len(huge) == _SpareBuffers.KEEP + 1
+    assert all(len(buf) <= _SpareBuffers.KEEP for buf in spares._buffers)
+
+
+def test_frame_reader_receives_large_frames_in_place() -> None:
+    reader = FrameReader()
+    payload = os.urandom(300_000)
+    data = encode_header(len(payload)) + payload + encode_header(3) + b"abc"
+    frames = []
+    pos = 0
+    while pos < len(data):
+        buf = reader.get_buffer()
+        n = min(len(buf), 70_000, len(data) - pos)
+        buf[:n] = data[pos : pos + n]
+        reader.buffer_updated(n)
+        pos += n
+        while (frame := reader.next_frame()) is not None:
+            frames.append(bytes(frame))
+    assert frames == [payload, b"abc"]

@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import ConnectionLostError, DistprocError, ProtocolError
 from ..spinning import recv_into_spinning
 from ..wire import handshake
-from ..wire.codecs import Codec, PickleCodec
+from ..wire.codecs import BytesLike, Codec, PickleCodec
 from ..wire.framing import DEFAULT_MAX_FRAME, FrameReader, encode_header, send_frame
 from ..wire.records import (
     CALL,
@@ -40,6 +40,7 @@ from ..wire.records import (
     REPLY,
     iter_records,
     record,
+    record_parts,
 )
 from .connection import convert_to_error, open_socket
 
@@ -67,14 +68,14 @@ class _Slot:
         self.wake: Any = None
 
 
-def _send_parts(sock: socket.socket, parts: list[bytes]) -> None:
+def _send_parts(sock: socket.socket, parts: list[BytesLike]) -> None:
     """Write one frame made of ``parts`` (records) in as few system calls as possible."""
     size = sum(len(part) for part in parts)
     header = encode_header(size)
     if size <= 65536:
         sock.sendall(header + b"".join(parts))
         return
-    data = [memoryview(header), *(memoryview(part) for part in parts if part)]
+    data = [memoryview(header), *(memoryview(part).cast("B") for part in parts if len(part))]
     while data:
         sent = sock.sendmsg(data)
         while data and sent >= len(data[0]):
@@ -102,12 +103,12 @@ class Multiplexer:
         self._rids = itertools.count(1)
         self._reader = FrameReader(DEFAULT_MAX_FRAME)
         self._deferred: dict[int, list[BaseException]] = collections.defaultdict(list)
-        self._later: collections.deque[bytes] = collections.deque()
+        self._later: collections.deque[BytesLike] = collections.deque()
         self.broken: BaseException | None = None
 
     # ------------------------------------------------------------- sending
-    def _take_later(self) -> list[bytes]:
-        parts: list[bytes] = []
+    def _take_later(self) -> list[BytesLike]:
+        parts: list[BytesLike] = []
         later = self._later
         while later:
             try:
@@ -116,7 +117,7 @@ class Multiplexer:
                 break
         return parts
 
-    def _send(self, parts: list[bytes]) -> None:
+    def _send(self, parts: list[BytesLike]) -> None:
         with self._send_lock:
             if self.broken is not None:
                 raise self._lost()
@@ -129,8 +130,8 @@ class Multiplexer:
                 self._break(exc)
                 raise self._lost() from exc
 
-    def _encode_call(self, ident: Any, method: str, args: Any, kwds: Any) -> bytes:
-        return self.codec.dumps((ident, method, tuple(args), kwds or {}))
+    def _encode_call(self, ident: Any, method: str, args: Any, kwds: Any) -> list[BytesLike]:
+        return self.codec.dumps_parts((ident, method, tuple(args), kwds or {}))
 
     def send_later(self, ident: Any, method: str, args: tuple[Any, ...]) -> None:
         """Send a ``noreply`` call now if the socket is free, else with the next frame.
@@ -142,7 +143,7 @@ class Multiplexer:
             blob = self._encode_call(ident, method, args, None)
         except Exception:
             return
-        self._later.extend(record(CALL, next(self._rids), 0, NOREPLY, blob))
+        self._later.extend(record_parts(CALL, next(self._rids), 0, NOREPLY, blob))
         if self.broken is None and self._send_lock.acquire(blocking=False):
             try:
                 parts = self._take_later()
@@ -166,19 +167,19 @@ class Multiplexer:
         surface at the call, and so a fast producer cannot queue up memory.
         """
         blob = self._encode_call(ident, method, args, kwds)
-        if len(blob) > DEFER_LIMIT:
+        if sum(len(part) for part in blob) > DEFER_LIMIT:
             kind, value = self._call_encoded(blob)
             if kind != "#RETURN":
                 raise convert_to_error(kind, value)
             return value
-        self._send(record(CALL, next(self._rids), threading.get_ident(), NOREPLY, blob))
+        self._send(record_parts(CALL, next(self._rids), threading.get_ident(), NOREPLY, blob))
         return None
 
     def call(self, ident: Any, method: str, args: Any = (), kwds: Any = None) -> tuple[str, Any]:
         """Make one call and wait for its reply; return ``(kind, value)``."""
         return self._call_encoded(self._encode_call(ident, method, args, kwds))
 
-    def _call_encoded(self, blob: bytes) -> tuple[str, Any]:
+    def _call_encoded(self, blob: list[BytesLike]) -> tuple[str, Any]:
         rid = next(self._rids)
         slot = _Slot()
         with self._lock:
@@ -186,7 +187,7 @@ class Multiplexer:
                 raise self._lost()
             self._slots[rid] = slot
         try:
-            self._send(record(CALL, rid, threading.get_ident(), 0, blob))
+            self._send(record_parts(CALL, rid, threading.get_ident(), 0, blob))
         except BaseException:
             with self._lock:
                 self._slots.pop(rid, None)
@@ -287,7 +288,7 @@ class Multiplexer:
             if not self._reading and self._sleeping:
                 self._sleeping.pop(0).wake.release()
 
-    def _dispatch(self, frame: bytes | bytearray) -> None:
+    def _dispatch(self, frame: BytesLike) -> None:
         for op, ident, _, aux, blob in iter_records(frame):
             if op == REPLY:
                 slot = self._slots.pop(ident, None)

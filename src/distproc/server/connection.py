@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AuthenticationError, ProtocolError
 from ..wire import handshake
-from ..wire.codecs import Codec, PickleCodec
+from ..wire.codecs import BytesLike, Codec, PickleCodec
 from ..wire.framing import HANDSHAKE_MAX_FRAME, FrameReader, encode_header
 from ..wire.messages import RETURN, TRACEBACK
 from .calls import Call, Message, execute, run_off_loop, traceback_text
@@ -38,6 +39,18 @@ log = logging.getLogger("distproc.server")
 
 #: SO_SNDBUF of accepted sockets (the kernel caps it at net.core.wmem_max).
 SEND_BUFFER = 4 * 1024 * 1024
+#: Frames at least this large are sent without a copy (see ``send_parts``).
+DIRECT_SEND = 256 * 1024
+#: Since Python 3.12 the socket transport's writelines() sends with sendmsg()
+#: and keeps memoryviews of what waits: no copy at all.
+_ZERO_COPY_WRITELINES = sys.version_info >= (3, 12)
+
+
+def _raw_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
+    """The socket under a selector transport (``None`` for other transports)."""
+    sock = getattr(transport, "_sock", None)  # private in CPython 3.10 and 3.11 alike
+    return sock if isinstance(sock, socket.socket) else None
+
 
 _SEND_RESPONSE, _AWAIT_CHALLENGE, _AWAIT_WELCOME = range(3)
 _FIRST_REQUEST, _CHANNEL, _NATIVE, _CLOSING = range(3, 7)
@@ -57,7 +70,7 @@ class _ChannelCall(Call):
         if conn.inflight is not self:
             return  # cancelled: the client is gone
         conn.inflight = None
-        conn.send(conn.server.encode(msg))
+        conn.send_parts(conn.server.encode_parts(msg))
         if conn.requests:
             conn.next_request()
 
@@ -77,7 +90,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.peer_flags: int | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.name = ""
-        self.requests: deque[bytes | bytearray] = deque()
+        self.requests: deque[BytesLike] = deque()
         self.inflight: _ChannelCall | None = None
         self.sticky_worker: Worker | None = None
         self.session: NativeSession | None = None
@@ -153,6 +166,34 @@ class ServerConnection(asyncio.BufferedProtocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.writelines((encode_header(len(payload)), payload))
 
+    def send_parts(self, parts: list[BytesLike]) -> None:
+        """Send one frame made of ``parts``; a large one is not copied on its way out."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        size = sum(len(part) for part in parts)
+        header = encode_header(size)
+        if size < DIRECT_SEND or _ZERO_COPY_WRITELINES:
+            transport.writelines([header, *parts])
+            return
+        # Before Python 3.12, writelines() joins its parts and write() copies
+        # what the socket does not take at once: send what it takes ourselves.
+        views = [memoryview(header), *(memoryview(part).cast("B") for part in parts if len(part))]
+        sock = _raw_socket(transport)
+        if sock is not None and not transport.get_write_buffer_size():
+            try:
+                sent = sock.sendmsg(views)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # the transport meets the error itself, and reports it
+            while views and sent >= len(views[0]):
+                sent -= len(views.pop(0))
+            if views and sent:
+                views[0] = views[0][sent:]
+        for view in views:
+            transport.write(view)
+
     def close(self, exc: BaseException | None = None) -> None:
         self.state = _CLOSING
         if self.session is not None:
@@ -181,7 +222,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.abort()
 
     # -------------------------------------------------------------- handshake
-    def frame_received(self, frame: bytes | bytearray) -> None:
+    def frame_received(self, frame: BytesLike) -> None:
         state = self.state
         if state == _NATIVE:
             assert self.session is not None
@@ -195,7 +236,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         else:
             self.handshake_step(frame)
 
-    def handshake_step(self, data: bytes | bytearray) -> None:
+    def handshake_step(self, data: BytesLike) -> None:
         frame = bytes(data)  # at most 256 bytes in the handshake
         server = self.server
         allow_md5 = server.config.allow_md5
@@ -252,9 +293,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.protocol = "stdlib"
 
     # ------------------------------------------------- the stdlib's protocol
-    def parse(
-        self, frame: bytes | bytearray
-    ) -> tuple[Any, str, tuple[Any, ...], dict[str, Any]] | None:
+    def parse(self, frame: BytesLike) -> tuple[Any, str, tuple[Any, ...], dict[str, Any]] | None:
         try:
             ident, methodname, args, kwds = self.server.decode(frame)
             if not isinstance(methodname, str):
@@ -267,7 +306,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             return None
         return ident, methodname, args, kwds
 
-    def first_request(self, frame: bytes | bytearray) -> None:
+    def first_request(self, frame: BytesLike) -> None:
         request = self.parse(frame)
         if request is None:
             self.close()
@@ -295,7 +334,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         job = server.method_job(self, methodname, args, kwds)
 
         def done(msg: Message) -> None:
-            self.send(server.encode(msg))
+            self.send_parts(server.encode_parts(msg))
             self.close()
 
         if methodname in server.loop_methods or (

@@ -369,6 +369,15 @@ class Server:
         except Exception:
             return codec.dumps((UNSERIALIZABLE, traceback.format_exc()))
 
+    def encode_parts(self, msg: Any, codec: Codec | None = None) -> list[BytesLike]:
+        """``encode(msg)`` as parts to write in order (large payloads are not copied)."""
+        codec = codec or self.codec
+        assert codec is not None
+        try:
+            return codec.dumps_parts(msg)
+        except Exception:
+            return [codec.dumps((UNSERIALIZABLE, traceback.format_exc()))]
+
     def decode(self, data: BytesLike, codec: Codec | None = None) -> Any:
         codec = codec or self.codec
         assert codec is not None

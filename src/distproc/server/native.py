@@ -27,8 +27,7 @@ import threading
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from ..wire.codecs import Codec
-from ..wire.framing import encode_header
+from ..wire.codecs import BytesLike, Codec
 from ..wire.messages import PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
 from ..wire.records import (
     CALL,
@@ -39,7 +38,7 @@ from ..wire.records import (
     NOREPLY,
     REPLY,
     iter_records,
-    record,
+    record_parts,
 )
 from .calls import Call, Message, execute, run_off_loop, traceback_text
 from .queues import is_loop_servable
@@ -119,13 +118,13 @@ class NativeSession:
         self.codec = codec
         self.pending: dict[int, _NativeCall] = {}
         self.refs: collections.Counter[str] = collections.Counter()
-        self.out: list[bytes] = []
+        self.out: list[BytesLike] = []
         self.flush_scheduled = False
         self.workers: dict[int, Worker] = {}
         self.session_id = b""
 
     # ------------------------------------------------------------- frames
-    def frame_received(self, frame: bytes | bytearray) -> None:
+    def frame_received(self, frame: BytesLike) -> None:
         server = self.server
         # Replies made while this frame is read go out with the connection's
         # flush at the end of the read, not in a loop iteration of their own.
@@ -160,12 +159,12 @@ class NativeSession:
         """Encode one reply and queue it for the next frame."""
         _encoding.session = self
         try:
-            blob = self.codec.dumps(value)
+            parts = self.codec.dumps_parts(value)
         except Exception:
-            kind, blob = UNSERIALIZABLE, self.codec.dumps(traceback.format_exc())
+            kind, parts = UNSERIALIZABLE, [self.codec.dumps(traceback.format_exc())]
         finally:
             _encoding.session = None
-        self.out += record(op, id, 0, KIND_CODES[kind], blob)
+        self.out += record_parts(op, id, 0, KIND_CODES[kind], parts)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             loop = self.server.loop
@@ -179,9 +178,7 @@ class NativeSession:
         if not out:
             return
         self.out = []
-        transport = self.conn.transport
-        if transport is not None and not transport.is_closing():
-            transport.writelines([encode_header(sum(len(part) for part in out)), *out])
+        self.conn.send_parts(out)
 
     def take_reference(self, ident: str) -> None:
         """Hold one more reference to ``ident`` for this connection."""

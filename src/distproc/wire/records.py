@@ -32,6 +32,7 @@ import struct
 from collections.abc import Iterator
 
 from ..errors import ProtocolError
+from .codecs import BytesLike
 from .messages import ERROR, PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "REPLY",
     "iter_records",
     "record",
+    "record_parts",
 ]
 
 RECORD = struct.Struct("!BQQBI")
@@ -60,6 +62,11 @@ Record = tuple[int, int, int, int, memoryview]
 def record(op: int, id: int, id2: int = 0, aux: int = 0, blob: bytes = b"") -> list[bytes]:
     """One record, as the parts to write (header, blob)."""
     return [RECORD.pack(op, id, id2, aux, len(blob)), blob]
+
+
+def record_parts(op: int, id: int, id2: int, aux: int, parts: list[BytesLike]) -> list[BytesLike]:
+    """One record whose blob is ``parts`` (a codec's ``dumps_parts``), as the parts to write."""
+    return [RECORD.pack(op, id, id2, aux, sum(len(part) for part in parts)), *parts]
 
 
 def iter_records(frame: bytes | bytearray | memoryview) -> Iterator[Record]:
