@@ -7,6 +7,7 @@ import pickle
 import queue
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -345,3 +346,65 @@ def test_systemexit_while_unpickling_does_not_stop_the_server(serve: ServeFn) ->
         kind, text = conn.recv()
         assert kind == "#TRACEBACK" and "SystemExit" in text
     assert client.Counter().incr() == 1
+
+
+def _wait_for_waiters(cond: Any, n: int) -> None:
+    """Until ``n`` threads wait on ``cond`` (a state to reach, checked every ms)."""
+    deadline = time.monotonic() + 10
+    while len(cond._waiters) < n:
+        assert time.monotonic() < deadline, "the thread never started waiting"
+        time.sleep(0.001)
+
+
+def test_served_queues_still_wake_threads_of_the_server_process(serve: ServeFn) -> None:
+    """The loop serves gets and puts without queue.Queue's own methods: threads
+    of the server's process blocked on the queue must still be woken, whether
+    they began to wait before the loop took the queue over or after."""
+    shared: queue.Queue[Any] = queue.Queue()
+    bounded: queue.Queue[Any] = queue.Queue(maxsize=1)
+
+    class M(BaseManager):
+        pass
+
+    M.register("shared", callable=lambda: shared)
+    M.register("bounded", callable=lambda: bounded)
+    _, client = serve(M)
+    got: list[Any] = []
+    # Each blocked thread would still return at its timeout, woken or not: the
+    # joins give up long before that, so a missed wake-up fails the test.
+    early = threading.Thread(target=lambda: got.append(shared.get(timeout=60)), daemon=True)
+    early.start()
+    _wait_for_waiters(shared.not_empty, 1)  # waits on queue.Queue's own condition
+    q: Any = client.shared()
+    q.qsize()  # the loop has taken the queue over
+    late = threading.Thread(target=lambda: got.append(shared.get(timeout=60)), daemon=True)
+    late.start()
+    _wait_for_waiters(shared.not_empty, 1)  # the loop's condition
+    q.put("a")
+    q.put("b")
+    early.join(5)
+    late.join(5)
+    assert sorted(got) == ["a", "b"]
+
+    # a client parked in get() is served an item that a server thread puts directly
+    assert q.qsize() == 0
+    waiter = threading.Thread(target=lambda: got.append(q.get(timeout=10)))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not shared._distproc_waiters.getters:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    shared.put("c")
+    waiter.join(10)
+    assert got[-1] == "c"
+
+    # a server thread blocked in put() on a full queue is released by a client's get
+    b: Any = client.bounded()
+    b.put(1)
+    putter = threading.Thread(target=lambda: bounded.put(2, timeout=60), daemon=True)
+    putter.start()
+    _wait_for_waiters(bounded.not_full, 1)
+    assert b.get(timeout=5) == 1
+    putter.join(5)
+    assert not putter.is_alive()
+    assert b.get(timeout=5) == 2

@@ -176,11 +176,16 @@ def execute(
         return
     call.entry = entry
     call.methodname = methodname
+    serving = entry.serving
+    if serving is None:
+        loop_methods = frozenset(getattr(type(obj), "__distproc_loop_methods__", ()))
+        serving = entry.serving = (loop_methods, is_loop_servable(obj))
+    loop_methods, servable = serving
     try:
-        if methodname in getattr(type(obj), "__distproc_loop_methods__", ()):
+        if methodname in loop_methods:
             getattr(obj, methodname)(call, *args, **kwds)
             return
-        if is_loop_servable(obj):
+        if servable:
             if methodname in LOOP_METHODS:
                 getattr(server.loop_queue(obj), methodname)(call, args, kwds)
                 return

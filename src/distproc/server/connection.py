@@ -171,9 +171,14 @@ class ServerConnection(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        size = sum(len(part) for part in parts)
+        size = sum(map(len, parts))
         header = encode_header(size)
-        if size < DIRECT_SEND or _ZERO_COPY_WRITELINES:
+        if size < DIRECT_SEND:
+            # One write of one bytes object: writelines() of 3.12 also
+            # re-registers the socket with the selector on every call.
+            transport.write(b"".join([header, *parts]))
+            return
+        if _ZERO_COPY_WRITELINES:
             transport.writelines([header, *parts])
             return
         # Before Python 3.12, writelines() joins its parts and write() copies

@@ -134,7 +134,10 @@ class NativeSession:
                 if op == CALL:
                     try:
                         ident, method, args, kwds = server.decode(blob, self.codec)
-                        args, kwds = tuple(args), dict(kwds)
+                        if type(args) is not tuple:
+                            args = tuple(args)
+                        if type(kwds) is not dict:
+                            kwds = dict(kwds)
                         if not isinstance(method, str):
                             raise TypeError("the method name must be a str")
                     except (Exception, SystemExit) as exc:  # unpickling runs the peer's code

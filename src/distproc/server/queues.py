@@ -75,6 +75,19 @@ class _Signalling(threading.Condition):
         self._hook()
 
 
+def _notify(cond: threading.Condition) -> None:
+    """``cond.notify()``, with the queue's mutex held, skipping conditions nobody waits on."""
+    if type(cond) is not _Signalling:
+        cond.notify()
+        return
+    if cond._waiters:  # type: ignore[attr-defined]  # threads of this process in q.get()
+        threading.Condition.notify(cond)
+    old = cond._old
+    if old._waiters:  # type: ignore[attr-defined]  # ... that began before the queue was served
+        old.notify()
+    cond._hook()
+
+
 class _Waiter:
     __slots__ = ("call", "item", "many", "timer")
 
@@ -142,6 +155,27 @@ class LoopQueue:
             with contextlib.suppress(RuntimeError):  # a closed loop: the server is gone
                 self.loop.call_soon_threadsafe(fn)
 
+    # -- get_nowait() and put_nowait(), on the loop, without the Python-level
+    # Condition calls of queue.Queue: the loop's hottest path (same semantics).
+    def _take_one(self) -> tuple[bool, Any]:
+        q = self.q
+        with q.mutex:
+            if not q._qsize():
+                return False, None
+            item = q._get()
+            _notify(q.not_full)
+        return True, item
+
+    def _put_one(self, item: Any) -> bool:
+        q = self.q
+        with q.mutex:
+            if 0 < q.maxsize <= q._qsize():
+                return False
+            q._put(item)
+            q.unfinished_tasks += 1
+            _notify(q.not_empty)
+        return True
+
     # -- on the loop --
     def _serve_getters(self) -> None:
         self._get_wake = False
@@ -153,9 +187,8 @@ class LoopQueue:
                     return
                 self._finish(self.getters.popleft(), items)
                 continue
-            try:
-                item = self.q.get_nowait()
-            except queue.Empty:
+            found, item = self._take_one()
+            if not found:
                 return
             self._finish(self.getters.popleft(), item)
 
@@ -167,11 +200,8 @@ class LoopQueue:
                 waiter.item = self._give(waiter.item)
                 if waiter.item:
                     return
-            else:
-                try:
-                    self.q.put_nowait(waiter.item)
-                except queue.Full:
-                    return
+            elif not self._put_one(waiter.item):
+                return
             self.putters.popleft()
             self._finish(waiter, None)
 
@@ -233,12 +263,12 @@ class LoopQueue:
         if block and timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
         if not self.getters:
-            try:
-                call.reply(self.q.get_nowait())
+            found, item = self._take_one()
+            if found:
+                call.reply(item)
                 return
-            except queue.Empty:
-                if not block:
-                    raise
+            if not block:
+                raise queue.Empty
         elif not block:
             raise queue.Empty
         self._wait(self.getters, _Waiter(call), timeout)
@@ -252,16 +282,16 @@ class LoopQueue:
         if not self.putters:
             self._serving_here = True  # the hook need not schedule: we serve right after
             try:
-                self.q.put_nowait(item)
-            except queue.Full:
-                if not block:
-                    raise
-            else:
-                call.reply(None)
-                self._serve_getters()
-                return
+                done = self._put_one(item)
             finally:
                 self._serving_here = False
+            if done:
+                call.reply(None)
+                if self.getters:
+                    self._serve_getters()
+                return
+            if not block:
+                raise queue.Full
         elif not block:
             raise queue.Full
         self._wait(self.putters, _Waiter(call, item), timeout)
