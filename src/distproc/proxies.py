@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing.managers
-import os
 import threading
 import time
 import types
@@ -34,6 +33,7 @@ from multiprocessing import process, util
 from multiprocessing.context import get_spawning_popen
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .client import mux as _mux_module
 from .client.connection import Client, Connection, convert_to_error, dispatch
 from .client.mux import Multiplexer, decoding_multiplexer, get_multiplexer
 from .errors import ConnectionLostError
@@ -168,7 +168,7 @@ class BaseProxy:
     def _native(self) -> Multiplexer | None:
         """This process's native connection to the server, or ``None`` (a stdlib server)."""
         mux = self._mux
-        if mux is None or mux.broken is not None or mux.pid != os.getpid():
+        if mux is None or mux.broken is not None or mux.generation != _mux_module._generation:
             mux = get_multiplexer(self._token.address, bytes(self._authkey), self._serializer)
             self._mux = mux
         return mux
@@ -276,7 +276,7 @@ class BaseProxy:
         mux: Multiplexer | None = None,
     ) -> None:
         idset.discard(serial)
-        if mux is not None and mux.pid == os.getpid():
+        if mux is not None and mux.generation == _mux_module._generation:
             if mux.broken is None and (state is None or state.value == 1):
                 mux.send_later(None, "decref", (token.id,))
             return

@@ -37,6 +37,7 @@ __all__ = [
 #: The default budget, in seconds: a little more than a peer's turnaround.
 SPIN_SECONDS = 100e-6
 
+#: (pid it was measured in, budget); a fork resets it (the child may get other CPUs).
 _budget: tuple[int, float] = (-1, 0.0)
 
 
@@ -54,14 +55,22 @@ def _configured() -> float:
 def spin_seconds() -> float:
     """How long this process polls before it blocks (0 if it may use one CPU only)."""
     global _budget
-    pid = os.getpid()
-    if _budget[0] != pid:  # a forked child may have been given other CPUs
+    if _budget[0] < 0:
         try:
             cpus = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             cpus = os.cpu_count() or 1
-        _budget = (pid, _configured() if cpus > 1 else 0.0)
+        _budget = (os.getpid(), _configured() if cpus > 1 else 0.0)
     return _budget[1]
+
+
+def _forget_budget() -> None:
+    global _budget
+    _budget = (-1, 0.0)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_budget)
 
 
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import queue
 import socket
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -320,3 +322,39 @@ def test_large_values_travel_intact(serve: ServeFn) -> None:
     assert got == payloads
     q.put(("text", "é" * 400_000, bytearray(payloads[0])))
     assert q.get() == ("text", "é" * 400_000, bytearray(payloads[0]))
+
+
+FORK_SCRIPT = """
+import multiprocessing, os, sys
+from distproc.managers import SyncManager
+
+m = SyncManager(address=("127.0.0.1", 0), authkey=b"k", ctx=multiprocessing.get_context("spawn"))
+m.start()
+q = m.Queue()
+q.put("parent")  # the parent's connection exists before the fork
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+        inherited = q._mux
+        assert q._native() is not inherited  # a new connection, not the parent's
+        q.put(("child", os.getpid()))
+        code = 0
+    finally:
+        os._exit(code)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert q.get(timeout=5) == "parent"
+assert q.get(timeout=5) == ("child", pid)
+m.shutdown()
+print("ok")
+"""
+
+
+def test_a_forked_child_opens_its_own_connection() -> None:
+    """A child never reads or writes its parent's socket: its proxies reconnect."""
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

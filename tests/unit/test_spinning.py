@@ -190,3 +190,12 @@ def test_selector_spins_only_when_enabled(monkeypatch: pytest.MonkeyPatch) -> No
         assert isinstance(loop._selector, SpinningSelector)  # type: ignore[attr-defined]
     finally:
         loop.close()
+
+
+def test_a_forked_child_measures_its_own_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fork hook forgets the budget: a child may be allowed other CPUs."""
+    monkeypatch.setattr(spinning, "_budget", (os.getpid(), 123.0))
+    monkeypatch.setenv("DISTPROC_SPIN_US", "40")
+    spinning._forget_budget()  # what os.register_at_fork runs in a child
+    expected = 40e-6 if len(os.sched_getaffinity(0)) > 1 else 0.0
+    assert spin_seconds() == pytest.approx(expected)

@@ -94,6 +94,8 @@ class Multiplexer:
         self.address = address
         self.authkey = authkey
         self.pid = os.getpid()
+        #: A forked child starts a new generation: this connection is then its parent's.
+        self.generation = _generation
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         #: Slots whose threads sleep while another thread reads the socket.
@@ -321,6 +323,17 @@ class Multiplexer:
 
 
 # ---------------------------------------------------------------- the cache
+#: Bumped in a forked child, so that ``mux.generation != _generation`` tells a
+#: proxy, without a getpid() system call per call, that ``mux`` is the parent's.
+_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 _lock = threading.Lock()
 _muxes: dict[tuple[Any, bytes, str], Multiplexer | None] = {}
 _cache_pid = os.getpid()
