@@ -324,6 +324,44 @@ def test_large_values_travel_intact(serve: ServeFn) -> None:
     assert q.get() == ("text", "é" * 400_000, bytearray(payloads[0]))
 
 
+def test_a_thread_never_waits_for_another_threads_send(serve: ServeFn) -> None:
+    """While one thread sends, others leave their records to it and go on; the
+    sender looks again after it lets go, so nothing is left behind."""
+    _, client = serve(QM)
+    q: Any = client.Queue()
+    q.qsize()  # connected
+    mux = q._native()
+    assert mux._send_lock.acquire()  # as if another thread were in the middle of a send
+    try:
+        q.put("left to the sender")  # returns at once instead of waiting for the lock
+        assert len(mux._later) == 2  # one record: header and blob
+    finally:
+        mux._send_lock.release()
+    mux._send([])  # what the sender does after it lets go
+    assert not mux._later
+    assert q.get(timeout=5) == "left to the sender"
+
+
+def test_many_threads_sending_at_once_lose_nothing(serve: ServeFn) -> None:
+    _, client = serve(QM)
+    q: Any = client.Queue()
+    threads, per_thread = 8, 300
+
+    def produce(index: int) -> None:
+        for i in range(per_thread):
+            q.put((index, i))
+
+    pool = [threading.Thread(target=produce, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(30)
+    got = [q.get(timeout=5) for _ in range(threads * per_thread)]
+    assert sorted(got) == [(n, i) for n in range(threads) for i in range(per_thread)]
+    for n in range(threads):  # each thread's puts arrive in the order it made them
+        assert [i for index, i in got if index == n] == list(range(per_thread))
+
+
 FORK_SCRIPT = """
 import multiprocessing, os, sys
 from distproc.managers import SyncManager

@@ -120,23 +120,40 @@ class Multiplexer:
         return parts
 
     def _send(self, parts: list[BytesLike]) -> None:
-        with self._send_lock:
-            if self.broken is not None:
-                raise self._lost()
-            parts = self._take_later() + parts
-            if not parts:
+        """Send ``parts`` (whole records), or leave them to the thread sending now.
+
+        Threads never queue up on the socket: a thread that finds another one
+        sending adds its records to ``_later`` and goes on, and the sender
+        writes them too, in one system call, before it stops (it looks again
+        after it lets go of the lock, so nothing added meanwhile is left).
+        """
+        later = self._later
+        if parts:
+            later.extend(parts)  # one C call: a record's parts stay together
+        lock = self._send_lock
+        while later:
+            if not lock.acquire(blocking=False):
                 return
             try:
-                _send_parts(self.sock, parts)
-            except OSError as exc:
-                self._break(exc)
-                raise self._lost() from exc
+                if self.broken is not None:
+                    raise self._lost()
+                batch = self._take_later()
+                if batch:
+                    try:
+                        _send_parts(self.sock, batch)
+                    except OSError as exc:
+                        self._break(exc)
+                        raise self._lost() from exc
+            finally:
+                lock.release()
+        if self.broken is not None:
+            raise self._lost()
 
     def _encode_call(self, ident: Any, method: str, args: Any, kwds: Any) -> list[BytesLike]:
         return self.codec.dumps_parts((ident, method, tuple(args), kwds or {}))
 
     def send_later(self, ident: Any, method: str, args: tuple[Any, ...]) -> None:
-        """Send a ``noreply`` call now if the socket is free, else with the next frame.
+        """Send a ``noreply`` call now, or leave it to the thread that is sending.
 
         Safe from finalizers: a garbage collection can run them in the middle of
         this very thread's send, so this never waits for the send lock.
@@ -145,16 +162,9 @@ class Multiplexer:
             blob = self._encode_call(ident, method, args, None)
         except Exception:
             return
-        self._later.extend(record_parts(CALL, next(self._rids), 0, NOREPLY, blob))
-        if self.broken is None and self._send_lock.acquire(blocking=False):
-            try:
-                parts = self._take_later()
-                if parts:
-                    _send_parts(self.sock, parts)
-            except Exception:
-                pass  # the next call will find the connection broken
-            finally:
-                self._send_lock.release()
+        if self.broken is None:
+            with contextlib.suppress(Exception):  # the next call finds the connection broken
+                self._send(record_parts(CALL, next(self._rids), 0, NOREPLY, blob))
 
     def raise_deferred(self) -> None:
         """Raise the error of an earlier ``noreply`` call of this thread, if one failed."""
