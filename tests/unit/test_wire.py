@@ -163,4 +163,7 @@ def test_frame_reader_receives_large_frames_in_place() -> None:
         pos += n
         while (frame := reader.next_frame()) is not None:
             frames.append(bytes(frame))
+        if pos < 4 + len(payload):  # inside the large frame: the reader says how much is left
+            assert reader.missing() == 4 + len(payload) - pos
     assert frames == [payload, b"abc"]
+    assert reader.missing() == 0

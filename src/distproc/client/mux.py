@@ -46,6 +46,7 @@ from .connection import convert_to_error, open_socket
 
 __all__ = ["Multiplexer", "close_multiplexers", "decoding_multiplexer", "get_multiplexer"]
 
+_WAITALL = getattr(socket, "MSG_WAITALL", 0)
 #: ``noreply`` calls larger than this wait for their reply all the same.
 DEFER_LIMIT = 64 * 1024
 _decoding = threading.local()
@@ -261,8 +262,16 @@ class Multiplexer:
                     raise ConnectionLostError("the server closed the connection")
                 reader.buffer_updated(n)
                 frames = []
-                while (frame := reader.next_frame()) is not None:
-                    frames.append(frame)
+                while True:
+                    while (frame := reader.next_frame()) is not None:
+                        frames.append(frame)
+                    if frames or not reader.missing():
+                        break
+                    # A large frame has begun: wait for all of it in one call.
+                    n = self.sock.recv_into(reader.get_buffer(), 0, _WAITALL)
+                    if not n:
+                        raise ConnectionLostError("the server closed the connection")
+                    reader.buffer_updated(n)
             except BaseException as exc:
                 with lock:
                     self._reading = False

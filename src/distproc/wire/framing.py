@@ -215,6 +215,11 @@ class FrameReader:
             buf = self._buf = bytearray(self.CHUNK)  # drained after a burst: give it back
         return memoryview(buf)[self._end :]
 
+    def missing(self) -> int:
+        """Bytes still to come of the large frame being received (0: none is)."""
+        big = self._big
+        return 0 if big is None else len(big) - self._big_pos
+
     def buffer_updated(self, nbytes: int) -> None:
         if self._big is not None:
             self._big_pos += nbytes
