@@ -97,6 +97,19 @@ def server_pid(manager: Any) -> int:
     return pid
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time so far of these processes (all their threads).
+
+    A process that has exited but is not reaped yet still reports its times.
+    """
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def server_cpus(manager: Any) -> str:
     return proc_status(server_pid(manager)).get("Cpus_allowed_list", "?")
 
@@ -166,6 +179,8 @@ def seed_pattern(impl: str, variant: str, n: int, workers: int) -> Metrics:
             reader.close()
 
         total = 0
+        pids = [os.getpid(), server_pid(manager), *(proc.pid for proc in procs)]
+        cpu_before = cpu_seconds(pids)
         started = time.perf_counter()
         if variant == "plain":
             for i in range(n):
@@ -184,6 +199,7 @@ def seed_pattern(impl: str, variant: str, n: int, workers: int) -> Metrics:
                 got += len(batch)
                 total += sum(batch)
         elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(pids) - cpu_before
 
         for proc in procs:
             proc.join(GET_TIMEOUT)
@@ -191,6 +207,7 @@ def seed_pattern(impl: str, variant: str, n: int, workers: int) -> Metrics:
             raise RuntimeError("the results do not add up")
         return {
             "items_per_s": n / elapsed,
+            "cpu_us_per_item": cpu / n * 1e6,
             "seconds": elapsed,
             "n": n,
             "workers": workers,
@@ -221,8 +238,16 @@ def pairs_one_client(impl: str, duration: float) -> Metrics:
     try:
         q = manager.Queue()
         timed_pairs(q, 1, 0.0, 200)  # warm-up
+        pids = [os.getpid(), server_pid(manager)]
+        cpu_before = cpu_seconds(pids)
         pairs, elapsed = timed_pairs(q, 1, duration, 1)
-        return {"pairs_per_s": pairs / elapsed, "pairs": pairs, "server_cpus": server_cpus(manager)}
+        cpu = cpu_seconds(pids) - cpu_before
+        return {
+            "pairs_per_s": pairs / elapsed,
+            "cpu_us_per_pair": cpu / pairs * 1e6,
+            "pairs": pairs,
+            "server_cpus": server_cpus(manager),
+        }
     finally:
         manager.shutdown()
 
@@ -235,7 +260,10 @@ def pairs_threads(impl: str, duration: float, threads: int) -> Metrics:
         q = manager.Queue()
         clock: dict[str, float] = {}
 
+        pids = [os.getpid(), server_pid(manager)]
+
         def start_clock() -> None:  # runs once, when every thread has warmed up
+            clock["cpu"] = cpu_seconds(pids)
             clock["start"] = time.perf_counter()
 
         barrier = threading.Barrier(threads, action=start_clock)
@@ -268,11 +296,13 @@ def pairs_threads(impl: str, duration: float, threads: int) -> Metrics:
             t.start()
         for t in pool:
             t.join()
+        cpu = cpu_seconds(pids) - clock["cpu"]
         if errors:
             raise errors[0]
         elapsed = max(ends) - clock["start"]
         return {
             "pairs_per_s": sum(counts) / elapsed,
+            "cpu_us_per_pair": cpu / sum(counts) * 1e6,
             "pairs": sum(counts),
             "threads": threads,
             "server_cpus": server_cpus(manager),
@@ -294,9 +324,13 @@ def payload_pairs(impl: str, duration: float) -> Metrics:
         for name, size in PAYLOADS.items():
             payload = os.urandom(size)
             timed_pairs(q, payload, 0.0, 3)  # warm-up
+            pids = [os.getpid(), server_pid(manager)]
+            cpu_before = cpu_seconds(pids)
             pairs, elapsed = timed_pairs(q, payload, duration, 5)
+            cpu = cpu_seconds(pids) - cpu_before
             per_pair = elapsed / pairs
             metrics[f"us_per_pair_{name}"] = per_pair * 1e6
+            metrics[f"cpu_us_per_pair_{name}"] = cpu / pairs * 1e6
             metrics[f"mb_per_s_{name}"] = 2 * size / per_pair / 1e6  # sent + received
             metrics[f"pairs_{name}"] = pairs
         return metrics

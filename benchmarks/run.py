@@ -106,13 +106,30 @@ CASES = (
         BATCHED,
         target_ratio=20.0,
     ),
+    Case(
+        "a",
+        "(a) seed, 1 worker, unchanged code: CPU time per item",
+        "cpu_us_per_item",
+        "µs CPU",
+        False,
+    ),
     Case("b", "(b) seed, 4 workers, unchanged code", "items_per_s", "items/s", True),
     Case("b", "(b) seed, 4 workers, batched", "items_per_s", "items/s", True, BATCHED),
     Case("c", "(c) put+get, 1 client", "pairs_per_s", "pairs/s", True, target_ratio=1.5),
+    Case("c", "(c) put+get, 1 client: CPU time per pair", "cpu_us_per_pair", "µs CPU", False),
     Case("d", "(d) put+get, 8 threads, 1 proxy", "pairs_per_s", "pairs/s", True, target_ratio=3.0),
+    Case(
+        "d",
+        "(d) put+get, 8 threads, 1 proxy: CPU time per pair",
+        "cpu_us_per_pair",
+        "µs CPU",
+        False,
+    ),
     Case("e", "(e) put+get 100 B", "us_per_pair_100B", "µs/pair", False),
     Case("e", "(e) put+get 17 KB", "us_per_pair_17KB", "µs/pair", False, target_ratio=100.0),
     Case("e", "(e) put+get 1 MiB", "us_per_pair_1MiB", "µs/pair", False, target_ratio=2.0),
+    Case("e", "(e) put+get 100 B: CPU time per pair", "cpu_us_per_pair_100B", "µs CPU", False),
+    Case("e", "(e) put+get 1 MiB: CPU time per pair", "cpu_us_per_pair_1MiB", "µs CPU", False),
     Case(
         "f",
         "(f) {clients} idle client threads: server threads",
@@ -747,7 +764,10 @@ def main(argv: list[str] | None = None) -> int:
         "so > 1 means distproc is better; the bold figure is the ratio of the medians, "
         "the range in brackets that of the ratios of each stdlib run and the distproc run "
         "that followed it. Absolute limits (≤) are checked against distproc's worst run, "
-        "absolute floors (≥ %) against its median."
+        "absolute floors (≥ %) against its median. CPU time rows add up the user and "
+        "system time of every process measured (client, server, workers) over the timed "
+        "part, per operation; distproc's includes the polling that precedes a block "
+        "(unpinned only: a process allowed one CPU never polls)."
     )
     for name, cpus in observed_cpus(results).items():
         print(f"CPUs reported by the measured processes, {name}: {', '.join(sorted(cpus))}.")
