@@ -60,7 +60,8 @@ def spin_seconds() -> float:
             cpus = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             cpus = os.cpu_count() or 1
-        _budget = (os.getpid(), _configured() if cpus > 1 else 0.0)
+        can_yield = hasattr(os, "sched_yield")
+        _budget = (os.getpid(), _configured() if cpus > 1 and can_yield else 0.0)
     return _budget[1]
 
 

@@ -167,3 +167,14 @@ def test_frame_reader_receives_large_frames_in_place() -> None:
             assert reader.missing() == 4 + len(payload) - pos
     assert frames == [payload, b"abc"]
     assert reader.missing() == 0
+
+
+def test_pickle_parts_never_hold_a_mutable_buffer() -> None:
+    """Protocol 5 hands a large bytearray to the file as it is; the parts may be
+    written after the caller has moved on, so they must not share it."""
+    codec = PickleCodec(protocol=5)
+    data = bytearray(BIG)
+    parts = codec.dumps_parts(("#RETURN", data))
+    assert all(type(part) is bytes for part in parts)
+    data[:4] = b"\x00\x00\x00\x00"  # the caller changes its buffer afterwards
+    assert codec.loads(b"".join(parts))[1] == BIG

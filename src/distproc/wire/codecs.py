@@ -131,10 +131,16 @@ class _ViewReader:
 
 class _Parts(list):  # type: ignore[type-arg]  # what the pickler writes, as written
     """A pickler's file that keeps what it is given: a large ``bytes`` payload
-    arrives as the object itself (protocol 4 writes those around its frames)."""
+    arrives as the object itself (protocol 4 writes those around its frames).
+
+    Anything mutable (protocol 5 hands over a large ``bytearray`` itself) is
+    copied: the parts may be written after the call that made them returns.
+    """
 
     __slots__ = ()
-    write = list.append
+
+    def write(self, data: Any) -> None:
+        self.append(data if type(data) is bytes else bytes(data))
 
 
 #: Payloads at least this large are unpickled through :class:`_ViewReader`.
