@@ -255,6 +255,10 @@ def _wait_for_objects(address: Any, authkey: bytes, serializer: str, wanted: int
         time.sleep(0.01)  # poll interval (bounded by the deadline above)
 
 
+#: Size of the large queue items of the scenario: a few MiB, over every copy threshold.
+LARGE = 3 * 1024 * 1024 + 5
+
+
 def run_scenario(managers: Any, port: int, authkey: bytes, serializer: str) -> Dict[str, Any]:
     """Use every typeid of a server through ``managers.BaseManager``.
 
@@ -284,6 +288,12 @@ def run_scenario(managers: Any, port: int, authkey: bytes, serializer: str) -> D
     r["queue_empty"] = q.empty()
     r["queue_qsize"] = q.qsize()
     if full:
+        # Large values: received into reused buffers, sent without copies.
+        large = [bytes([n]) * LARGE for n in (1, 2)]
+        for value in large:
+            q.put(value)
+        back = [q.get(timeout=30) for _ in large]
+        r["queue_large"] = [[len(v), v[:1].hex(), v == w] for v, w in zip(back, large)]
         r["queue_get_nowait"] = _outcome(q.get_nowait, queue.Empty)
         r["queue_get_timeout"] = _outcome(partial(q.get, timeout=0.05), queue.Empty)
 
@@ -353,6 +363,7 @@ def expected_scenario(serializer: str) -> Dict[str, Any]:
         "queue_tuple": [1, "two"],
         "queue_empty": True,
         "queue_qsize": 0,
+        "queue_large": [[LARGE, "01", True], [LARGE, "02", True]],
         "queue_get_nowait": raised("Empty"),
         "queue_get_timeout": raised("Empty"),
         "dict_x": 1,
