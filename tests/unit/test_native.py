@@ -396,3 +396,37 @@ def test_a_forked_child_opens_its_own_connection() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+EXIT_SCRIPT = """
+import threading
+from distproc.managers import SyncManager
+
+server = SyncManager(address=("127.0.0.1", 0), authkey=b"k").get_server()
+thread = threading.Thread(target=server.serve)
+thread.start()
+server.started.wait(10)
+m = SyncManager(address=server.address, authkey=b"k")
+m.connect()
+q = m.Queue()
+q.put(1)
+assert q.get() == 1
+del q
+server.stop()
+thread.join(10)
+print("ok")
+"""
+
+
+def test_no_connection_is_left_for_the_interpreter_to_collect() -> None:
+    """At exit, this process's native connections are closed, even when their
+    server stopped without the client noticing (-X dev shows what is left)."""
+    out = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", EXIT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+    assert "ResourceWarning" not in out.stderr, out.stderr

@@ -16,6 +16,7 @@ thread (see :mod:`distproc.server.native` for the messages).
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import itertools
@@ -460,3 +461,8 @@ def close_multiplexers(address: Any = None) -> None:
         for key in [k for k, v in _muxes.items() if v is None]:
             if address is None or key[0] == _key(address):
                 del _muxes[key]
+
+
+# A connection whose server went away unnoticed would otherwise be left for the
+# interpreter's teardown to collect (a ResourceWarning under -X dev).
+atexit.register(close_multiplexers)
