@@ -37,8 +37,8 @@ __all__ = [
 #: The default budget, in seconds: a little more than a peer's turnaround.
 SPIN_SECONDS = 100e-6
 
-#: (pid it was measured in, budget); a fork resets it (the child may get other CPUs).
-_budget: tuple[int, float] = (-1, 0.0)
+#: The budget, once worked out; a fork forgets it (the child may get other CPUs).
+_budget: float | None = None
 
 
 def _configured() -> float:
@@ -55,19 +55,19 @@ def _configured() -> float:
 def spin_seconds() -> float:
     """How long this process polls before it blocks (0 if it may use one CPU only)."""
     global _budget
-    if _budget[0] < 0:
+    if _budget is None:
         try:
             cpus = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             cpus = os.cpu_count() or 1
         can_yield = hasattr(os, "sched_yield")
-        _budget = (os.getpid(), _configured() if cpus > 1 and can_yield else 0.0)
-    return _budget[1]
+        _budget = _configured() if cpus > 1 and can_yield else 0.0
+    return _budget
 
 
 def _forget_budget() -> None:
     global _budget
-    _budget = (-1, 0.0)
+    _budget = None
 
 
 if hasattr(os, "register_at_fork"):
@@ -108,7 +108,8 @@ class SpinningSelector(_Base):  # type: ignore[misc]  # the platform's best sele
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         budget = self._budget
         if not budget or (timeout is not None and timeout <= 0):
-            return super().select(timeout)  # type: ignore[no-any-return]
+            ready: list[tuple[selectors.SelectorKey, int]] = super().select(timeout)
+            return ready
         start = now = time.perf_counter()
         deadline = self._last + budget
         if timeout is not None:
@@ -116,7 +117,7 @@ class SpinningSelector(_Base):  # type: ignore[misc]  # the platform's best sele
         poll = super().select
         yield_ = os.sched_yield
         while True:
-            ready: list[tuple[selectors.SelectorKey, int]] = poll(0)
+            ready = poll(0)
             if ready:
                 self._last = time.perf_counter()
                 return ready

@@ -8,6 +8,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -348,12 +349,17 @@ def test_systemexit_while_unpickling_does_not_stop_the_server(serve: ServeFn) ->
     assert client.Counter().incr() == 1
 
 
-def _wait_for_waiters(cond: Any, n: int) -> None:
-    """Until ``n`` threads wait on ``cond`` (a state to reach, checked every ms)."""
+def _wait_until(reached: Callable[[], Any], what: str) -> None:
+    """Until ``reached()`` is true: a state with no event to wait on, checked every ms."""
     deadline = time.monotonic() + 10
-    while len(cond._waiters) < n:
-        assert time.monotonic() < deadline, "the thread never started waiting"
-        time.sleep(0.001)
+    while not reached():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.001)  # poll interval, bounded by the deadline
+
+
+def _wait_for_waiters(cond: Any, n: int) -> None:
+    """Until ``n`` threads wait on ``cond``."""
+    _wait_until(lambda: len(cond._waiters) >= n, "the thread never started waiting")
 
 
 def test_served_queues_still_wake_threads_of_the_server_process(serve: ServeFn) -> None:
@@ -390,10 +396,8 @@ def test_served_queues_still_wake_threads_of_the_server_process(serve: ServeFn) 
     assert q.qsize() == 0
     waiter = threading.Thread(target=lambda: got.append(q.get(timeout=10)))
     waiter.start()
-    deadline = time.monotonic() + 10
-    while not shared._distproc_waiters.getters:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    lq: Any = shared._distproc_waiters  # type: ignore[attr-defined]  # set by the server
+    _wait_until(lambda: lq.getters, "the client's get() was never parked")
     shared.put("c")
     waiter.join(10)
     assert got[-1] == "c"

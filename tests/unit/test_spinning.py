@@ -65,7 +65,7 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 def spin_budget(monkeypatch: pytest.MonkeyPatch) -> float:
     """Spinning on, whatever this machine's CPUs, with a budget long enough to see."""
     budget = 0.05
-    monkeypatch.setattr(spinning, "_budget", (os.getpid(), budget))
+    monkeypatch.setattr(spinning, "_budget", budget)
     return budget
 
 
@@ -96,7 +96,7 @@ class WatchedSocket(socket.socket):
 
 def test_recv_blocks_once_the_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
     """Data that comes after the spin is still received: the socket then blocks."""
-    monkeypatch.setattr(spinning, "_budget", (os.getpid(), 1e-3))
+    monkeypatch.setattr(spinning, "_budget", 1e-3)
     a0, b = socket.socketpair()
     a = WatchedSocket(a0)
     try:
@@ -177,14 +177,14 @@ def test_an_idle_selector_sleeps(
 
 
 def test_selector_spins_only_when_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(spinning, "_budget", (os.getpid(), 0.0))
+    monkeypatch.setattr(spinning, "_budget", 0.0)
     assert spin_seconds() == 0.0
     loop = spinning.new_event_loop()
     try:
         assert not isinstance(loop._selector, SpinningSelector)  # type: ignore[attr-defined]
     finally:
         loop.close()
-    monkeypatch.setattr(spinning, "_budget", (os.getpid(), 1e-4))
+    monkeypatch.setattr(spinning, "_budget", 1e-4)
     loop = spinning.new_event_loop()
     try:
         assert isinstance(loop._selector, SpinningSelector)  # type: ignore[attr-defined]
@@ -194,7 +194,7 @@ def test_selector_spins_only_when_enabled(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_a_forked_child_measures_its_own_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fork hook forgets the budget: a child may be allowed other CPUs."""
-    monkeypatch.setattr(spinning, "_budget", (os.getpid(), 123.0))
+    monkeypatch.setattr(spinning, "_budget", 123.0)
     monkeypatch.setenv("DISTPROC_SPIN_US", "40")
     spinning._forget_budget()  # what os.register_at_fork runs in a child
     expected = 40e-6 if len(os.sched_getaffinity(0)) > 1 else 0.0

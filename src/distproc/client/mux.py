@@ -30,7 +30,7 @@ from ..errors import ConnectionLostError, DistprocError, ProtocolError
 from ..spinning import recv_into_spinning
 from ..wire import handshake
 from ..wire.codecs import BytesLike, Codec, PickleCodec
-from ..wire.framing import DEFAULT_MAX_FRAME, FrameReader, encode_header, send_frame
+from ..wire.framing import DEFAULT_MAX_FRAME, FrameReader, send_frame, send_frame_parts
 from ..wire.records import (
     CALL,
     CANCEL,
@@ -70,23 +70,6 @@ class _Slot:
         self.wake: Any = None
 
 
-def _send_parts(sock: socket.socket, parts: list[BytesLike]) -> None:
-    """Write one frame made of ``parts`` (records) in as few system calls as possible."""
-    size = sum(len(part) for part in parts)
-    header = encode_header(size)
-    if size <= 65536:
-        sock.sendall(header + b"".join(parts))
-        return
-    data = [memoryview(header), *(memoryview(part).cast("B") for part in parts if len(part))]
-    while data:
-        sent = sock.sendmsg(data)
-        while data and sent >= len(data[0]):
-            sent -= len(data[0])
-            data.pop(0)
-        if data and sent:
-            data[0] = data[0][sent:]
-
-
 class Multiplexer:
     """A native-protocol connection shared by every thread of this process."""
 
@@ -95,7 +78,6 @@ class Multiplexer:
         self.codec = codec
         self.address = address
         self.authkey = authkey
-        self.pid = os.getpid()
         #: A forked child starts a new generation: this connection is then its parent's.
         self.generation = _generation
         self._send_lock = threading.Lock()
@@ -142,7 +124,7 @@ class Multiplexer:
                 batch = self._take_later()
                 if batch:
                     try:
-                        _send_parts(self.sock, batch)
+                        send_frame_parts(self.sock, batch)
                     except OSError as exc:
                         self._break(exc)
                         raise self._lost() from exc
@@ -356,7 +338,8 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 _lock = threading.Lock()
 _muxes: dict[tuple[Any, bytes, str], Multiplexer | None] = {}
-_cache_pid = os.getpid()
+#: The generation that ``_muxes`` and ``_session`` belong to.
+_cache_generation = 0
 
 
 def _forget(mux: Multiplexer) -> None:
@@ -366,14 +349,14 @@ def _forget(mux: Multiplexer) -> None:
                 del _muxes[key]
 
 
-_session = (0, b"")
+_session = (-1, b"")
 
 
 def _session_id() -> bytes:
     """A random id for this process, sent in HELLO: a reconnect finds its references again."""
     global _session
-    if _session[0] != os.getpid():
-        _session = (os.getpid(), os.urandom(16))
+    if _session[0] != _generation:
+        _session = (_generation, os.urandom(16))
     return _session[1]
 
 
@@ -383,14 +366,14 @@ def _key(address: Any) -> Any:
 
 def get_multiplexer(address: Any, authkey: bytes, serializer: str) -> Multiplexer | None:
     """This process's native connection to ``address``, or ``None`` for a stdlib server."""
-    global _cache_pid
+    global _cache_generation
     if serializer not in ("pickle", "native"):
         return None
     key = (_key(address), bytes(authkey), serializer)
     with _lock:
-        if _cache_pid != os.getpid():  # a forked child: the parent's sockets are not ours
+        if _cache_generation != _generation:  # a forked child: the parent's sockets are not ours
             _muxes.clear()
-            _cache_pid = os.getpid()
+            _cache_generation = _generation
         if key in _muxes:
             return _muxes[key]
     mux = _connect(address, bytes(authkey), serializer)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AuthenticationError, ProtocolError
 from ..wire import handshake
 from ..wire.codecs import BytesLike, Codec, PickleCodec
-from ..wire.framing import HANDSHAKE_MAX_FRAME, FrameReader, encode_header
+from ..wire.framing import HANDSHAKE_MAX_FRAME, FrameReader, drop_sent, encode_header, frame_views
 from ..wire.messages import RETURN, TRACEBACK
 from .calls import Call, Message, execute, run_off_loop, traceback_text
 from .threads import Worker
@@ -163,8 +163,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.session.flush()  # also clears flush_scheduled, set while frames were read
 
     def send(self, payload: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.writelines((encode_header(len(payload)), payload))
+        self.send_parts([payload])
 
     def send_parts(self, parts: list[BytesLike]) -> None:
         """Send one frame made of ``parts``; a large one is not copied on its way out."""
@@ -183,19 +182,11 @@ class ServerConnection(asyncio.BufferedProtocol):
             return
         # Before Python 3.12, writelines() joins its parts and write() copies
         # what the socket does not take at once: send what it takes ourselves.
-        views = [memoryview(header), *(memoryview(part).cast("B") for part in parts if len(part))]
+        views = frame_views(header, parts)
         sock = _raw_socket(transport)
         if sock is not None and not transport.get_write_buffer_size():
-            try:
-                sent = sock.sendmsg(views)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # the transport meets the error itself, and reports it
-            while views and sent >= len(views[0]):
-                sent -= len(views.pop(0))
-            if views and sent:
-                views[0] = views[0][sent:]
+            with contextlib.suppress(OSError):  # the transport meets it again and reports it
+                drop_sent(views, sock.sendmsg(views))
         for view in views:
             transport.write(view)
 
@@ -307,7 +298,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             kwds = dict(kwds)
         except (Exception, SystemExit) as exc:  # unpickling runs the peer's choice of code
             log.warning("bad request from %s: %s", self.peer, exc)
-            self.send(self.server.encode((TRACEBACK, traceback_text(exc))))
+            self.send_parts(self.server.encode_parts((TRACEBACK, traceback_text(exc))))
             return None
         return ident, methodname, args, kwds
 
@@ -321,11 +312,11 @@ class ServerConnection(asyncio.BufferedProtocol):
         if methodname == "accept_connection":
             self.name = str(args[0]) if args else ""
             self.state = _CHANNEL
-            self.send(server.encode((RETURN, None)))
+            self.send_parts(server.encode_parts((RETURN, None)))
             return
         self.state = _CLOSING
         if methodname == "shutdown":
-            self.send(server.encode(server.shutdown_request(self)))
+            self.send_parts(server.encode_parts(server.shutdown_request(self)))
             self.close()
             return
         if methodname not in server.public:
@@ -333,7 +324,7 @@ class ServerConnection(asyncio.BufferedProtocol):
                 "Traceback (most recent call last):\n"
                 f"AttributeError: {methodname!r} is not a server method\n"
             )
-            self.send(server.encode((TRACEBACK, text)))
+            self.send_parts(server.encode_parts((TRACEBACK, text)))
             self.close()
             return
         job = server.method_job(self, methodname, args, kwds)

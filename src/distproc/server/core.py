@@ -361,16 +361,9 @@ class Server:
             q._distproc_waiters = lq
         return lq
 
-    def encode(self, msg: Any, codec: Codec | None = None) -> bytes:
-        codec = codec or self.codec
-        assert codec is not None
-        try:
-            return codec.dumps(msg)
-        except Exception:
-            return codec.dumps((UNSERIALIZABLE, traceback.format_exc()))
-
     def encode_parts(self, msg: Any, codec: Codec | None = None) -> list[BytesLike]:
-        """``encode(msg)`` as parts to write in order (large payloads are not copied)."""
+        """``msg`` encoded, as parts to write in order (large payloads are not copied);
+        a message that cannot be encoded becomes an ``#UNSERIALIZABLE`` reply."""
         codec = codec or self.codec
         assert codec is not None
         try:

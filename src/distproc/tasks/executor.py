@@ -230,7 +230,7 @@ class Executor(concurrent.futures.Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             tid = next(self._ids)
             # A Future takes attributes; its task id lets cancel_futures() find the task.
-            future.distproc_task_id = tid  # type: ignore[attr-defined]
+            future.distproc_task_id = tid  # type: ignore[attr-defined]  # set on purpose, see above
             self._futures[tid] = future
             self._outbox.append((tid, ref or PICKLED_CALLABLE, payload, opts))
             if self._flushing:

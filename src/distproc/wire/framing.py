@@ -28,15 +28,19 @@ import sys
 import threading
 
 from ..errors import ConnectionLostError, FrameTooLargeError, ProtocolError
+from .codecs import BytesLike
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "HANDSHAKE_MAX_FRAME",
     "FrameDecoder",
     "FrameReader",
+    "drop_sent",
     "encode_header",
+    "frame_views",
     "recv_frame",
     "send_frame",
+    "send_frame_parts",
 ]
 
 HEADER = struct.Struct("!i")
@@ -254,19 +258,39 @@ class FrameReader:
         return None
 
 
-def send_frame(sock: socket.socket, payload: bytes | bytearray | memoryview) -> None:
-    """Write one frame with as few system calls as the kernel allows (one, usually)."""
-    header = encode_header(len(payload))
-    if len(payload) <= 65536:
-        sock.sendall(header + bytes(payload))
+#: Frames up to this size are joined and written with one ``sendall``.
+JOIN_LIMIT = 64 * 1024
+
+
+def frame_views(header: bytes, parts: list[BytesLike]) -> list[memoryview]:
+    """``header`` and ``parts`` as byte views for ``sendmsg`` (empty parts left out)."""
+    return [memoryview(header), *(memoryview(part).cast("B") for part in parts if len(part))]
+
+
+def drop_sent(views: list[memoryview], sent: int) -> None:
+    """Remove from the front of ``views`` the ``sent`` bytes that ``sendmsg`` took."""
+    while views and sent >= len(views[0]):
+        sent -= len(views.pop(0))
+    if views and sent:
+        views[0] = views[0][sent:]
+
+
+def send_frame_parts(sock: socket.socket, parts: list[BytesLike]) -> None:
+    """Write one frame made of ``parts`` on a blocking socket, in as few system
+    calls as the kernel allows; a large part is never copied."""
+    size = sum(map(len, parts))
+    header = encode_header(size)
+    if size <= JOIN_LIMIT:
+        sock.sendall(b"".join([header, *parts]))
         return
-    view = memoryview(payload)
-    sent = sock.sendmsg([header, view])
-    if sent < len(header):
-        sock.sendall(header[sent:])
-        sent = len(header)
-    if sent - len(header) < len(view):
-        sock.sendall(view[sent - len(header) :])
+    views = frame_views(header, parts)
+    while views:
+        drop_sent(views, sock.sendmsg(views))
+
+
+def send_frame(sock: socket.socket, payload: BytesLike) -> None:
+    """Write one frame with as few system calls as the kernel allows (one, usually)."""
+    send_frame_parts(sock, [payload])
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytearray:

@@ -67,7 +67,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack  # type: ignore[import-untyped]  # msgpack ships no type stubs
 
 from .. import errors as _errors
 from ..errors import ProtocolError, RemoteError
