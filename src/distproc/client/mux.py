@@ -20,6 +20,7 @@ import atexit
 import collections
 import contextlib
 import itertools
+import logging
 import os
 import socket
 import threading
@@ -28,9 +29,15 @@ from typing import Any
 
 from ..errors import ConnectionLostError, DistprocError, ProtocolError
 from ..spinning import recv_into_spinning
-from ..wire import handshake
+from ..wire import handshake, local
 from ..wire.codecs import BytesLike, Codec, PickleCodec
-from ..wire.framing import DEFAULT_MAX_FRAME, FrameReader, send_frame, send_frame_parts
+from ..wire.framing import (
+    DEFAULT_MAX_FRAME,
+    FrameReader,
+    recv_frame,
+    send_frame,
+    send_frame_parts,
+)
 from ..wire.records import (
     CALL,
     CANCEL,
@@ -48,6 +55,11 @@ from .connection import convert_to_error, open_socket
 __all__ = ["Multiplexer", "close_multiplexers", "decoding_multiplexer", "get_multiplexer"]
 
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
+_log = logging.getLogger("distproc.client")
+#: The largest frame that may carry the server's same-host socket name.
+LOCAL_NAME_MAX = 4096
+#: Seconds the handshake on a same-host socket may take before the client stays on TCP.
+LOCAL_TIMEOUT = 10.0
 #: ``noreply`` calls larger than this wait for their reply all the same.
 DEFER_LIMIT = 64 * 1024
 _decoding = threading.local()
@@ -386,32 +398,38 @@ def get_multiplexer(address: Any, authkey: bytes, serializer: str) -> Multiplexe
     return mux
 
 
+class _Raw:
+    """Whole frames over a blocking socket, for the handshake."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def send_bytes(self, data: bytes) -> None:
+        send_frame(self.sock, data)
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        return recv_frame(self.sock, 256 if maxlength is None else maxlength)
+
+
 def _connect(address: Any, authkey: bytes, serializer: str) -> Multiplexer | None:
-    from ..wire.framing import recv_frame
-
     sock = open_socket(address)
-
-    class _Raw:
-        def send_bytes(self, data: bytes) -> None:
-            send_frame(sock, data)
-
-        def recv_bytes(self, maxlength: int | None = None) -> bytes:
-            return recv_frame(sock, 256 if maxlength is None else maxlength)
-
     flags = handshake.FLAG_PICKLE if serializer == "pickle" else 0
+    if local.enabled() and local.peer_on_loopback(sock):
+        flags |= handshake.FLAG_LOCAL
     try:
         server_flags = handshake.client_handshake(
-            _Raw(), authkey, marker=handshake.make_marker(flags)
+            _Raw(sock), authkey, marker=handshake.make_marker(flags)
         )
+        if server_flags is not None and server_flags & flags & handshake.FLAG_LOCAL:
+            moved = _move_local(sock, authkey, flags & ~handshake.FLAG_LOCAL)
+            if moved is not None:
+                _close_and_wait(sock)
+                sock = moved
+        if server_flags is not None:
+            send_frame(sock, b"".join(record(HELLO, 0, blob=_session_id())))
     except BaseException:
         sock.close()
         raise
-    if server_flags is not None:
-        try:
-            send_frame(sock, b"".join(record(HELLO, 0, blob=_session_id())))
-        except BaseException:
-            sock.close()
-            raise
     if server_flags is None and serializer == "native":
         sock.close()
         raise DistprocError(
@@ -431,6 +449,54 @@ def _connect(address: Any, authkey: bytes, serializer: str) -> Multiplexer | Non
 
         codec = NativeCodec()
     return Multiplexer(sock, codec, address, authkey)
+
+
+def _close_and_wait(sock: socket.socket) -> None:
+    """Close ``sock`` once the server has closed its end, so that, when this
+    returns, the server no longer counts it among its connections."""
+    try:
+        sock.settimeout(LOCAL_TIMEOUT)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def _move_local(sock: socket.socket, authkey: bytes, flags: int) -> socket.socket | None:
+    """Read the server's same-host socket name from ``sock`` and connect there.
+
+    Returns the new, authenticated socket, or ``None`` to stay on ``sock``
+    (the name is not on this host; see :mod:`distproc.wire.local`).
+    """
+    records = list(iter_records(recv_frame(sock, LOCAL_NAME_MAX)))
+    if len(records) != 1 or records[0][0] != HELLO:
+        raise ProtocolError("expected the server's same-host socket name")
+    name = bytes(records[0][4]).decode("utf-8", "replace")
+    if not name.startswith("\0"):  # only the abstract namespace: never a path on disk
+        raise ProtocolError(
+            f"the server named a same-host socket outside the abstract namespace: {name!r}"
+        )
+    moved = socket.socket(socket.AF_UNIX)
+    try:
+        moved.settimeout(LOCAL_TIMEOUT)
+        moved.connect(name)
+        server_flags = handshake.client_handshake(
+            _Raw(moved), authkey, marker=handshake.make_marker(flags)
+        )
+        if server_flags is None or (server_flags ^ flags) & handshake.FLAG_PICKLE:
+            raise ProtocolError("the same-host socket is not the same server")
+        moved.settimeout(None)
+    except (OSError, EOFError, DistprocError) as exc:
+        moved.close()
+        _log.debug("staying on TCP: the same-host socket %r: %s", name, exc)
+        return None
+    except BaseException:
+        moved.close()
+        raise
+    return moved
 
 
 def close_multiplexers(address: Any = None) -> None:

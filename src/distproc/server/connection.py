@@ -22,10 +22,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AuthenticationError, ProtocolError
-from ..wire import handshake
+from ..wire import handshake, local
 from ..wire.codecs import BytesLike, Codec, PickleCodec
 from ..wire.framing import HANDSHAKE_MAX_FRAME, FrameReader, drop_sent, encode_header, frame_views
 from ..wire.messages import RETURN, TRACEBACK
+from ..wire.records import HELLO, record
 from .calls import Call, Message, execute, run_off_loop, traceback_text
 from .threads import Worker
 
@@ -88,6 +89,8 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.reader = FrameReader(HANDSHAKE_MAX_FRAME)
         self.challenge = b""
         self.peer_flags: int | None = None
+        #: Whether this connection's challenge offered the same-host socket.
+        self.local_offered = False
         self.timer: asyncio.TimerHandle | None = None
         self.name = ""
         self.requests: deque[BytesLike] = deque()
@@ -105,7 +108,11 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]  # a stream transport (any loop)
         self.peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family != socket.AF_UNIX:
+        if sock is not None and sock.family == socket.AF_UNIX:
+            if not self.peer:  # an unbound client socket: name it by its process
+                pid = local.peer_pid(sock)
+                self.peer = f"local process {pid}" if pid else "local process"
+        elif sock is not None:
             # A big send buffer lets one send() take a whole large reply; with
             # the kernel's 16 KiB start, asyncio would send it piece by piece,
             # one loop iteration each.  Memory is used only while data waits.
@@ -119,6 +126,9 @@ class ServerConnection(asyncio.BufferedProtocol):
             server.config.handshake_timeout, self._handshake_timeout
         )
         flags = handshake.FLAG_PICKLE if server.allow_pickle else 0
+        if server.local_address is not None and sock is not None and local.peer_on_loopback(sock):
+            self.local_offered = True
+            flags |= handshake.FLAG_LOCAL
         self.challenge = handshake.make_challenge(marker=handshake.make_marker(flags))
         self.send(handshake.CHALLENGE + self.challenge)
 
@@ -278,6 +288,9 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.session = NativeSession(self, codec)
             self.state = _NATIVE
             self.protocol = "native"
+            name = server.local_address
+            if name is not None and self.local_offered and self.peer_flags & handshake.FLAG_LOCAL:
+                self.send(b"".join(record(HELLO, 0, blob=name.encode())))
         elif server.codec is None:
             log.warning(
                 "refusing %s: this server speaks only the native protocol (serializer='native')",

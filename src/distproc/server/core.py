@@ -31,6 +31,7 @@ from typing import Any
 from ..addresses import format_address
 from ..errors import ConnectionLostError
 from ..spinning import new_event_loop
+from ..wire import local
 from ..wire.codecs import BytesLike, Codec, get_codec
 from ..wire.framing import DEFAULT_MAX_FRAME
 from ..wire.messages import PROXY, RETURN, UNSERIALIZABLE, Token
@@ -87,6 +88,9 @@ class ServerConfig:
     #: Seconds a native client's references outlive its connection, so that a
     #: process that reconnects (after a network error) finds its objects again.
     reconnect_grace: float = 10.0
+    #: Offer native clients on this host a Unix socket in place of loopback TCP
+    #: (Linux; see :mod:`distproc.wire.local`).
+    local_socket: bool = True
 
 
 def _bind(address: Any, backlog: int) -> socket.socket:
@@ -160,6 +164,8 @@ class Server:
         self._sock = _bind(("127.0.0.1", 0) if address is None else address, self.config.backlog)
         name = self._sock.getsockname()
         self.address: Any = name if isinstance(name, str) else (name[0], name[1])
+        #: The same-host Unix socket's name while it is served (see :mod:`distproc.wire.local`).
+        self.local_address: str | None = None
         self.table = ObjectTable()
         self.pool = ElasticPool()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -187,6 +193,7 @@ class Server:
             srv = loop.run_until_complete(
                 loop.create_server(lambda: ServerConnection(self), sock=self._sock)
             )
+            local_srv = self._serve_local(loop)
             self.started_at = time.monotonic()
             for callback in self.on_start:
                 callback()
@@ -199,12 +206,33 @@ class Server:
                     loop.run_until_complete(stop)
             finally:
                 srv.close()
+                if local_srv is not None:
+                    local_srv.close()
+                    self.local_address = None
                 loop.run_until_complete(self._close_connections())
         finally:
             self.pool.shutdown()
             loop.close()
             self._sock.close()
             self.stopped.set()
+
+    def _serve_local(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractServer | None:
+        """Listen on a same-host Unix socket too, if this server listens on TCP."""
+        if not (
+            self.config.local_socket
+            and local.enabled()
+            and self._sock.family in (socket.AF_INET, socket.AF_INET6)
+        ):
+            return None
+        name = local.new_name()
+        try:
+            sock = _bind(name, self.config.backlog)
+        except OSError as exc:
+            log.info("no same-host socket: %s", exc)
+            return None
+        srv = loop.run_until_complete(loop.create_server(lambda: ServerConnection(self), sock=sock))
+        self.local_address = name
+        return srv
 
     def serve_forever(self) -> None:
         """Serve until shut down, then exit the process, as the stdlib's server does."""

@@ -21,7 +21,8 @@ compares digests with :func:`hmac.compare_digest`.
 
 **Upgrade marker.**  A distproc peer starts the random part of its challenge
 with a marker: ``MAGIC`` (4 bytes), the native protocol version (1 byte) and
-flags (1 byte; bit 0: this side allows pickle), followed by 34 random bytes.
+flags (1 byte; bit 0: this side allows pickle; bit 1: this side would move to
+a same-host socket, see :mod:`.local`), followed by 34 random bytes.
 Stdlib peers see random bytes and answer as usual.  Each side learns from the
 other's challenge whether it speaks distproc's native protocol, and the marker
 is authenticated: the peer's HMAC covers the whole challenge.
@@ -38,6 +39,7 @@ from ..errors import AuthenticationError
 __all__ = [
     "CHALLENGE",
     "FAILURE",
+    "FLAG_LOCAL",
     "FLAG_PICKLE",
     "WELCOME",
     "ByteChannel",
@@ -59,6 +61,7 @@ _LEGACY_LENGTHS = (16, 20)
 MAGIC = b"\xd1\x57dp"
 NATIVE_VERSION = 1
 FLAG_PICKLE = 0x01
+FLAG_LOCAL = 0x02
 _MAX_DIGEST_NAME = max(len(d) for d in ALLOWED_DIGESTS)
 
 

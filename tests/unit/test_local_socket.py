@@ -1,0 +1,211 @@
+"""Same-host native clients move from loopback TCP to the server's Unix socket.
+
+See :mod:`distproc.wire.local`.  Real servers on port 0, real sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from distproc.client.connection import Client, dispatch
+from distproc.client.mux import close_multiplexers
+from distproc.errors import AuthenticationError
+from distproc.managers import BaseManager
+from distproc.server import ServerConfig
+from distproc.wire import handshake, local
+from distproc.wire.framing import recv_frame, send_frame
+
+AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
+ServeFn = Any
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="abstract Unix sockets are Linux's"
+)
+
+
+class QM(BaseManager):
+    pass
+
+
+QM.register("Queue", queue.Queue)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv(local.ENV, raising=False)
+    close_multiplexers()
+    yield
+    close_multiplexers()
+
+
+class _Raw:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def send_bytes(self, data: bytes) -> None:
+        send_frame(self.sock, data)
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        return recv_frame(self.sock, 256)
+
+
+def _server_flags(address: Any, family: int = socket.AF_INET) -> int | None:
+    """The upgrade flags in the server's challenge to a fresh connection from here."""
+    with socket.socket(family) as sock:
+        sock.connect(address)
+        challenge = recv_frame(sock, 256)
+    assert challenge.startswith(handshake.CHALLENGE)
+    return handshake.read_marker(challenge[len(handshake.CHALLENGE) :])
+
+
+def _family_of(proxy: Any) -> int:
+    mux = proxy._native()
+    assert mux is not None
+    return int(mux.sock.family)
+
+
+def test_a_native_client_on_this_host_moves_to_the_unix_socket(serve: ServeFn) -> None:
+    server, client = serve(QM)
+    assert server.local_address is not None and server.local_address.startswith("\0")
+    q: Any = client.Queue()
+    mux = q._native()
+    assert mux.sock.family == socket.AF_UNIX
+    assert mux.sock.getpeername() == server.local_address.encode()
+    q.put([1, "two"])
+    assert q.get() == [1, "two"]
+    # The TCP connection it came by is gone by the time the move is done.
+    [conn] = server.connections
+    assert conn.protocol == "native" and conn.peer == f"local process {os.getpid()}"
+
+
+def test_the_unix_socket_asks_for_the_authkey(serve: ServeFn) -> None:
+    server, _ = serve(QM)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(server.local_address)
+        with pytest.raises(AuthenticationError):
+            handshake.client_handshake(_Raw(sock), b"not-the-key")
+    # With the key, it serves the stdlib's protocol as the TCP socket does.
+    with Client(server.local_address, AUTHKEY) as conn:
+        assert dispatch(conn, None, "number_of_objects") == 0
+
+
+def test_offered_only_to_loopback_peers(serve: ServeFn) -> None:
+    server, _ = serve(QM)
+    flags = _server_flags(server.address)
+    assert flags is not None and flags & handshake.FLAG_LOCAL
+    # Over the Unix socket itself there is nothing more to offer.
+    flags = _server_flags(server.local_address, socket.AF_UNIX)
+    assert flags is not None and not flags & handshake.FLAG_LOCAL
+
+
+#: Run in a network namespace of its own, where ``lo`` also has 198.18.0.1: an
+#: address of this host that is not a loopback address.
+_OFF_LOOPBACK = """
+import queue, socket, threading
+from distproc.managers import BaseManager
+from distproc.wire import handshake
+from distproc.wire.framing import recv_frame
+
+class QM(BaseManager):
+    pass
+
+QM.register("Queue", queue.Queue)
+server = QM(address=("198.18.0.1", 0), authkey=b"k").get_server()
+threading.Thread(target=server.serve, daemon=True).start()
+assert server.started.wait(10)
+with socket.create_connection(server.address) as sock:
+    challenge = recv_frame(sock, 256)
+flags = handshake.read_marker(challenge[len(handshake.CHALLENGE):])
+client = QM(address=server.address, authkey=b"k")
+client.connect()
+q = client.Queue()
+q.put(5)
+print("offered", bool(flags & handshake.FLAG_LOCAL), "family", q._native().sock.family.name,
+      "got", q.get(), "local", server.local_address is not None)
+server.stop()
+"""
+
+
+def test_not_offered_off_loopback() -> None:
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if os.geteuid() != 0 or unshare is None or ip is None:
+        pytest.skip("needs a network namespace of its own (root, unshare, ip)")
+    setup = f'{ip} link set lo up && {ip} addr add 198.18.0.1/32 dev lo && exec "$0" "$@"'
+    run = subprocess.run(
+        [unshare, "--net", "sh", "-c", setup, sys.executable, "-c", _OFF_LOOPBACK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if run.returncode != 0 and "Operation not permitted" in run.stderr:
+        pytest.skip(f"no network namespace here: {run.stderr.strip()}")
+    assert run.returncode == 0, run.stderr
+    # The server listens on a Unix socket, but offers it to nobody off loopback.
+    assert run.stdout.split() == [
+        "offered",
+        "False",
+        "family",
+        "AF_INET",
+        "got",
+        "5",
+        "local",
+        "True",
+    ]
+
+
+def test_turned_off_on_either_side(serve: ServeFn, monkeypatch: pytest.MonkeyPatch) -> None:
+    server, client = serve(QM, config=ServerConfig(local_socket=False))
+    assert server.local_address is None
+    flags = _server_flags(server.address)
+    assert flags is not None and not flags & handshake.FLAG_LOCAL
+    assert _family_of(client.Queue()) == socket.AF_INET
+
+    offering, other = serve(QM)
+    assert offering.local_address is not None
+    monkeypatch.setenv(local.ENV, "0")
+    close_multiplexers()  # connect() may have opened one already
+    assert _family_of(other.Queue()) == socket.AF_INET
+
+
+def test_a_name_that_is_not_on_this_host_keeps_tcp(serve: ServeFn) -> None:
+    """As behind a tunnel (``ssh -L``): loopback both ways, but another host's name."""
+    server, client = serve(QM)
+    server.local_address = local.new_name()  # nothing listens there
+    close_multiplexers()  # connect() may have opened one already
+    q: Any = client.Queue()
+    assert _family_of(q) == socket.AF_INET
+    q.put(3)
+    assert q.get() == 3
+    [conn] = server.connections
+    assert conn.protocol == "native"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.3.2.1", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),  # an IPv4 client of a dual-stack server
+        ("localhost", True),
+        ("198.18.0.1", False),
+        ("::ffff:198.18.0.1", False),
+        ("fe80::1%lo", False),
+        ("not an address", False),
+    ],
+)
+def test_loopback_addresses(host: str, loopback: bool) -> None:
+    from distproc.addresses import is_loopback
+
+    assert is_loopback(host) is loopback
