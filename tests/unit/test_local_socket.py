@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,6 +86,23 @@ def test_a_native_client_on_this_host_moves_to_the_unix_socket(serve: ServeFn) -
     # The TCP connection it came by is gone by the time the move is done.
     [conn] = server.connections
     assert conn.protocol == "native" and conn.peer == f"local process {os.getpid()}"
+
+
+def test_a_client_waiting_in_the_backlog_is_offered_it_too() -> None:
+    """A client may connect before ``serve()`` runs (the socket listens from the
+    start): the Unix socket must be ready before the first TCP accept."""
+    server = QM(address=("127.0.0.1", 0), authkey=AUTHKEY).get_server()
+    with socket.create_connection(server.address, timeout=10) as early:
+        thread = threading.Thread(target=server.serve, daemon=True)
+        thread.start()
+        try:
+            challenge = recv_frame(early, 256)
+            flags = handshake.read_marker(challenge[len(handshake.CHALLENGE) :])
+            assert flags is not None and flags & handshake.FLAG_LOCAL
+        finally:
+            server.stop()
+            thread.join(10)
+    assert not thread.is_alive()
 
 
 def test_the_unix_socket_asks_for_the_authkey(serve: ServeFn) -> None:

@@ -187,13 +187,15 @@ class Server:
         """Run until :meth:`stop`, a ``shutdown`` request or Ctrl-C; then return."""
         loop = new_event_loop()
         self.loop = loop
+        local_srv: asyncio.AbstractServer | None = None
         try:
             stop = loop.create_future()
             self._stop_future = stop
+            # The Unix socket first: a TCP client accepted before it exists would not be offered it.
+            local_srv = self._serve_local(loop)
             srv = loop.run_until_complete(
                 loop.create_server(lambda: ServerConnection(self), sock=self._sock)
             )
-            local_srv = self._serve_local(loop)
             self.started_at = time.monotonic()
             for callback in self.on_start:
                 callback()
@@ -208,9 +210,11 @@ class Server:
                 srv.close()
                 if local_srv is not None:
                     local_srv.close()
-                    self.local_address = None
                 loop.run_until_complete(self._close_connections())
         finally:
+            if local_srv is not None:
+                local_srv.close()  # again, in case the TCP server could not be made
+                self.local_address = None
             self.pool.shutdown()
             loop.close()
             self._sock.close()
