@@ -105,6 +105,17 @@ def test_a_client_waiting_in_the_backlog_is_offered_it_too() -> None:
     assert not thread.is_alive()
 
 
+@pytest.mark.parametrize(("server", "client"), [("pickle", "native"), ("native", "native")])
+def test_native_serializers_move_too(serve: ServeFn, server: str, client: str) -> None:
+    srv, _ = serve(QM, serializer=server)
+    manager = QM(address=srv.address, authkey=AUTHKEY, serializer=client)
+    manager.connect()
+    q: Any = manager.Queue()  # type: ignore[attr-defined]
+    assert _family_of(q) == socket.AF_UNIX
+    q.put({"a": (1, 2)})
+    assert q.get() == {"a": (1, 2)}
+
+
 def test_the_unix_socket_asks_for_the_authkey(serve: ServeFn) -> None:
     server, _ = serve(QM)
     with socket.socket(socket.AF_UNIX) as sock:

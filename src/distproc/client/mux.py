@@ -421,7 +421,7 @@ def _connect(address: Any, authkey: bytes, serializer: str) -> Multiplexer | Non
             _Raw(sock), authkey, marker=handshake.make_marker(flags)
         )
         if server_flags is not None and server_flags & flags & handshake.FLAG_LOCAL:
-            moved = _move_local(sock, authkey, flags & ~handshake.FLAG_LOCAL)
+            moved = _move_local(sock, authkey, flags & ~handshake.FLAG_LOCAL, server_flags)
             if moved is not None:
                 _close_and_wait(sock)
                 sock = moved
@@ -465,8 +465,11 @@ def _close_and_wait(sock: socket.socket) -> None:
         sock.close()
 
 
-def _move_local(sock: socket.socket, authkey: bytes, flags: int) -> socket.socket | None:
-    """Read the server's same-host socket name from ``sock`` and connect there.
+def _move_local(
+    sock: socket.socket, authkey: bytes, flags: int, server_flags: int
+) -> socket.socket | None:
+    """Read the server's same-host socket name from ``sock`` and connect there,
+    sending ``flags``; the server there must answer as it did (``server_flags``).
 
     Returns the new, authenticated socket, or ``None`` to stay on ``sock``
     (the name is not on this host; see :mod:`distproc.wire.local`).
@@ -483,11 +486,11 @@ def _move_local(sock: socket.socket, authkey: bytes, flags: int) -> socket.socke
     try:
         moved.settimeout(LOCAL_TIMEOUT)
         moved.connect(name)
-        server_flags = handshake.client_handshake(
+        there = handshake.client_handshake(
             _Raw(moved), authkey, marker=handshake.make_marker(flags)
         )
-        if server_flags is None or (server_flags ^ flags) & handshake.FLAG_PICKLE:
-            raise ProtocolError("the same-host socket is not the same server")
+        if there is None or (there ^ server_flags) & handshake.FLAG_PICKLE:
+            raise ProtocolError("the same-host socket is not served like the TCP one")
         moved.settimeout(None)
     except (OSError, EOFError, DistprocError) as exc:
         moved.close()
