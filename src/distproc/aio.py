@@ -26,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import weakref
 from typing import Any
 
 from .client.connection import convert_to_error
-from .errors import AuthenticationError, ConnectionLostError, DistprocError
-from .wire import handshake
+from .errors import AuthenticationError, ConnectionLostError, DistprocError, ProtocolError
+from .wire import handshake, local
 from .wire.codecs import Codec, PickleCodec
 from .wire.framing import DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME, FrameDecoder, encode_header
 from .wire.messages import PROXY, RETURN, Token
@@ -49,6 +50,8 @@ from .wire.records import (
 )
 
 __all__ = ["AsyncManager", "AsyncProxy", "connect"]
+
+log = logging.getLogger("distproc.client")
 
 
 class _Stream:
@@ -236,6 +239,32 @@ class AsyncProxy:
         return f"<AsyncProxy object, typeid {self._token.typeid!r} at {id(self):#x}>"
 
 
+async def _move_local(
+    stream: _Stream, authkey: bytes, flags: int, server_flags: int
+) -> _Stream | None:
+    """The asyncio twin of :func:`distproc.client.mux._move_local`: read the
+    server's same-host socket name and connect there, or return ``None``."""
+    name = local.parse_name_frame(await stream.recv())
+    writer: asyncio.StreamWriter | None = None
+    try:
+        opened = await asyncio.wait_for(asyncio.open_unix_connection(name), local.TIMEOUT)
+        writer = opened[1]
+        moved = _Stream(*opened)
+        there = await asyncio.wait_for(_handshake(moved, authkey, flags), local.TIMEOUT)
+        if there is None or (there ^ server_flags) & handshake.FLAG_PICKLE:
+            raise ProtocolError("the same-host socket is not served like the TCP one")
+    except (OSError, EOFError, asyncio.TimeoutError, DistprocError) as exc:
+        if writer is not None:
+            writer.close()
+        log.debug("staying on TCP: the same-host socket %r: %s", name, exc)
+        return None
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    return moved
+
+
 async def connect(
     address: Any,
     authkey: bytes | str,
@@ -250,12 +279,24 @@ async def connect(
     stream = _Stream(reader, writer)
     try:
         flags = handshake.FLAG_PICKLE if serializer == "pickle" else 0
+        sock = writer.get_extra_info("socket")
+        if local.enabled() and sock is not None and local.peer_on_loopback(sock):
+            flags |= handshake.FLAG_LOCAL
         server_flags = await _handshake(stream, key, flags)
         if server_flags is None:
             raise DistprocError(
                 f"{address!r} is not a distproc server: distproc.aio needs request ids; "
                 "for a stdlib server, call a regular proxy with loop.run_in_executor"
             )
+        if server_flags & flags & handshake.FLAG_LOCAL:
+            moved = await _move_local(stream, key, flags & ~handshake.FLAG_LOCAL, server_flags)
+            if moved is not None:
+                writer.write_eof()  # then wait for the server to close: see client.mux
+                with contextlib.suppress(OSError, asyncio.TimeoutError):
+                    while await asyncio.wait_for(reader.read(4096), local.TIMEOUT):
+                        pass
+                writer.close()
+                stream, writer = moved, moved.writer
         codec: Codec
         if flags and server_flags & handshake.FLAG_PICKLE:
             codec = PickleCodec()

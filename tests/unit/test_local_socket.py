@@ -5,6 +5,7 @@ See :mod:`distproc.wire.local`.  Real servers on port 0, real sockets.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import distproc.aio
 from distproc.client.connection import Client, dispatch
 from distproc.client.mux import close_multiplexers
 from distproc.errors import AuthenticationError
@@ -114,6 +116,23 @@ def test_native_serializers_move_too(serve: ServeFn, server: str, client: str) -
     assert _family_of(q) == socket.AF_UNIX
     q.put({"a": (1, 2)})
     assert q.get() == {"a": (1, 2)}
+
+
+def test_the_asyncio_client_moves_too(serve: ServeFn) -> None:
+    server, _ = serve(QM)
+
+    async def main() -> tuple[int, Any, int]:
+        manager = await distproc.aio.connect(server.address, AUTHKEY, QM)
+        try:
+            q = await manager.Queue()
+            await q.put("x")
+            family = manager._stream.writer.get_extra_info("socket").family
+            return family, await q.get(), len(server.connections)
+        finally:
+            await manager.aclose()
+
+    # The TCP connection it came by is gone by the time connect() returns.
+    assert asyncio.run(main()) == (socket.AF_UNIX, "x", 2)  # and the fixture's client
 
 
 def test_the_unix_socket_asks_for_the_authkey(serve: ServeFn) -> None:

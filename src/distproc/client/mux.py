@@ -56,10 +56,6 @@ __all__ = ["Multiplexer", "close_multiplexers", "decoding_multiplexer", "get_mul
 
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
 _log = logging.getLogger("distproc.client")
-#: The largest frame that may carry the server's same-host socket name.
-LOCAL_NAME_MAX = 4096
-#: Seconds the handshake on a same-host socket may take before the client stays on TCP.
-LOCAL_TIMEOUT = 10.0
 #: ``noreply`` calls larger than this wait for their reply all the same.
 DEFER_LIMIT = 64 * 1024
 _decoding = threading.local()
@@ -455,7 +451,7 @@ def _close_and_wait(sock: socket.socket) -> None:
     """Close ``sock`` once the server has closed its end, so that, when this
     returns, the server no longer counts it among its connections."""
     try:
-        sock.settimeout(LOCAL_TIMEOUT)
+        sock.settimeout(local.TIMEOUT)
         sock.shutdown(socket.SHUT_WR)
         while sock.recv(4096):
             pass
@@ -474,17 +470,10 @@ def _move_local(
     Returns the new, authenticated socket, or ``None`` to stay on ``sock``
     (the name is not on this host; see :mod:`distproc.wire.local`).
     """
-    records = list(iter_records(recv_frame(sock, LOCAL_NAME_MAX)))
-    if len(records) != 1 or records[0][0] != HELLO:
-        raise ProtocolError("expected the server's same-host socket name")
-    name = bytes(records[0][4]).decode("utf-8", "replace")
-    if not name.startswith("\0"):  # only the abstract namespace: never a path on disk
-        raise ProtocolError(
-            f"the server named a same-host socket outside the abstract namespace: {name!r}"
-        )
+    name = local.parse_name_frame(recv_frame(sock, local.NAME_MAX))
     moved = socket.socket(socket.AF_UNIX)
     try:
-        moved.settimeout(LOCAL_TIMEOUT)
+        moved.settimeout(local.TIMEOUT)
         moved.connect(name)
         there = handshake.client_handshake(
             _Raw(moved), authkey, marker=handshake.make_marker(flags)

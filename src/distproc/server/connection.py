@@ -26,7 +26,6 @@ from ..wire import handshake, local
 from ..wire.codecs import BytesLike, Codec, PickleCodec
 from ..wire.framing import HANDSHAKE_MAX_FRAME, FrameReader, drop_sent, encode_header, frame_views
 from ..wire.messages import RETURN, TRACEBACK
-from ..wire.records import HELLO, record
 from .calls import Call, Message, execute, run_off_loop, traceback_text
 from .threads import Worker
 
@@ -290,7 +289,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.protocol = "native"
             name = server.local_address
             if name is not None and self.local_offered and self.peer_flags & handshake.FLAG_LOCAL:
-                self.send(b"".join(record(HELLO, 0, blob=name.encode())))
+                self.send(local.name_frame(name))
         elif server.codec is None:
             log.warning(
                 "refusing %s: this server speaks only the native protocol (serializer='native')",

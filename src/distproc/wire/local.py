@@ -32,10 +32,27 @@ import struct
 import sys
 
 from ..addresses import is_loopback
+from ..errors import ProtocolError
+from .codecs import BytesLike
+from .records import HELLO, iter_records, record
 
-__all__ = ["ENV", "enabled", "new_name", "peer_on_loopback", "peer_pid"]
+__all__ = [
+    "ENV",
+    "NAME_MAX",
+    "TIMEOUT",
+    "enabled",
+    "name_frame",
+    "new_name",
+    "parse_name_frame",
+    "peer_on_loopback",
+    "peer_pid",
+]
 
 ENV = "DISTPROC_LOCAL_SOCKET"
+#: The largest frame that may carry the name.
+NAME_MAX = 4096
+#: Seconds that moving to the Unix socket may take before the client stays on TCP.
+TIMEOUT = 10.0
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -47,6 +64,24 @@ def enabled() -> bool:
 def new_name() -> str:
     """A fresh name in the abstract namespace (the leading NUL puts it there)."""
     return f"\0distproc-{os.getpid()}-{os.urandom(16).hex()}"
+
+
+def name_frame(name: str) -> bytes:
+    """The server's frame that names its Unix socket (step 2 above)."""
+    return b"".join(record(HELLO, 0, blob=name.encode()))
+
+
+def parse_name_frame(frame: BytesLike) -> str:
+    """The name in the server's frame; refuses anything but an abstract name."""
+    records = list(iter_records(frame))
+    if len(records) != 1 or records[0][0] != HELLO:
+        raise ProtocolError("expected the server's same-host socket name")
+    name = bytes(records[0][4]).decode("utf-8", "replace")
+    if not name.startswith("\0"):  # never a path on disk
+        raise ProtocolError(
+            f"the server named a same-host socket outside the abstract namespace: {name!r}"
+        )
+    return name
 
 
 def peer_on_loopback(sock: socket.socket) -> bool:
