@@ -7,6 +7,9 @@ After the handshake a connection speaks:
   calls answered strictly in order, one at a time;
 * distproc's native protocol (:mod:`.native`), when the peer's challenge
   carried the upgrade marker (see :mod:`distproc.wire.handshake`).
+
+A native peer on loopback is first told the name of the server's same-host
+Unix socket, if both sides asked for it (:mod:`distproc.wire.local`).
 """
 
 from __future__ import annotations

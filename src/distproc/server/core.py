@@ -234,7 +234,13 @@ class Server:
         except OSError as exc:
             log.info("no same-host socket: %s", exc)
             return None
-        srv = loop.run_until_complete(loop.create_server(lambda: ServerConnection(self), sock=sock))
+        try:
+            srv = loop.run_until_complete(
+                loop.create_server(lambda: ServerConnection(self), sock=sock)
+            )
+        except BaseException:
+            sock.close()
+            raise
         self.local_address = name
         return srv
 
