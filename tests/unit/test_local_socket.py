@@ -9,10 +9,12 @@ import asyncio
 import os
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +23,7 @@ import pytest
 import distproc.aio
 from distproc.client.connection import Client, dispatch
 from distproc.client.mux import close_multiplexers
-from distproc.errors import AuthenticationError
+from distproc.errors import AuthenticationError, ConnectionLostError
 from distproc.managers import BaseManager
 from distproc.server import ServerConfig
 from distproc.wire import handshake, local
@@ -133,6 +135,59 @@ def test_the_asyncio_client_moves_too(serve: ServeFn) -> None:
 
     # The TCP connection it came by is gone by the time connect() returns.
     assert asyncio.run(main()) == (socket.AF_UNIX, "x", 2)  # and the fixture's client
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc (``T``: stopped)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.parametrize("family", [socket.AF_UNIX, socket.AF_INET])
+def test_a_server_killed_under_a_waiting_get_is_noticed(
+    family: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kill -9`` of the server process: a get() waiting on its socket gets
+    ConnectionLostError at once (the kernel ends the socket), not a hang and
+    not the bare ConnectionResetError of a socket that had unread bytes."""
+    if family == socket.AF_INET:
+        monkeypatch.setenv(local.ENV, "0")  # the server process inherits it
+    manager = QM(address=("127.0.0.1", 0), authkey=AUTHKEY)
+    manager.start()
+    try:
+        q: Any = manager.Queue()  # type: ignore[attr-defined]
+        mux = q._native()
+        assert mux.sock.family == family
+        outcome: list[BaseException] = []
+        done = threading.Event()
+
+        def wait() -> None:
+            try:
+                q.get()
+            except BaseException as exc:
+                outcome.append(exc)
+            done.set()
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while not mux._slots:  # the get() is sent and waits for its reply
+            assert time.monotonic() < deadline, "the get() was never sent"
+            time.sleep(0.001)
+        process = manager._process
+        # Stopped, the server cannot read the put below: it dies with bytes
+        # unread, and the kernel resets the connection instead of ending it.
+        os.kill(process.pid, signal.SIGSTOP)
+        while _state(process.pid) != "T":  # stopped: the signal has taken effect
+            assert time.monotonic() < deadline, "the server did not stop"
+            time.sleep(0.001)
+        q.put("never read")  # an unbounded queue's put does not wait for its reply
+        os.kill(process.pid, signal.SIGKILL)
+        assert done.wait(5), "the waiting get() did not notice the server's death"
+        assert len(outcome) == 1 and isinstance(outcome[0], ConnectionLostError), outcome
+        process.join(5)
+    finally:
+        close_multiplexers()
 
 
 def test_the_unix_socket_asks_for_the_authkey(serve: ServeFn) -> None:

@@ -269,6 +269,10 @@ class Multiplexer:
                     if isinstance(exc, Exception):
                         self._break(exc)  # closed, reset, or a frame over the limit
                     self._wake_sleepers(all_of_them=True)
+                if isinstance(exc, OSError) and not isinstance(exc, DistprocError):
+                    # A reset (the server died with our bytes unread) is a lost
+                    # connection like an end of file, for this thread as for the others.
+                    raise self._lost() from exc
                 raise
             with lock:
                 self._reading = False
