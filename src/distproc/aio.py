@@ -32,7 +32,7 @@ import weakref
 from typing import Any
 
 from .client.connection import convert_to_error
-from .errors import AuthenticationError, ConnectionLostError, DistprocError, ProtocolError
+from .errors import AuthenticationError, ConnectionLostError, DistprocError
 from .wire import handshake, local
 from .wire.codecs import Codec, PickleCodec
 from .wire.framing import DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME, FrameDecoder, encode_header
@@ -251,8 +251,7 @@ async def _move_local(
         writer = opened[1]
         moved = _Stream(*opened)
         there = await asyncio.wait_for(_handshake(moved, authkey, flags), local.TIMEOUT)
-        if there is None or (there ^ server_flags) & handshake.FLAG_PICKLE:
-            raise ProtocolError("the same-host socket is not served like the TCP one")
+        local.check_same_server(there, server_flags)
     except (OSError, EOFError, asyncio.TimeoutError, DistprocError) as exc:
         if writer is not None:
             writer.close()
@@ -279,8 +278,7 @@ async def connect(
     stream = _Stream(reader, writer)
     try:
         flags = handshake.FLAG_PICKLE if serializer == "pickle" else 0
-        sock = writer.get_extra_info("socket")
-        if local.enabled() and sock is not None and local.peer_on_loopback(sock):
+        if local.client_asks(writer.get_extra_info("socket")):
             flags |= handshake.FLAG_LOCAL
         server_flags = await _handshake(stream, key, flags)
         if server_flags is None:

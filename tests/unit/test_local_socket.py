@@ -27,7 +27,7 @@ from distproc.errors import AuthenticationError, ConnectionLostError
 from distproc.managers import BaseManager
 from distproc.server import ServerConfig
 from distproc.wire import handshake, local
-from distproc.wire.framing import recv_frame, send_frame
+from distproc.wire.framing import recv_frame
 
 AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
 ServeFn = Any
@@ -50,17 +50,6 @@ def _fresh_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     close_multiplexers()
     yield
     close_multiplexers()
-
-
-class _Raw:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def send_bytes(self, data: bytes) -> None:
-        send_frame(self.sock, data)
-
-    def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        return recv_frame(self.sock, 256)
 
 
 def _server_flags(address: Any, family: int = socket.AF_INET) -> int | None:
@@ -192,11 +181,8 @@ def test_a_server_killed_under_a_waiting_get_is_noticed(
 
 def test_the_unix_socket_asks_for_the_authkey(serve: ServeFn) -> None:
     server, _ = serve(QM)
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(10)
-        sock.connect(server.local_address)
-        with pytest.raises(AuthenticationError):
-            handshake.client_handshake(_Raw(sock), b"not-the-key")
+    with pytest.raises(AuthenticationError):
+        Client(server.local_address, b"not-the-key", timeout=10)
     # With the key, it serves the stdlib's protocol as the TCP socket does.
     with Client(server.local_address, AUTHKEY) as conn:
         assert dispatch(conn, None, "number_of_objects") == 0

@@ -414,7 +414,7 @@ class _Raw:
 def _connect(address: Any, authkey: bytes, serializer: str) -> Multiplexer | None:
     sock = open_socket(address)
     flags = handshake.FLAG_PICKLE if serializer == "pickle" else 0
-    if local.enabled() and local.peer_on_loopback(sock):
+    if local.client_asks(sock):
         flags |= handshake.FLAG_LOCAL
     try:
         server_flags = handshake.client_handshake(
@@ -482,8 +482,7 @@ def _move_local(
         there = handshake.client_handshake(
             _Raw(moved), authkey, marker=handshake.make_marker(flags)
         )
-        if there is None or (there ^ server_flags) & handshake.FLAG_PICKLE:
-            raise ProtocolError("the same-host socket is not served like the TCP one")
+        local.check_same_server(there, server_flags)
         moved.settimeout(None)
     except (OSError, EOFError, DistprocError) as exc:
         moved.close()

@@ -34,12 +34,15 @@ import sys
 from ..addresses import is_loopback
 from ..errors import ProtocolError
 from .codecs import BytesLike
+from .handshake import FLAG_PICKLE
 from .records import HELLO, iter_records, record
 
 __all__ = [
     "ENV",
     "NAME_MAX",
     "TIMEOUT",
+    "check_same_server",
+    "client_asks",
     "enabled",
     "name_frame",
     "new_name",
@@ -59,6 +62,18 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 def enabled() -> bool:
     """Whether this process may use same-host sockets: Linux, and not turned off."""
     return sys.platform.startswith("linux") and os.environ.get(ENV, "1").strip() != "0"
+
+
+def client_asks(sock: socket.socket | None) -> bool:
+    """Whether a client connected by ``sock`` asks to move (step 1 above)."""
+    return sock is not None and enabled() and peer_on_loopback(sock)
+
+
+def check_same_server(there: int | None, here: int) -> None:
+    """Refuse the Unix socket unless its server's upgrade flags (``there``)
+    say what the TCP one's did (``here``): a distproc peer, pickle alike."""
+    if there is None or (there ^ here) & FLAG_PICKLE:
+        raise ProtocolError("the same-host socket is not served like the TCP one")
 
 
 def new_name() -> str:
