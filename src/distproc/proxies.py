@@ -175,12 +175,16 @@ class BaseProxy:
 
     def _callmethod(self, methodname: str, args: Any = (), kwds: Any = None) -> Any:
         """Call ``methodname`` on the referent and return a copy of the result."""
-        mux = self._native()
+        mux = self._mux
+        if mux is None or mux.broken is not None or mux.generation != _mux_module._generation:
+            mux = self._native()
         if mux is not None:
             mux.raise_deferred()
             if methodname in self._defer:
                 return mux.call_noreply(self._id, methodname, tuple(args), kwds)
             kind, result = mux.call(self._id, methodname, args, kwds)
+            if kind == RETURN:
+                return result
             return self._result(kind, result, native=True)
         conn: Connection | None = getattr(self._tls, "connection", None)
         if conn is None:

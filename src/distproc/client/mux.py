@@ -28,11 +28,12 @@ from _thread import allocate_lock as _allocate_lock
 from typing import Any
 
 from ..errors import ConnectionLostError, DistprocError, ProtocolError
-from ..spinning import recv_into_spinning
+from ..spinning import recv_into_spinning, spin_seconds
 from ..wire import handshake, local
 from ..wire.codecs import BytesLike, Codec, PickleCodec
 from ..wire.framing import (
     DEFAULT_MAX_FRAME,
+    JOIN_LIMIT,
     FrameReader,
     recv_frame,
     send_frame,
@@ -42,9 +43,11 @@ from ..wire.records import (
     CALL,
     CANCEL,
     DEFERRED,
+    FRAMED_RECORD,
     HELLO,
     KINDS,
     NOREPLY,
+    RECORD,
     REPLY,
     iter_records,
     record,
@@ -58,6 +61,8 @@ _WAITALL = getattr(socket, "MSG_WAITALL", 0)
 _log = logging.getLogger("distproc.client")
 #: ``noreply`` calls larger than this wait for their reply all the same.
 DEFER_LIMIT = 64 * 1024
+#: Calls up to this size may go out in a frame of their own, joined in memory.
+_ALONE_LIMIT = JOIN_LIMIT - FRAMED_RECORD.size
 _decoding = threading.local()
 
 
@@ -96,6 +101,8 @@ class Multiplexer:
         self._slots: dict[int, _Slot] = {}
         self._rids = itertools.count(1)
         self._reader = FrameReader(DEFAULT_MAX_FRAME)
+        #: Whether to poll before blocking for a reply (see :mod:`distproc.spinning`).
+        self._spin = spin_seconds() > 0
         self._deferred: dict[int, list[BaseException]] = collections.defaultdict(list)
         self._later: collections.deque[BytesLike] = collections.deque()
         self.broken: BaseException | None = None
@@ -141,6 +148,31 @@ class Multiplexer:
         if self.broken is not None:
             raise self._lost()
 
+    def _send_call(self, rid: int, tid: int, aux: int, blob: list[BytesLike], size: int) -> None:
+        """Send one ``CALL`` record whose blob (``size`` bytes) is ``blob``.
+
+        The common case, a small call while no other thread is sending, is
+        written at once in a frame of its own; anything else goes through
+        :meth:`_send`, which batches.
+        """
+        lock = self._send_lock
+        if size <= _ALONE_LIMIT and not self._later and lock.acquire(blocking=False):
+            try:
+                if self.broken is not None:
+                    raise self._lost()
+                header = FRAMED_RECORD.pack(RECORD.size + size, CALL, rid, tid, aux, size)
+                try:
+                    self.sock.sendall(b"".join([header, *blob]))
+                except OSError as exc:
+                    self._break(exc)
+                    raise self._lost() from exc
+            finally:
+                lock.release()
+            if self._later or self.broken is not None:
+                self._send([])  # what other threads left meanwhile; or the news
+            return
+        self._send(record_parts(CALL, rid, tid, aux, blob))
+
     def _encode_call(self, ident: Any, method: str, args: Any, kwds: Any) -> list[BytesLike]:
         return self.codec.dumps_parts((ident, method, tuple(args), kwds or {}))
 
@@ -160,6 +192,8 @@ class Multiplexer:
 
     def raise_deferred(self) -> None:
         """Raise the error of an earlier ``noreply`` call of this thread, if one failed."""
+        if not self._deferred:  # no noreply call of this connection ever failed
+            return
         errors = self._deferred.get(threading.get_ident())
         if errors:
             raise errors.pop(0)
@@ -171,12 +205,13 @@ class Multiplexer:
         surface at the call, and so a fast producer cannot queue up memory.
         """
         blob = self._encode_call(ident, method, args, kwds)
-        if sum(len(part) for part in blob) > DEFER_LIMIT:
+        size = sum(map(len, blob))
+        if size > DEFER_LIMIT:
             kind, value = self._call_encoded(blob)
             if kind != "#RETURN":
                 raise convert_to_error(kind, value)
             return value
-        self._send(record_parts(CALL, next(self._rids), threading.get_ident(), NOREPLY, blob))
+        self._send_call(next(self._rids), threading.get_ident(), NOREPLY, blob, size)
         return None
 
     def call(self, ident: Any, method: str, args: Any = (), kwds: Any = None) -> tuple[str, Any]:
@@ -191,7 +226,7 @@ class Multiplexer:
                 raise self._lost()
             self._slots[rid] = slot
         try:
-            self._send(record_parts(CALL, rid, threading.get_ident(), 0, blob))
+            self._send_call(rid, threading.get_ident(), 0, blob, sum(map(len, blob)))
         except BaseException:
             with self._lock:
                 self._slots.pop(rid, None)
@@ -248,16 +283,14 @@ class Multiplexer:
                 continue
             try:
                 reader = self._reader
-                n = recv_into_spinning(self.sock, reader.get_buffer())
+                if self._spin:
+                    n = recv_into_spinning(self.sock, reader.get_buffer())
+                else:
+                    n = self.sock.recv_into(reader.get_buffer())
                 if not n:
                     raise ConnectionLostError("the server closed the connection")
                 reader.buffer_updated(n)
-                frames = []
-                while True:
-                    while (frame := reader.next_frame()) is not None:
-                        frames.append(frame)
-                    if frames or not reader.missing():
-                        break
+                while not (frames := reader.frames()) and reader.missing():
                     # A large frame has begun: wait for all of it in one call.
                     n = self.sock.recv_into(reader.get_buffer(), 0, _WAITALL)
                     if not n:
@@ -281,7 +314,10 @@ class Multiplexer:
                         self._dispatch(frame)
                 except Exception as exc:
                     self._break(exc)
-                self._wake_sleepers(all_of_them=self.broken is not None, leaving=slot.done)
+                if self._sleeping:
+                    self._wake_sleepers(all_of_them=self.broken is not None, leaving=slot.done)
+                if slot.done:
+                    return
 
     def _wake_sleepers(self, *, all_of_them: bool, leaving: bool = True) -> None:
         """With the lock held: wake the sleepers whose replies came (or all of them),
@@ -305,6 +341,14 @@ class Multiplexer:
                 self._sleeping.pop(0).wake.release()
 
     def _dispatch(self, frame: BytesLike) -> None:
+        size = RECORD.size
+        if len(frame) >= size:
+            op, ident, _, aux, length = RECORD.unpack_from(frame)
+            if op == REPLY and length == len(frame) - size:  # the usual frame: one reply
+                slot = self._slots.pop(ident, None)
+                if slot is not None:
+                    slot.kind, slot.blob, slot.done = KINDS[aux], memoryview(frame)[size:], True
+                return
         for op, ident, _, aux, blob in iter_records(frame):
             if op == REPLY:
                 slot = self._slots.pop(ident, None)

@@ -230,6 +230,34 @@ class FrameReader:
         else:
             self._end += nbytes
 
+    def frames(self) -> list[bytes | memoryview]:
+        """Every whole frame received so far, in order: ``next_frame()`` until ``None``.
+
+        Short frames that lie whole in the rolling buffer are cut out in one
+        loop (the usual case: a read brought a few small replies); anything
+        else is left to :meth:`next_frame`.  Use it only where the limit does
+        not change between frames (not during a handshake).
+        """
+        frames: list[bytes | memoryview] = []
+        if self._big is None:
+            buf, start, end, limit = self._buf, self._start, self._end, self.max_size
+            view = memoryview(buf)
+            while end - start >= 4:
+                (size,) = HEADER.unpack_from(buf, start)
+                if not 0 <= size <= end - start - 4 or size > limit:
+                    break  # a long header, a partial frame or a bad one: see next_frame
+                start += 4
+                frames.append(bytes(view[start : start + size]))
+                start += size
+            view.release()
+            if start == end:
+                self._start = self._end = 0
+                return frames
+            self._start = start
+        while (frame := self.next_frame()) is not None:
+            frames.append(frame)
+        return frames
+
     def next_frame(self) -> bytes | memoryview | None:
         big = self._big
         if big is not None:

@@ -39,6 +39,7 @@ __all__ = [
     "CALL",
     "CANCEL",
     "DEFERRED",
+    "FRAMED_RECORD",
     "HELLO",
     "KINDS",
     "KIND_CODES",
@@ -51,6 +52,9 @@ __all__ = [
 ]
 
 RECORD = struct.Struct("!BQQBI")
+#: A frame's length prefix and its one record's header, packed at once: a frame
+#: that carries a single small record (most calls and replies) needs one pack.
+FRAMED_RECORD = struct.Struct("!iBQQBI")
 CALL, REPLY, CANCEL, DEFERRED, HELLO = 0, 1, 2, 3, 4
 NOREPLY = 0x01
 KINDS = (RETURN, ERROR, TRACEBACK, UNSERIALIZABLE, PROXY)
