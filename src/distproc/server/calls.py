@@ -105,12 +105,12 @@ class Call:
         raise NotImplementedError
 
     def reply(self, value: Any) -> None:
+        entry = self.entry
+        if entry is None or not entry.method_to_typeid:  # no method here returns a proxy
+            self.deliver((RETURN, value))
+            return
         try:
-            msg = (
-                self.server.result_message(self.entry, self.methodname, value)
-                if self.entry is not None
-                else (RETURN, value)
-            )
+            msg = self.server.result_message(entry, self.methodname, value)
         except Exception as exc:
             msg = (TRACEBACK, traceback_text(exc))
         self.deliver(msg)

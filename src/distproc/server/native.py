@@ -36,6 +36,7 @@ from ..wire.records import (
     HELLO,
     KIND_CODES,
     NOREPLY,
+    RECORD,
     REPLY,
     iter_records,
     record_parts,
@@ -82,7 +83,11 @@ class _NativeCall(Call):
     __slots__ = ("noreply", "owns", "rid", "session", "tid")
 
     def __init__(self, session: NativeSession, rid: int, tid: int, noreply: bool) -> None:
-        super().__init__(session.server)
+        # Call.__init__, inlined: a call is made for every request.
+        self.server = session.server
+        self.entry = None
+        self.methodname = ""
+        self.cancel = None
         self.session = session
         self.rid = rid
         self.tid = tid
@@ -125,29 +130,19 @@ class NativeSession:
 
     # ------------------------------------------------------------- frames
     def frame_received(self, frame: BytesLike) -> None:
-        server = self.server
         # Replies made while this frame is read go out with the connection's
         # flush at the end of the read, not in a loop iteration of their own.
         self.flush_scheduled = True
         try:
+            size = RECORD.size
+            if len(frame) >= size:
+                op, rid, tid, aux, length = RECORD.unpack_from(frame)
+                if op == CALL and length == len(frame) - size:  # the usual frame: one call
+                    self.call_record(rid, tid, aux, memoryview(frame)[size:])
+                    return
             for op, rid, tid, aux, blob in iter_records(frame):
                 if op == CALL:
-                    try:
-                        ident, method, args, kwds = server.decode(blob, self.codec)
-                        if type(args) is not tuple:
-                            args = tuple(args)
-                        if type(kwds) is not dict:
-                            kwds = dict(kwds)
-                        if not isinstance(method, str):
-                            raise TypeError("the method name must be a str")
-                    except (Exception, SystemExit) as exc:  # unpickling runs the peer's code
-                        log.warning("bad call from %s: %s", self.conn.peer, exc)
-                        if aux & NOREPLY:
-                            self.queue_out(DEFERRED, tid, TRACEBACK, traceback_text(exc))
-                        else:
-                            self.queue_out(REPLY, rid, TRACEBACK, traceback_text(exc))
-                        continue
-                    self.call(rid, tid, ident, method, args, kwds, bool(aux & NOREPLY))
+                    self.call_record(rid, tid, aux, blob)
                 elif op == CANCEL:
                     self.cancel(rid)
                 elif op == HELLO:
@@ -189,6 +184,25 @@ class NativeSession:
         self.refs[ident] += 1
 
     # -------------------------------------------------------------- calls
+    def call_record(self, rid: int, tid: int, aux: int, blob: BytesLike) -> None:
+        """Decode one ``CALL`` record and make the call."""
+        try:
+            ident, method, args, kwds = self.server.decode(blob, self.codec)
+            if type(args) is not tuple:
+                args = tuple(args)
+            if type(kwds) is not dict:
+                kwds = dict(kwds)
+            if not isinstance(method, str):
+                raise TypeError("the method name must be a str")
+        except (Exception, SystemExit) as exc:  # unpickling runs the peer's code
+            log.warning("bad call from %s: %s", self.conn.peer, exc)
+            if aux & NOREPLY:
+                self.queue_out(DEFERRED, tid, TRACEBACK, traceback_text(exc))
+            else:
+                self.queue_out(REPLY, rid, TRACEBACK, traceback_text(exc))
+            return
+        self.call(rid, tid, ident, method, args, kwds, bool(aux & NOREPLY))
+
     def call(
         self,
         rid: int,
@@ -199,6 +213,7 @@ class NativeSession:
         kwds: dict[str, Any],
         noreply: bool,
     ) -> None:
+        """Run one call; its reply goes out with the next flush."""
         call = _NativeCall(self, rid, tid, noreply)
         self.pending[rid] = call
         if ident is not None:
