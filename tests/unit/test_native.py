@@ -430,3 +430,47 @@ def test_no_connection_is_left_for_the_interpreter_to_collect() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
     assert "ResourceWarning" not in out.stderr, out.stderr
+
+
+def _serve_in_thread(address: tuple[str, int]) -> tuple[Any, threading.Thread]:
+    server = QM(address=address, authkey=AUTHKEY).get_server()
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    assert server.started.wait(10)
+    return server, thread
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_a_new_manager_reaches_a_server_restarted_at_the_same_address(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if transport == "tcp":
+        monkeypatch.setenv("DISTPROC_LOCAL_SOCKET", "0")
+    first, thread = _serve_in_thread(("127.0.0.1", 0))
+    address = first.address
+    try:
+        old: Any = QM(address=address, authkey=AUTHKEY)
+        old.connect()
+        q: Any = old.Queue()
+        q.put(1)
+        assert q.get() == 1  # this process's connection to the first server is cached
+        mux = q._native()
+        family = socket.AF_UNIX if transport == "unix" else socket.AF_INET
+        assert mux.sock.family == family
+    finally:
+        first.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    second, thread = _serve_in_thread(address)  # the same port, now free
+    try:
+        new: Any = QM(address=address, authkey=AUTHKEY)
+        new.connect()  # not on the dead server's connection
+        q2: Any = new.Queue()
+        q2.put(2)
+        assert q2.get() == 2
+        assert mux.broken is not None and q2._native() is not mux
+        assert len(second.connections) == 1
+    finally:
+        close_multiplexers(address)
+        second.stop()
+        thread.join(10)

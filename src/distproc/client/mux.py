@@ -58,6 +58,7 @@ from .connection import convert_to_error, open_socket
 __all__ = ["Multiplexer", "close_multiplexers", "decoding_multiplexer", "get_multiplexer"]
 
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _log = logging.getLogger("distproc.client")
 #: ``noreply`` calls larger than this wait for their reply all the same.
 DEFER_LIMIT = 64 * 1024
@@ -374,6 +375,25 @@ class Multiplexer:
     def _lost(self) -> ConnectionLostError:
         return ConnectionLostError(f"lost the connection to the server: {self.broken}")
 
+    def closed_by_server(self) -> bool:
+        """Whether this connection is gone (the server closed it, say, before a
+        restart at the same address); if so, it is closed here too.
+
+        One non-blocking peek, which takes nothing from the socket.
+        """
+        if self.broken is None:
+            if not _DONTWAIT:
+                return False  # cannot tell without blocking: the next call will
+            try:
+                if self.sock.recv(1, socket.MSG_PEEK | _DONTWAIT):
+                    return False  # replies wait to be read: alive
+            except (BlockingIOError, InterruptedError):
+                return False  # nothing to read, no end of file: alive
+            except OSError:
+                pass  # reset, or closed here
+            self.close()
+        return True
+
     def close(self) -> None:
         with self._lock:
             self._break(ConnectionLostError("the connection was closed"))
@@ -430,8 +450,12 @@ def get_multiplexer(address: Any, authkey: bytes, serializer: str) -> Multiplexe
         if _cache_generation != _generation:  # a forked child: the parent's sockets are not ours
             _muxes.clear()
             _cache_generation = _generation
-        if key in _muxes:
-            return _muxes[key]
+        found = key in _muxes
+        cached = _muxes.get(key)
+    # A connection that its server closed is not handed out again: a new manager
+    # for a server that restarted at the same address connects to the new one.
+    if found and (cached is None or not cached.closed_by_server()):
+        return cached
     mux = _connect(address, bytes(authkey), serializer)
     with _lock:
         existing = _muxes.get(key)
