@@ -178,3 +178,30 @@ def test_pickle_parts_never_hold_a_mutable_buffer() -> None:
     assert all(type(part) is bytes for part in parts)
     data[:4] = b"\x00\x00\x00\x00"  # the caller changes its buffer afterwards
     assert codec.loads(b"".join(parts))[1] == BIG
+
+
+def test_frame_reader_cuts_out_every_whole_frame_at_once() -> None:
+    payloads = [b"a", b"", b"bc" * 10, os.urandom(300_000), b"d" * 5000, b"e"]
+    data = b"".join(encode_header(len(p)) + p for p in payloads)
+    for chunk in (1, 3, 7, 4096, 70_000, len(data)):
+        reader = FrameReader()
+        frames: list[bytes] = []
+        pos = 0
+        while pos < len(data):
+            buf = reader.get_buffer()
+            n = min(len(buf), chunk, len(data) - pos)
+            buf[:n] = data[pos : pos + n]
+            del buf  # as recv_into() would: the reader may grow its buffer next
+            reader.buffer_updated(n)
+            pos += n
+            frames.extend(bytes(frame) for frame in reader.frames())
+        assert frames == payloads, chunk
+        assert reader.frames() == []
+    reader = FrameReader(max_size=100)
+    buf = reader.get_buffer()
+    data = encode_header(3) + b"abc" + encode_header(101) + b"x" * 101
+    buf[: len(data)] = data
+    del buf
+    reader.buffer_updated(len(data))
+    with pytest.raises(FrameTooLargeError):
+        reader.frames()
