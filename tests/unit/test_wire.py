@@ -7,6 +7,8 @@ import multiprocessing.managers as stdlib
 import os
 import pickle
 import struct
+import threading
+import weakref
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -178,6 +180,66 @@ def test_pickle_parts_never_hold_a_mutable_buffer() -> None:
     assert all(type(part) is bytes for part in parts)
     data[:4] = b"\x00\x00\x00\x00"  # the caller changes its buffer afterwards
     assert codec.loads(b"".join(parts))[1] == BIG
+
+
+class _Thing:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+class _PicklesWith:
+    """Pickling it pickles something else with the same codec, from a reducer."""
+
+    def __init__(self, codec: PickleCodec) -> None:
+        self.codec = codec
+        self.inner: list[Any] = []
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        self.inner = self.codec.dumps_parts(("inner", [1, 2, 3]))
+        return list, ([4, 5],)
+
+
+def test_pickle_codec_reuses_its_pickler_safely() -> None:
+    codec = PickleCodec()
+    message: Any = ("#RETURN", [1, "a", (2.5, None)])
+    expected = bytes(ForkingPickler.dumps(message))
+    assert b"".join(codec.dumps_parts(message)) == expected
+    assert b"".join(codec.dumps_parts(message)) == expected  # the same pickler, again
+    # a reducer that pickles with the codec while the codec pickles
+    nested = _PicklesWith(codec)
+    outer = codec.dumps_parts(("#RETURN", nested))
+    assert codec.loads(b"".join(outer)) == ("#RETURN", [4, 5])
+    assert codec.loads(b"".join(nested.inner)) == ("inner", [1, 2, 3])
+    # a dump that fails leaves nothing behind for the next one
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        codec.dumps_parts(("#RETURN", lambda: None))
+    assert b"".join(codec.dumps_parts(message)) == expected
+    # nothing pickled stays alive in the pickler's memo
+    thing = _Thing(7)
+    alive = weakref.ref(thing)
+    assert codec.loads(b"".join(codec.dumps_parts(("#RETURN", thing, thing))))[1].value == 7
+    del thing
+    assert alive() is None
+
+
+def test_pickle_codec_pickles_on_many_threads_at_once() -> None:
+    codec = PickleCodec()
+    start = threading.Barrier(4)
+    wrong: list[int] = []
+
+    def work(n: int) -> None:
+        start.wait()
+        for i in range(2_000):
+            message = ("#RETURN", n, [i] * (i % 7), "x" * (i % 50))
+            if codec.loads(b"".join(codec.dumps_parts(message))) != message:
+                wrong.append(n)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not wrong
 
 
 def test_frame_reader_cuts_out_every_whole_frame_at_once() -> None:

@@ -22,6 +22,7 @@ import array
 import copyreg
 import io
 import pickle
+import threading
 import xmlrpc.client
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -143,6 +144,24 @@ class _Parts(list):  # type: ignore[type-arg]  # what the pickler writes, as wri
         self.append(data if type(data) is bytes else bytes(data))
 
 
+class _Sink:
+    """A reusable pickler and its file, for one thread: making a pickler costs
+    more than pickling a small message (measured: 0.8 against 0.38 us).
+
+    ``parts`` collects what one ``dump`` writes, as :class:`_Parts` does.
+    """
+
+    __slots__ = ("busy", "parts", "pickler")
+
+    def __init__(self, protocol: int) -> None:
+        self.parts: list[BytesLike] = []
+        self.busy = False
+        self.pickler = _Pickler(self, protocol)
+
+    def write(self, data: Any) -> None:
+        self.parts.append(data if type(data) is bytes else bytes(data))
+
+
 #: Payloads at least this large are unpickled through :class:`_ViewReader`.
 _LARGE = 64 * 1024
 
@@ -170,15 +189,42 @@ class PickleCodec(Codec):
 
     def __init__(self, protocol: int = pickle.DEFAULT_PROTOCOL) -> None:
         self.protocol = protocol
+        self._local = threading.local()
 
     def dumps(self, obj: Any) -> bytes:
-        buf = io.BytesIO()
-        _Pickler(buf, self.protocol).dump(obj)
-        return buf.getvalue()
+        parts = self.dumps_parts(obj)
+        if len(parts) == 1:
+            return bytes(parts[0])
+        return b"".join(parts)
 
     def dumps_parts(self, obj: Any) -> list[BytesLike]:
-        parts = _Parts()
-        _Pickler(parts, self.protocol).dump(obj)
+        local = self._local
+        try:
+            sink: _Sink | None = local.sink
+        except AttributeError:
+            sink = None
+        if sink is None:
+            sink = local.sink = _Sink(self.protocol)
+        elif sink.busy:  # a reducer pickles with this codec on this thread: a pickler of its own
+            own = _Parts()
+            _Pickler(own, self.protocol).dump(obj)
+            return own
+        sink.busy = True
+        parts: list[BytesLike] = []
+        sink.parts = parts
+        try:
+            sink.pickler.dump(obj)
+        except BaseException:
+            local.sink = None  # start afresh after a failed dump
+            raise
+        finally:
+            sink.pickler.clear_memo()  # the memo would keep the message alive
+            sink.busy = False
+        if len(parts) > 1:
+            # A large message (small ones are written at once): the pickler's
+            # buffer may have grown with it, and would be allocated at that size
+            # for every message after.  A new pickler next time.
+            local.sink = None
         return parts
 
     def loads(self, data: BytesLike) -> Any:
@@ -188,7 +234,7 @@ class PickleCodec(Codec):
             return _Unpickler(_ViewReader(data)).load()
         raw = data if type(data) is bytes else bytes(data)
         for module in _ALIASED_MODULES:
-            if module in raw:
+            if raw.find(module) >= 0:  # find(): "in" costs twice as much on bytes
                 return _Unpickler(io.BytesIO(raw)).load()
         return pickle.loads(raw)  # names no aliased global: 3x faster
 
