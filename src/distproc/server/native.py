@@ -28,7 +28,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from ..wire.codecs import BytesLike, Codec
-from ..wire.messages import PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
+from ..wire.messages import ERROR, PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
 from ..wire.records import (
     CALL,
     CANCEL,
@@ -107,11 +107,7 @@ class _NativeCall(Call):
             session.refs[value[1].id] += 1
         elif self.owns and kind == RETURN:
             session.refs[value[0]] += 1
-        if self.noreply:
-            if kind != RETURN:
-                session.queue_out(DEFERRED, self.tid, kind, value)
-        else:
-            session.queue_out(REPLY, self.rid, kind, value)
+        session.answer(self.rid, self.tid, self.noreply, kind, value)
 
 
 class NativeSession:
@@ -214,12 +210,60 @@ class NativeSession:
         noreply: bool,
     ) -> None:
         """Run one call; its reply goes out with the next flush."""
+        if (
+            (method == "get" or method == "put")
+            and ident is not None
+            and not kwds
+            and self.queue_call(rid, tid, ident, method, args, noreply)
+        ):
+            return
         call = _NativeCall(self, rid, tid, noreply)
         self.pending[rid] = call
         if ident is not None:
             execute(self.server, call, ident, method, args, kwds, lambda: self.worker(tid))
         else:
             self.server_method(call, method, args, kwds)
+
+    def queue_call(
+        self, rid: int, tid: int, ident: Any, method: str, args: tuple[Any, ...], noreply: bool
+    ) -> bool:
+        """Serve ``put(item)`` or ``get()`` of a loop-served queue that completes at
+        once, without the call object that a call which waits needs (the hottest
+        path there is).  ``False``: nothing was done; the call takes the general path.
+        """
+        entry = self.server.table.entries.get(ident)
+        if entry is None or entry.method_to_typeid or method not in entry.exposed:
+            return False
+        serving = entry.serving  # worked out by the object's first call
+        if serving is None or not serving[1] or method in serving[0]:
+            return False
+        waiting = self.server.loop_queue(entry.obj)
+        try:
+            if method == "get":
+                if args:
+                    return False
+                found, value = waiting.get_now()
+                if not found:
+                    return False
+            elif len(args) != 1 or not waiting.put_now(args[0]):
+                return False
+            else:
+                value = None
+        except Exception as exc:
+            self.answer(rid, tid, noreply, ERROR, exc)
+            return True
+        self.answer(rid, tid, noreply, RETURN, value)
+        if method == "put":
+            waiting.serve_getters()
+        return True
+
+    def answer(self, rid: int, tid: int, noreply: bool, kind: str, value: Any) -> None:
+        """Queue the reply to call ``rid``: for a ``noreply`` call, only an error."""
+        if noreply:
+            if kind != RETURN:
+                self.queue_out(DEFERRED, tid, kind, value)
+        else:
+            self.queue_out(REPLY, rid, kind, value)
 
     def cancel(self, rid: int) -> None:
         call = self.pending.pop(rid, None)

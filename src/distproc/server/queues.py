@@ -177,6 +177,29 @@ class LoopQueue:
         return True
 
     # -- on the loop --
+    def get_now(self) -> tuple[bool, Any]:
+        """``(True, item)`` if a ``get()`` arriving now is served at once, else
+        ``(False, None)`` and nothing was taken (it would wait, or others wait first)."""
+        if self.getters:
+            return False, None
+        return self._take_one()
+
+    def put_now(self, item: Any) -> bool:
+        """Put ``item`` if a ``put()`` arriving now is served at once; if not,
+        nothing was put (it would wait).  Call :meth:`serve_getters` after replying."""
+        if self.putters:
+            return False
+        self._serving_here = True  # the hook need not schedule: serve_getters() follows
+        try:
+            return self._put_one(item)
+        finally:
+            self._serving_here = False
+
+    def serve_getters(self) -> None:
+        """Hand items to waiting getters (after a put on the loop)."""
+        if self.getters:
+            self._serve_getters()
+
     def _serve_getters(self) -> None:
         self._get_wake = False
         while self.getters:
@@ -262,14 +285,11 @@ class LoopQueue:
         block, timeout = _get_args(*args, **kwds)
         if block and timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
-        if not self.getters:
-            found, item = self._take_one()
-            if found:
-                call.reply(item)
-                return
-            if not block:
-                raise queue.Empty
-        elif not block:
+        found, item = self.get_now()
+        if found:
+            call.reply(item)
+            return
+        if not block:
             raise queue.Empty
         self._wait(self.getters, _Waiter(call), timeout)
         if not self.q.empty():  # an item may have come before the waiter was in line
@@ -279,20 +299,11 @@ class LoopQueue:
         item, block, timeout = _put_args(*args, **kwds)
         if block and timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
-        if not self.putters:
-            self._serving_here = True  # the hook need not schedule: we serve right after
-            try:
-                done = self._put_one(item)
-            finally:
-                self._serving_here = False
-            if done:
-                call.reply(None)
-                if self.getters:
-                    self._serve_getters()
-                return
-            if not block:
-                raise queue.Full
-        elif not block:
+        if self.put_now(item):
+            call.reply(None)
+            self.serve_getters()
+            return
+        if not block:
             raise queue.Full
         self._wait(self.putters, _Waiter(call, item), timeout)
         if not self.q.full():
