@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hmac
 import multiprocessing.managers as stdlib
 import os
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from distproc.errors import AuthenticationError, FrameTooLargeError, ProtocolError
-from distproc.wire import handshake
+from distproc.wire import codecs, handshake
 from distproc.wire.codecs import PickleCodec, XmlrpcCodec
 from distproc.wire.framing import FrameDecoder, FrameReader, _SpareBuffers, encode_header
 from distproc.wire.messages import Token
@@ -220,6 +221,27 @@ def test_pickle_codec_reuses_its_pickler_safely() -> None:
     assert codec.loads(b"".join(codec.dumps_parts(("#RETURN", thing, thing))))[1].value == 7
     del thing
     assert alive() is None
+
+
+def test_pickle_codec_frees_its_pickler_after_a_large_message_at_once() -> None:
+    """Not at the next garbage collection: until then the pickler's file held
+    the large payload, and each later one was unpickled into fresh pages."""
+
+    def reused() -> int:
+        return sum(type(o) is codecs._Reused for o in gc.get_objects())
+
+    codec = PickleCodec()
+    gc.collect()
+    gc.disable()
+    try:
+        before = reused()
+        codec.dumps_parts(("#RETURN", 1))
+        assert reused() == before + 1  # kept for the next message
+        parts = codec.dumps_parts(("#RETURN", BIG))
+        assert any(part is BIG for part in parts)
+        assert reused() == before  # dropped, and gone without a collection
+    finally:
+        gc.enable()
 
 
 def test_pickle_codec_pickles_on_many_threads_at_once() -> None:
