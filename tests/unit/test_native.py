@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import socket
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import distproc.aio
 from distproc.client.connection import Client, dispatch, open_socket
 from distproc.client.mux import Multiplexer, close_multiplexers
 from distproc.errors import DistprocError
@@ -521,3 +523,21 @@ def test_queue_calls_served_at_once_make_no_call_object(
         bounded.put("refused")
     assert q.qsize() == bounded.qsize() == 0
     assert made  # the general path (qsize) does make them: the count above is live
+
+
+def test_native_sessions_share_their_codec(serve: ServeFn) -> None:
+    """A codec keeps nothing per connection: an idle connection has none of its own."""
+    server, client = serve(QM)
+    client.Queue()  # the fixture's client: one native connection
+
+    async def second_connection() -> list[Any]:
+        manager = await distproc.aio.connect(server.address, AUTHKEY, QM)
+        try:
+            await manager.Queue()
+            return [conn.session.codec for conn in server.connections if conn.session]
+        finally:
+            await manager.aclose()
+
+    codecs = asyncio.run(second_connection())
+    assert len(codecs) == 2
+    assert codecs[0] is codecs[1] is server.session_codec("pickle")

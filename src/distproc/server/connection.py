@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AuthenticationError, ProtocolError
 from ..wire import handshake, local
-from ..wire.codecs import BytesLike, Codec, PickleCodec
+from ..wire.codecs import BytesLike
 from ..wire.framing import HANDSHAKE_MAX_FRAME, FrameReader, drop_sent, encode_header, frame_views
 from ..wire.messages import RETURN, TRACEBACK
 from .calls import Call, Message, execute, run_off_loop, traceback_text
@@ -280,13 +280,10 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.timer.cancel()
         self.reader.max_size = server.config.max_frame
         if self.peer_flags is not None and server.serializer != "xmlrpclib":
-            from .native import NativeSession, native_codec
+            from .native import NativeSession
 
-            codec: Codec
-            if server.allow_pickle and self.peer_flags & handshake.FLAG_PICKLE:
-                codec = PickleCodec()
-            else:
-                codec = native_codec()
+            pickle = server.allow_pickle and self.peer_flags & handshake.FLAG_PICKLE
+            codec = server.session_codec("pickle" if pickle else "native")
             self.session = NativeSession(self, codec)
             self.state = _NATIVE
             self.protocol = "native"

@@ -158,6 +158,10 @@ class Server:
         self.serializer = serializer
         #: The codec of the stdlib protocol; ``None`` when only native peers are served.
         self.codec: Codec | None = None if serializer == "native" else get_codec(serializer)
+        #: The codecs of native sessions, shared by every connection: they keep
+        #: nothing per connection (a pickle codec keeps a pickler per thread),
+        #: and an idle connection costs less without one of its own.
+        self._session_codecs: dict[str, Codec] = {}
         #: Whether pickle may travel on native connections (both ends must allow it).
         self.allow_pickle = serializer == "pickle"
         self.config = config or ServerConfig()
@@ -398,6 +402,13 @@ class Server:
             lq = LoopQueue(q, self.loop)
             q._distproc_waiters = lq
         return lq
+
+    def session_codec(self, serializer: str) -> Codec:
+        """The codec that native sessions use for ``serializer`` ('pickle' or 'native')."""
+        codec = self._session_codecs.get(serializer)
+        if codec is None:
+            codec = self._session_codecs[serializer] = get_codec(serializer)
+        return codec
 
     def encode_parts(self, msg: Any, codec: Codec | None = None) -> list[BytesLike]:
         """``msg`` encoded, as parts to write in order (large payloads are not copied);

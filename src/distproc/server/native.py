@@ -48,7 +48,7 @@ from .threads import Worker
 if TYPE_CHECKING:
     from .connection import ServerConnection
 
-__all__ = ["NativeSession", "encoding_session", "native_codec"]
+__all__ = ["NativeSession", "encoding_session"]
 
 log = logging.getLogger("distproc.server")
 
@@ -62,13 +62,6 @@ def encoding_session() -> NativeSession | None:
     connection, which the client then adopts without a round trip of its own.
     """
     return getattr(_encoding, "session", None)
-
-
-def native_codec() -> Codec:
-    from ..wire.native import NativeCodec
-
-    codec: Codec = NativeCodec()
-    return codec
 
 
 def hints_for(obj: Any) -> dict[str, Any]:
