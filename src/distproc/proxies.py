@@ -175,9 +175,7 @@ class BaseProxy:
 
     def _callmethod(self, methodname: str, args: Any = (), kwds: Any = None) -> Any:
         """Call ``methodname`` on the referent and return a copy of the result."""
-        mux = self._mux
-        if mux is None or mux.broken is not None or mux.generation != _mux_module._generation:
-            mux = self._native()
+        mux = self._native()
         if mux is not None:
             mux.raise_deferred()
             if methodname in self._defer:

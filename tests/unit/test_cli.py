@@ -167,13 +167,18 @@ def test_bad_address_is_one_line(runner: CliRunner, text: str) -> None:
         ("127.0.0.1", True),
         ("127.3.2.1", True),
         ("::1", True),
+        ("::ffff:127.0.0.1", True),  # an IPv4 client of a dual-stack server
         ("localhost", True),
         ("LocalHost", True),
         ("", False),
         ("0.0.0.0", False),
         ("::", False),
         ("10.1.2.3", False),
+        ("198.18.0.1", False),
+        ("::ffff:198.18.0.1", False),
+        ("fe80::1%lo", False),
         ("example.com", False),
+        ("not an address", False),
     ],
 )
 def test_is_loopback(host: str, loopback: bool) -> None:

@@ -50,6 +50,7 @@ from ..wire.records import (
     RECORD,
     REPLY,
     iter_records,
+    only_record,
     record,
     record_parts,
 )
@@ -342,14 +343,13 @@ class Multiplexer:
                 self._sleeping.pop(0).wake.release()
 
     def _dispatch(self, frame: BytesLike) -> None:
-        size = RECORD.size
-        if len(frame) >= size:
-            op, ident, _, aux, length = RECORD.unpack_from(frame)
-            if op == REPLY and length == len(frame) - size:  # the usual frame: one reply
-                slot = self._slots.pop(ident, None)
-                if slot is not None:
-                    slot.kind, slot.blob, slot.done = KINDS[aux], memoryview(frame)[size:], True
-                return
+        one = only_record(frame)
+        if one is not None and one[0] == REPLY:  # the usual frame: one reply
+            _, ident, _, aux, blob = one
+            slot = self._slots.pop(ident, None)
+            if slot is not None:
+                slot.kind, slot.blob, slot.done = KINDS[aux], blob, True
+            return
         for op, ident, _, aux, blob in iter_records(frame):
             if op == REPLY:
                 slot = self._slots.pop(ident, None)

@@ -43,6 +43,7 @@ __all__ = [
     "Call",
     "execute",
     "run_off_loop",
+    "serving",
     "traceback_text",
 ]
 
@@ -122,6 +123,15 @@ class Call:
         self.cancel = callback
 
 
+def serving(entry: Entry) -> tuple[frozenset[str], bool]:
+    """How calls to ``entry.obj`` are served, worked out once: the methods its
+    class runs on the loop, and whether it is a queue that the loop serves."""
+    obj = entry.obj
+    loop_methods = frozenset(getattr(type(obj), "__distproc_loop_methods__", ()))
+    entry.serving = (loop_methods, is_loop_servable(obj))
+    return entry.serving
+
+
 def run_off_loop(
     server: Server,
     job: Callable[[], Message],
@@ -176,11 +186,7 @@ def execute(
         return
     call.entry = entry
     call.methodname = methodname
-    serving = entry.serving
-    if serving is None:
-        loop_methods = frozenset(getattr(type(obj), "__distproc_loop_methods__", ()))
-        serving = entry.serving = (loop_methods, is_loop_servable(obj))
-    loop_methods, servable = serving
+    loop_methods, servable = entry.serving or serving(entry)
     try:
         if methodname in loop_methods:
             getattr(obj, methodname)(call, *args, **kwds)

@@ -36,12 +36,12 @@ from ..wire.records import (
     HELLO,
     KIND_CODES,
     NOREPLY,
-    RECORD,
     REPLY,
     iter_records,
+    only_record,
     record_parts,
 )
-from .calls import Call, Message, execute, run_off_loop, traceback_text
+from .calls import Call, Message, execute, run_off_loop, serving, traceback_text
 from .queues import is_loop_servable
 from .threads import Worker
 
@@ -123,12 +123,11 @@ class NativeSession:
         # flush at the end of the read, not in a loop iteration of their own.
         self.flush_scheduled = True
         try:
-            size = RECORD.size
-            if len(frame) >= size:
-                op, rid, tid, aux, length = RECORD.unpack_from(frame)
-                if op == CALL and length == len(frame) - size:  # the usual frame: one call
-                    self.call_record(rid, tid, aux, memoryview(frame)[size:])
-                    return
+            one = only_record(frame)
+            if one is not None and one[0] == CALL:  # the usual frame: one call
+                _, rid, tid, aux, blob = one
+                self.call_record(rid, tid, aux, blob)
+                return
             for op, rid, tid, aux, blob in iter_records(frame):
                 if op == CALL:
                     self.call_record(rid, tid, aux, blob)
@@ -227,8 +226,8 @@ class NativeSession:
         entry = self.server.table.entries.get(ident)
         if entry is None or entry.method_to_typeid or method not in entry.exposed:
             return False
-        serving = entry.serving  # worked out by the object's first call
-        if serving is None or not serving[1] or method in serving[0]:
+        loop_methods, servable = entry.serving or serving(entry)
+        if not servable or method in loop_methods:
             return False
         waiting = self.server.loop_queue(entry.obj)
         try:

@@ -44,7 +44,7 @@ class Entry:
     exposed_order: tuple[str, ...]
     method_to_typeid: dict[str, str] | None
     typeid: str
-    #: How calls to ``obj`` are served, worked out on its first call (see ``execute``).
+    #: How calls to ``obj`` are served, worked out on its first call (see ``calls.serving``).
     serving: tuple[frozenset[str], bool] | None = None
 
 

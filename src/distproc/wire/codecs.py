@@ -130,23 +130,14 @@ class _ViewReader:
         return bytes(rest[:size])
 
 
-class _Parts(list):  # type: ignore[type-arg]  # what the pickler writes, as written
-    """A pickler's file that keeps what it is given: a large ``bytes`` payload
-    arrives as the object itself (protocol 4 writes those around its frames).
+class _Collector:
+    """A pickler's file that keeps what one ``dump`` writes, as written: a large
+    ``bytes`` payload arrives as the object itself (protocol 4 writes those
+    around its frames).
 
     Anything mutable (protocol 5 hands over a large ``bytearray`` itself) is
     copied: the parts may be written after the call that made them returns.
     """
-
-    __slots__ = ()
-
-    def write(self, data: Any) -> None:
-        self.append(data if type(data) is bytes else bytes(data))
-
-
-class _Collector:
-    """A reusable pickler's file: ``parts`` collects what one ``dump`` writes,
-    as :class:`_Parts` does."""
 
     __slots__ = ("parts",)
 
@@ -219,9 +210,9 @@ class PickleCodec(Codec):
         if reused is None:
             reused = local.reused = _Reused(self.protocol)
         elif reused.busy:  # a reducer pickles with this codec on this thread: a pickler of its own
-            own = _Parts()
+            own = _Collector()
             _Pickler(own, self.protocol).dump(obj)
-            return own
+            return own.parts
         reused.busy = True
         parts: list[BytesLike] = []
         reused.file.parts = parts

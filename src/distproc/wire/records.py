@@ -47,6 +47,7 @@ __all__ = [
     "RECORD",
     "REPLY",
     "iter_records",
+    "only_record",
     "record",
     "record_parts",
 ]
@@ -86,3 +87,15 @@ def iter_records(frame: bytes | bytearray | memoryview) -> Iterator[Record]:
             raise ProtocolError("record longer than its frame")
         yield op, id1, id2, aux, view[pos : pos + length]
         pos += length
+
+
+def only_record(frame: bytes | bytearray | memoryview) -> Record | None:
+    """The frame's record if it carries exactly one (the usual case), else ``None``:
+    the header read without :func:`iter_records`'s generator."""
+    size = RECORD.size
+    if len(frame) < size:
+        return None
+    op, id1, id2, aux, length = RECORD.unpack_from(frame)
+    if length != len(frame) - size:
+        return None
+    return op, id1, id2, aux, memoryview(frame)[size:]
