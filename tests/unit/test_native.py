@@ -22,7 +22,7 @@ from distproc.server import ServerConfig, native as server_native
 from distproc.server.native import NativeSession
 from distproc.wire import handshake
 from distproc.wire.codecs import PickleCodec
-from distproc.wire.framing import FrameReader, encode_header, recv_frame, send_frame
+from distproc.wire.framing import IOV_MAX, FrameReader, encode_header, recv_frame, send_frame
 from distproc.wire.records import CALL, HELLO, KINDS, REPLY, iter_records, record
 
 AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
@@ -353,6 +353,25 @@ def test_a_thread_never_waits_for_another_threads_send(serve: ServeFn) -> None:
     mux._send([])  # what the sender does after it lets go
     assert not mux._later
     assert q.get(timeout=5) == "left to the sender"
+
+
+def test_a_batch_larger_than_one_sendmsg_call_takes_goes_out_whole(serve: ServeFn) -> None:
+    """Records left to the sender pile up: thousands of them, over 64 KiB, are
+    more buffers than one ``sendmsg`` takes (IOV_MAX); they still go out whole."""
+    _, client = serve(QM)
+    q: Any = client.Queue()
+    q.qsize()  # connected
+    mux = q._native()
+    count = 3 * IOV_MAX
+    assert mux._send_lock.acquire()  # as if another thread were in the middle of a send
+    try:
+        for i in range(count):
+            q.put(i)  # each left to the "sender": two parts per record
+    finally:
+        mux._send_lock.release()
+    assert len(mux._later) == 2 * count
+    mux._send([])
+    assert [q.get(timeout=5) for _ in range(count)] == list(range(count))
 
 
 def test_many_threads_sending_at_once_lose_nothing(serve: ServeFn) -> None:

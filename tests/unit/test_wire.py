@@ -7,6 +7,7 @@ import hmac
 import multiprocessing.managers as stdlib
 import os
 import pickle
+import socket
 import struct
 import threading
 import weakref
@@ -18,7 +19,19 @@ import pytest
 from distproc.errors import AuthenticationError, FrameTooLargeError, ProtocolError
 from distproc.wire import codecs, handshake
 from distproc.wire.codecs import PickleCodec, XmlrpcCodec
-from distproc.wire.framing import FrameDecoder, FrameReader, _SpareBuffers, encode_header
+from distproc.wire.framing import (
+    IOV_MAX,
+    JOIN_LIMIT,
+    SMALL_PART,
+    FrameDecoder,
+    FrameReader,
+    _SpareBuffers,
+    encode_header,
+    frame_views,
+    recv_frame,
+    send_frame_parts,
+    send_views,
+)
 from distproc.wire.messages import Token
 
 KEY = b"secret"
@@ -289,3 +302,50 @@ def test_frame_reader_cuts_out_every_whole_frame_at_once() -> None:
     reader.buffer_updated(len(data))
     with pytest.raises(FrameTooLargeError):
         reader.frames()
+
+
+def _received(sender: Any) -> bytes:
+    """Run ``sender(sock)`` on one end of a socketpair; return the frame read at the other."""
+    left, right = socket.socketpair()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(recv_frame(right, 1 << 30)))
+    reader.start()
+    try:
+        sender(left)
+    finally:
+        left.close()  # a sender that fails leaves the reader an end of file, not a wait
+        reader.join(30)
+        right.close()
+    assert got, "the reader got no frame"
+    return got[0]
+
+
+def test_a_large_frame_of_many_small_parts_is_sent_whole() -> None:
+    # A batch of records from many threads: more parts than one sendmsg() takes.
+    parts: list[codecs.BytesLike] = [b"%05d|" % i * 5 for i in range(3 * IOV_MAX)]
+    assert sum(map(len, parts)) > JOIN_LIMIT
+    assert _received(lambda sock: send_frame_parts(sock, parts)) == b"".join(parts)
+
+
+def test_frame_views_copy_only_small_parts() -> None:
+    big = bytearray(os.urandom(SMALL_PART))
+    small = [b"x" * 10, b"", b"y" * 20]
+    views = frame_views(b"HDR", [*small, big, *small, memoryview(big)])
+    assert [bytes(v) for v in views] == [
+        b"HDR" + b"x" * 10 + b"y" * 20,
+        big,
+        b"x" * 10 + b"y" * 20,
+        big,
+    ]
+    assert views[1].obj is big and views[3].obj is big  # sent from where it is
+
+
+def test_send_views_never_passes_more_buffers_than_a_call_takes() -> None:
+    views = [memoryview(b"%04d" % i) for i in range(IOV_MAX + 10)]
+    data = b"".join(views)
+
+    def send(sock: socket.socket) -> None:
+        sock.sendall(encode_header(len(data)))
+        send_views(sock, list(views))
+
+    assert _received(send) == data

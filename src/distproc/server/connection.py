@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AuthenticationError, ProtocolError
 from ..wire import handshake, local
 from ..wire.codecs import BytesLike
-from ..wire.framing import HANDSHAKE_MAX_FRAME, FrameReader, drop_sent, encode_header, frame_views
+from ..wire.framing import (
+    HANDSHAKE_MAX_FRAME,
+    IOV_MAX,
+    FrameReader,
+    drop_sent,
+    encode_header,
+    frame_views,
+)
 from ..wire.messages import RETURN, TRACEBACK
 from .calls import Call, Message, execute, run_off_loop, traceback_text
 from .threads import Worker
@@ -198,7 +205,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         sock = _raw_socket(transport)
         if sock is not None and not transport.get_write_buffer_size():
             with contextlib.suppress(OSError):  # the transport meets it again and reports it
-                drop_sent(views, sock.sendmsg(views))
+                drop_sent(views, sock.sendmsg(views[:IOV_MAX]))
         for view in views:
             transport.write(view)
 

@@ -22,6 +22,7 @@ allocating anything: 256 bytes during the handshake, a configurable maximum
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import sys
@@ -33,6 +34,7 @@ from .codecs import BytesLike
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "HANDSHAKE_MAX_FRAME",
+    "IOV_MAX",
     "FrameDecoder",
     "FrameReader",
     "drop_sent",
@@ -41,6 +43,7 @@ __all__ = [
     "recv_frame",
     "send_frame",
     "send_frame_parts",
+    "send_views",
 ]
 
 HEADER = struct.Struct("!i")
@@ -288,19 +291,59 @@ class FrameReader:
 
 #: Frames up to this size are joined and written with one ``sendall``.
 JOIN_LIMIT = 64 * 1024
+#: In a larger frame, runs of parts smaller than this are joined; larger parts
+#: are sent from where they are, never copied.
+SMALL_PART = 16 * 1024
+
+
+def _iov_max() -> int:
+    try:
+        value = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):
+        value = -1
+    return value if value > 0 else 16  # POSIX's minimum
+
+
+#: The most buffers one ``sendmsg`` takes (1024 on Linux): past it, EMSGSIZE.
+IOV_MAX = _iov_max()
 
 
 def frame_views(header: bytes, parts: list[BytesLike]) -> list[memoryview]:
-    """``header`` and ``parts`` as byte views for ``sendmsg`` (empty parts left out)."""
-    return [memoryview(header), *(memoryview(part).cast("B") for part in parts if len(part))]
+    """``header`` and ``parts`` as byte views for ``sendmsg``: each large part a
+    view of its own (no copy), each run of small ones joined into one buffer (a
+    batch of many records would otherwise need more buffers than a call takes).
+    Empty parts are left out."""
+    views: list[memoryview] = []
+    run: list[BytesLike] = [header]
+    for part in parts:
+        size = len(part)
+        if size >= SMALL_PART:
+            if run:
+                views.append(memoryview(b"".join(run)))
+                run = []
+            views.append(memoryview(part).cast("B"))
+        elif size:
+            run.append(part)
+    if run:
+        views.append(memoryview(b"".join(run)))
+    return views
 
 
 def drop_sent(views: list[memoryview], sent: int) -> None:
     """Remove from the front of ``views`` the ``sent`` bytes that ``sendmsg`` took."""
-    while views and sent >= len(views[0]):
-        sent -= len(views.pop(0))
+    done = 0
+    while done < len(views) and sent >= len(views[done]):
+        sent -= len(views[done])
+        done += 1
+    del views[:done]
     if views and sent:
         views[0] = views[0][sent:]
+
+
+def send_views(sock: socket.socket, views: list[memoryview]) -> None:
+    """Write all of ``views`` on a blocking socket, at most ``IOV_MAX`` per call."""
+    while views:
+        drop_sent(views, sock.sendmsg(views[:IOV_MAX]))
 
 
 def send_frame_parts(sock: socket.socket, parts: list[BytesLike]) -> None:
@@ -311,9 +354,7 @@ def send_frame_parts(sock: socket.socket, parts: list[BytesLike]) -> None:
     if size <= JOIN_LIMIT:
         sock.sendall(b"".join([header, *parts]))
         return
-    views = frame_views(header, parts)
-    while views:
-        drop_sent(views, sock.sendmsg(views))
+    send_views(sock, frame_views(header, parts))
 
 
 def send_frame(sock: socket.socket, payload: BytesLike) -> None:
