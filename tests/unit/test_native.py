@@ -15,15 +15,16 @@ import pytest
 
 import distproc.aio
 from distproc.client.connection import Client, dispatch, open_socket
-from distproc.client.mux import Multiplexer, close_multiplexers
+from distproc.client.mux import PILE_LIMIT, Multiplexer, close_multiplexers
 from distproc.errors import DistprocError
 from distproc.managers import BaseManager, SyncManager
 from distproc.server import ServerConfig, native as server_native
+from distproc.server.connection import ServerConnection
 from distproc.server.native import NativeSession
 from distproc.wire import handshake
 from distproc.wire.codecs import PickleCodec
-from distproc.wire.framing import IOV_MAX, FrameReader, encode_header, recv_frame, send_frame
-from distproc.wire.records import CALL, HELLO, KINDS, REPLY, iter_records, record
+from distproc.wire.framing import FrameReader, encode_header, recv_frame, send_frame
+from distproc.wire.records import BATCH_LIMIT, CALL, HELLO, KINDS, REPLY, iter_records, record
 
 AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
 ServeFn = Any  # the serve fixture: (manager class) -> (server, connected manager)
@@ -347,30 +348,118 @@ def test_a_thread_never_waits_for_another_threads_send(serve: ServeFn) -> None:
     assert mux._send_lock.acquire()  # as if another thread were in the middle of a send
     try:
         q.put("left to the sender")  # returns at once instead of waiting for the lock
-        assert len(mux._later) == 2  # one record: header and blob
+        assert len(mux._later) == 1  # one record
     finally:
         mux._send_lock.release()
-    mux._send([])  # what the sender does after it lets go
+    mux._send(None)  # what the sender does after it lets go
     assert not mux._later
     assert q.get(timeout=5) == "left to the sender"
 
 
-def test_a_batch_larger_than_one_sendmsg_call_takes_goes_out_whole(serve: ServeFn) -> None:
-    """Records left to the sender pile up: thousands of them, over 64 KiB, are
-    more buffers than one ``sendmsg`` takes (IOV_MAX); they still go out whole."""
+def test_records_left_to_a_sender_go_out_in_order_over_several_frames(serve: ServeFn) -> None:
+    """As many records as may wait for a sender, over 64 KiB in all: they go out
+    in several frames, whole and in order."""
     _, client = serve(QM)
     q: Any = client.Queue()
     q.qsize()  # connected
     mux = q._native()
-    count = 3 * IOV_MAX
+    items = [b"%05d" % i * 120 for i in range(PILE_LIMIT)]
     assert mux._send_lock.acquire()  # as if another thread were in the middle of a send
     try:
-        for i in range(count):
-            q.put(i)  # each left to the "sender": two parts per record
+        for item in items:
+            q.put(item)
     finally:
         mux._send_lock.release()
-    assert len(mux._later) == 2 * count
-    mux._send([])
+    assert len(mux._later) == PILE_LIMIT
+    assert sum(sum(map(len, record)) for record in mux._later) > 2 * BATCH_LIMIT
+    mux._send(None)
+    assert [q.get(timeout=5) for _ in items] == items
+
+
+def test_a_batch_never_makes_a_frame_larger_than_its_largest_call(serve: ServeFn) -> None:
+    """Records left to a sender go out in frames of at most 64 KiB (a larger record
+    alone), so a server's frame limit refuses no batch of calls that it accepts one
+    by one."""
+    _, client = serve(QM, config=ServerConfig(max_frame=200_000))
+    q: Any = client.Queue()
+    q.qsize()  # connected
+    mux = q._native()
+    items = [bytes([i]) * 60_000 for i in range(12)]  # each sent without waiting
+    assert mux._send_lock.acquire()  # as if another thread were in the middle of a send
+    try:
+        for item in items:
+            q.put(item)
+    finally:
+        mux._send_lock.release()
+    mux._send(None)
+    assert [q.get(timeout=5) for _ in items] == items
+
+
+def test_replies_read_at_once_go_out_in_frames_within_the_batch_limit(
+    serve: ServeFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server batches the replies to the calls of one read, up to BATCH_LIMIT
+    bytes a frame, like the client's batches of calls."""
+    _, client = serve(QM)
+    sent: list[int] = []
+    original = ServerConnection.send_parts
+
+    def send_parts(self: ServerConnection, parts: list[Any]) -> None:
+        sent.append(sum(map(len, parts)))
+        original(self, parts)
+
+    monkeypatch.setattr(ServerConnection, "send_parts", send_parts)
+    q: Any = client.Queue()
+    q.qsize()  # connected
+    items = [bytes([i]) * 20_000 for i in range(8)]
+    for item in items:
+        q.put(item)
+    q.qsize()  # every put applied
+    mux = q._native()
+    got: list[bytes] = []
+    assert mux._send_lock.acquire()  # the gets pile up, to go out in one frame
+    try:
+        getters = [threading.Thread(target=lambda: got.append(q.get(timeout=10))) for _ in items]
+        for getter in getters:
+            getter.start()
+        while len(mux._later) < len(items):  # a bounded poll: each getter adds one record
+            assert all(getter.is_alive() for getter in getters)
+            threading.Event().wait(0.001)
+        sent.clear()
+    finally:
+        mux._send_lock.release()
+    mux._send(None)
+    for getter in getters:
+        getter.join(10)
+    assert sorted(got) == items
+    assert sum(sent) > 2 * BATCH_LIMIT  # the replies, in several frames
+    assert max(sent) <= BATCH_LIMIT
+
+
+def test_a_thread_waits_for_the_sender_once_too_much_is_left_to_it(serve: ServeFn) -> None:
+    """Calls sent without waiting pile up while another thread is sending; past a
+    bound, a thread waits for the socket like a thread sending alone would."""
+    _, client = serve(QM)
+    q: Any = client.Queue()
+    q.qsize()  # connected
+    mux = q._native()
+    count = 20 * PILE_LIMIT
+    assert mux._send_lock.acquire()  # a send that the socket holds up
+
+    def produce() -> None:
+        for i in range(count):
+            q.put(i)
+
+    producer = threading.Thread(target=produce)
+    try:
+        producer.start()
+        producer.join(1.0)  # bounded: what is checked is that it has not finished
+        assert producer.is_alive()
+        assert len(mux._later) <= PILE_LIMIT + 1
+    finally:
+        mux._send_lock.release()
+    producer.join(30)
+    assert not producer.is_alive()
     assert [q.get(timeout=5) for _ in range(count)] == list(range(count))
 
 

@@ -40,6 +40,7 @@ from ..wire.framing import (
     send_frame_parts,
 )
 from ..wire.records import (
+    BATCH_LIMIT,
     CALL,
     CANCEL,
     DEFERRED,
@@ -65,6 +66,10 @@ _log = logging.getLogger("distproc.client")
 DEFER_LIMIT = 64 * 1024
 #: Calls up to this size may go out in a frame of their own, joined in memory.
 _ALONE_LIMIT = JOIN_LIMIT - FRAMED_RECORD.size
+#: Past this many records left to the sending thread, a thread waits for the
+#: socket instead of leaving its own: calls sent without waiting cannot pile up
+#: in memory while the socket holds the sender up.
+PILE_LIMIT = 256
 _decoding = threading.local()
 
 
@@ -106,35 +111,47 @@ class Multiplexer:
         #: Whether to poll before blocking for a reply (see :mod:`distproc.spinning`).
         self._spin = spin_seconds() > 0
         self._deferred: dict[int, list[BaseException]] = collections.defaultdict(list)
-        self._later: collections.deque[BytesLike] = collections.deque()
+        #: Whole records (each a list of parts) left to the thread that is sending.
+        self._later: collections.deque[list[BytesLike]] = collections.deque()
+        #: The thread that holds ``_send_lock`` (it must never wait for it).
+        self._sender: int | None = None
         self.broken: BaseException | None = None
 
     # ------------------------------------------------------------- sending
     def _take_later(self) -> list[BytesLike]:
+        """With the send lock held: the next frame's worth of records from ``_later``
+        (up to ``BATCH_LIMIT`` bytes, or one larger record: see :mod:`..wire.records`)."""
         parts: list[BytesLike] = []
+        size = 0
         later = self._later
-        while later:
-            try:
-                parts.append(later.popleft())
-            except IndexError:
+        while later:  # only the lock holder takes from the left: later[0] stays put
+            record_size = sum(map(len, later[0]))
+            if parts and size + record_size > BATCH_LIMIT:
                 break
+            parts += later.popleft()
+            size += record_size
         return parts
 
-    def _send(self, parts: list[BytesLike]) -> None:
-        """Send ``parts`` (whole records), or leave them to the thread sending now.
+    def _send(self, record: list[BytesLike] | None, *, wait: bool = True) -> None:
+        """Send ``record`` (its parts), or leave it to the thread sending now.
 
-        Threads never queue up on the socket: a thread that finds another one
-        sending adds its records to ``_later`` and goes on, and the sender
-        writes them too, in one system call, before it stops (it looks again
-        after it lets go of the lock, so nothing added meanwhile is left).
+        Threads rarely queue up on the socket: a thread that finds another one
+        sending adds its record to ``_later`` and goes on, and the sender writes
+        it too, batched with the others, before it stops (it looks again after
+        it lets go of the lock, so nothing added meanwhile is left).  Only when
+        more than ``PILE_LIMIT`` records wait does a thread wait for the lock
+        (unless ``wait`` is false, or it is the sender itself, re-entered).
         """
         later = self._later
-        if parts:
-            later.extend(parts)  # one C call: a record's parts stay together
+        if record:
+            later.append(record)
         lock = self._send_lock
         while later:
-            if not lock.acquire(blocking=False):
+            me = threading.get_ident()
+            block = wait and len(later) > PILE_LIMIT and self._sender != me
+            if not lock.acquire(blocking=block):
                 return
+            self._sender = me
             try:
                 if self.broken is not None:
                     raise self._lost()
@@ -146,6 +163,7 @@ class Multiplexer:
                         self._break(exc)
                         raise self._lost() from exc
             finally:
+                self._sender = None
                 lock.release()
         if self.broken is not None:
             raise self._lost()
@@ -159,6 +177,7 @@ class Multiplexer:
         """
         lock = self._send_lock
         if size <= _ALONE_LIMIT and not self._later and lock.acquire(blocking=False):
+            self._sender = tid
             try:
                 if self.broken is not None:
                     raise self._lost()
@@ -169,9 +188,10 @@ class Multiplexer:
                     self._break(exc)
                     raise self._lost() from exc
             finally:
+                self._sender = None
                 lock.release()
             if self._later or self.broken is not None:
-                self._send([])  # what other threads left meanwhile; or the news
+                self._send(None)  # what other threads left meanwhile; or the news
             return
         self._send(record_parts(CALL, rid, tid, aux, blob))
 
@@ -190,7 +210,7 @@ class Multiplexer:
             return
         if self.broken is None:
             with contextlib.suppress(Exception):  # the next call finds the connection broken
-                self._send(record_parts(CALL, next(self._rids), 0, NOREPLY, blob))
+                self._send(record_parts(CALL, next(self._rids), 0, NOREPLY, blob), wait=False)
 
     def raise_deferred(self) -> None:
         """Raise the error of an earlier ``noreply`` call of this thread, if one failed."""
@@ -240,9 +260,8 @@ class Multiplexer:
                 abandoned = self._slots.pop(rid, None) is not None
             if abandoned and self.broken is None:
                 # Tell the server, so a get() that has not been served takes nothing.
-                self._later.extend(record(CANCEL, rid))
                 with contextlib.suppress(Exception):
-                    self._send([])
+                    self._send(list(record(CANCEL, rid)))
             raise
         return slot.kind, self.decode(slot.blob)
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..wire.codecs import BytesLike, Codec
 from ..wire.messages import ERROR, PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
 from ..wire.records import (
+    BATCH_LIMIT,
     CALL,
     CANCEL,
     DEFERRED,
@@ -113,6 +114,7 @@ class NativeSession:
         self.pending: dict[int, _NativeCall] = {}
         self.refs: collections.Counter[str] = collections.Counter()
         self.out: list[BytesLike] = []
+        self.out_size = 0
         self.flush_scheduled = False
         self.workers: dict[int, Worker] = {}
         self.session_id = b""
@@ -150,7 +152,12 @@ class NativeSession:
             kind, parts = UNSERIALIZABLE, [self.codec.dumps(traceback.format_exc())]
         finally:
             _encoding.session = None
-        self.out += record_parts(op, id, 0, KIND_CODES[kind], parts)
+        record = record_parts(op, id, 0, KIND_CODES[kind], parts)
+        size = sum(map(len, record))
+        if self.out_size + size > BATCH_LIMIT and self.out:
+            self._write_out()  # a batch stays within BATCH_LIMIT (see wire.records)
+        self.out += record
+        self.out_size += size
         if not self.flush_scheduled:
             self.flush_scheduled = True
             loop = self.server.loop
@@ -158,12 +165,16 @@ class NativeSession:
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write every queued reply in one frame (one write)."""
+        """Write the queued replies: one frame, one write (or more past BATCH_LIMIT)."""
         self.flush_scheduled = False
+        self._write_out()
+
+    def _write_out(self) -> None:
         out = self.out
         if not out:
             return
         self.out = []
+        self.out_size = 0
         self.conn.send_parts(out)
 
     def take_reference(self, ident: str) -> None:

@@ -20,6 +20,10 @@ blob    bytes   ``CALL``: the codec's encoding of ``(ident, method, args, kwds)`
                 (the client's first record): its process's session id; else empty
 ======  ======  ===============================================================
 
+A batch is at most :data:`BATCH_LIMIT` bytes; a larger record goes in a frame
+of its own.  So no frame is larger than the largest single call or reply, and
+a peer's frame limit refuses no batch whose records it accepts one by one.
+
 Values are encoded one by one, so a value that one side cannot decode fails
 only its own call, never the frame or the connection, and the header is read
 without decoding anything.  The version of this format is
@@ -36,6 +40,7 @@ from .codecs import BytesLike
 from .messages import ERROR, PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
 
 __all__ = [
+    "BATCH_LIMIT",
     "CALL",
     "CANCEL",
     "DEFERRED",
@@ -57,6 +62,8 @@ RECORD = struct.Struct("!BQQBI")
 #: that carries a single small record (most calls and replies) needs one pack.
 FRAMED_RECORD = struct.Struct("!iBQQBI")
 CALL, REPLY, CANCEL, DEFERRED, HELLO = 0, 1, 2, 3, 4
+#: The most bytes of records in a frame of several (a larger record goes alone).
+BATCH_LIMIT = 64 * 1024
 NOREPLY = 0x01
 KINDS = (RETURN, ERROR, TRACEBACK, UNSERIALIZABLE, PROXY)
 KIND_CODES = {kind: code for code, kind in enumerate(KINDS)}
