@@ -174,6 +174,34 @@ def test_deferred_put_error_is_raised_by_the_next_call(serve: ServeFn) -> None:
     assert q.qsize() == 0  # raised once, and the connection is fine
 
 
+def test_a_loop_of_failing_puts_learns_of_it(serve: ServeFn) -> None:
+    """Puts alone never wait for a reply, so nothing would read their errors: the
+    client reads them every few puts, and the loop stops at the first one raised
+    (before, it went on without end, or hung once the server stopped reading a
+    client that reads none of its replies)."""
+    _, client = serve(QM)
+    q: Any = client.Queue()
+    q.qsize()  # connected
+    outcome: list[Any] = []
+
+    def produce() -> None:
+        count = 20_000
+        try:
+            for _ in range(count):
+                q.put(Unloadable())
+            outcome.append(f"no error in {count} puts")
+        except Exception as exc:
+            outcome.append(exc)
+
+    producer = threading.Thread(target=produce, daemon=True)  # if it hung: ends at teardown
+    producer.start()
+    producer.join(30)
+    assert len(outcome) == 1, "the producer hung"
+    assert isinstance(outcome[0], Exception), outcome[0]
+    assert "refuses to be unpickled" in str(outcome[0])
+    assert q.qsize() == 0  # the connection is fine
+
+
 def test_creating_a_proxy_is_one_round_trip(
     serve: ServeFn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -283,6 +311,42 @@ def test_a_batch_of_calls_in_one_frame(serve: ServeFn) -> None:
         assert frames == 1  # the four replies went out together
     finally:
         sock.close()
+
+
+class _Echo:
+    def echo(self, value: Any) -> Any:
+        return value
+
+
+class EchoManager(BaseManager):
+    pass
+
+
+EchoManager.register("Echo", _Echo)
+
+
+def test_a_client_that_reads_no_replies_is_no_longer_read(serve: ServeFn) -> None:
+    """A peer that sends calls but reads none of their replies: once the replies
+    waiting for it pass the transport's limit, the server stops reading it (as
+    the stdlib's thread per connection blocks in its send), instead of reading
+    and answering without bound."""
+    server, client = serve(EchoManager)
+    echo: Any = client.Echo()
+    ident = echo._id
+    codec = PickleCodec()
+    payload = b"".join(record(CALL, 1, 7, 0, codec.dumps((ident, "echo", (b"x" * 65536,), {}))))
+    frame = encode_header(len(payload)) + payload
+    sock = _native_socket(server.address)
+    sock.settimeout(2.0)  # a send that waits this long: the server has stopped reading
+    sent = 0
+    try:
+        with pytest.raises(TimeoutError):
+            for _ in range(1000):  # 64 MiB of replies, if the server never stopped
+                sock.sendall(frame)
+                sent += 1
+    finally:
+        sock.close()
+    assert sent < 1000
 
 
 def test_native_only_server_refuses_stdlib_clients(serve: ServeFn) -> None:

@@ -70,6 +70,10 @@ _ALONE_LIMIT = JOIN_LIMIT - FRAMED_RECORD.size
 #: socket instead of leaving its own: calls sent without waiting cannot pile up
 #: in memory while the socket holds the sender up.
 PILE_LIMIT = 256
+#: A thread's ``noreply`` calls read what the server has sent (their errors)
+#: once every this many, so that a thread making only such calls learns of a
+#: failure soon, and the errors cannot fill the socket while nobody reads.
+DRAIN_EVERY = 16
 _decoding = threading.local()
 
 
@@ -115,6 +119,8 @@ class Multiplexer:
         self._later: collections.deque[list[BytesLike]] = collections.deque()
         #: The thread that holds ``_send_lock`` (it must never wait for it).
         self._sender: int | None = None
+        #: ``noreply`` calls since the last :meth:`_drain` (approximate across threads).
+        self._unread = 0
         self.broken: BaseException | None = None
 
     # ------------------------------------------------------------- sending
@@ -234,7 +240,55 @@ class Multiplexer:
                 raise convert_to_error(kind, value)
             return value
         self._send_call(next(self._rids), threading.get_ident(), NOREPLY, blob, size)
+        self._unread += 1
+        if self._unread >= DRAIN_EVERY:
+            self._unread = 0
+            self._drain()
         return None
+
+    def _drain(self) -> None:
+        """Read, without waiting, whatever the server has sent, unless another
+        thread is reading: the errors of ``noreply`` calls (raised by the
+        thread's next call), or replies that other threads wait for."""
+        if not _DONTWAIT:
+            return  # no read that cannot block: the thread's next waiting call reads
+        lock = self._lock
+        with lock:
+            if self._reading or self.broken is not None:
+                return
+            self._reading = True
+        frames: list[BytesLike] = []
+        try:
+            reader = self._reader
+            while True:
+                try:
+                    n = self.sock.recv_into(reader.get_buffer(), 0, _DONTWAIT)
+                except BlockingIOError:
+                    break
+                if not n:
+                    raise ConnectionLostError("the server closed the connection")
+                reader.buffer_updated(n)
+                frames += reader.frames()  # a large frame's rest waits for the next reader
+        except Exception as exc:
+            with lock:
+                self._reading = False
+                self._break(exc)
+                self._wake_sleepers(all_of_them=True)
+            return  # the next call finds the connection broken
+        except BaseException:
+            with lock:
+                self._reading = False
+                self._wake_sleepers(all_of_them=True)
+            raise
+        with lock:
+            self._reading = False
+            try:
+                for frame in frames:
+                    self._dispatch(frame)
+            except Exception as exc:
+                self._break(exc)
+            if self._sleeping:
+                self._wake_sleepers(all_of_them=self.broken is not None)
 
     def call(self, ident: Any, method: str, args: Any = (), kwds: Any = None) -> tuple[str, Any]:
         """Make one call and wait for its reply; return ``(kind, value)``."""

@@ -162,6 +162,19 @@ class ServerConnection(asyncio.BufferedProtocol):
             except Exception:
                 log.exception("error in a close callback of the connection from %s", self.peer)
 
+    def pause_writing(self) -> None:
+        """The peer reads its replies slower than it sends calls: stop reading it
+        until it catches up, so that replies cannot pile up here without bound (the
+        stdlib's thread per connection blocks in its send the same way)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.reader.get_buffer(sizehint)
 
