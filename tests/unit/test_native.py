@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -420,20 +421,27 @@ def test_a_thread_never_waits_for_another_threads_send(serve: ServeFn) -> None:
     assert q.get(timeout=5) == "left to the sender"
 
 
+def _left_to_a_sender(q: Any, items: list[Any]) -> Multiplexer:
+    """Put ``items`` on ``q`` while the send lock is held, as if another thread were
+    in the middle of a send: each put leaves its record to that thread."""
+    mux: Multiplexer = q._native()
+    assert mux._send_lock.acquire()
+    try:
+        for item in items:
+            q.put(item)
+    finally:
+        mux._send_lock.release()
+    return mux
+
+
 def test_records_left_to_a_sender_go_out_in_order_over_several_frames(serve: ServeFn) -> None:
     """As many records as may wait for a sender, over 64 KiB in all: they go out
     in several frames, whole and in order."""
     _, client = serve(QM)
     q: Any = client.Queue()
     q.qsize()  # connected
-    mux = q._native()
     items = [b"%05d" % i * 120 for i in range(PILE_LIMIT)]
-    assert mux._send_lock.acquire()  # as if another thread were in the middle of a send
-    try:
-        for item in items:
-            q.put(item)
-    finally:
-        mux._send_lock.release()
+    mux = _left_to_a_sender(q, items)
     assert len(mux._later) == PILE_LIMIT
     assert sum(sum(map(len, record)) for record in mux._later) > 2 * BATCH_LIMIT
     mux._send(None)
@@ -447,14 +455,8 @@ def test_a_batch_never_makes_a_frame_larger_than_its_largest_call(serve: ServeFn
     _, client = serve(QM, config=ServerConfig(max_frame=200_000))
     q: Any = client.Queue()
     q.qsize()  # connected
-    mux = q._native()
     items = [bytes([i]) * 60_000 for i in range(12)]  # each sent without waiting
-    assert mux._send_lock.acquire()  # as if another thread were in the middle of a send
-    try:
-        for item in items:
-            q.put(item)
-    finally:
-        mux._send_lock.release()
+    mux = _left_to_a_sender(q, items)
     mux._send(None)
     assert [q.get(timeout=5) for _ in items] == items
 
@@ -486,9 +488,11 @@ def test_replies_read_at_once_go_out_in_frames_within_the_batch_limit(
         getters = [threading.Thread(target=lambda: got.append(q.get(timeout=10))) for _ in items]
         for getter in getters:
             getter.start()
-        while len(mux._later) < len(items):  # a bounded poll: each getter adds one record
+        deadline = time.monotonic() + 10
+        while len(mux._later) < len(items):  # each getter adds one record, then waits
             assert all(getter.is_alive() for getter in getters)
-            threading.Event().wait(0.001)
+            assert time.monotonic() < deadline
+            time.sleep(0.001)  # poll interval, bounded by the deadline
         sent.clear()
     finally:
         mux._send_lock.release()

@@ -25,6 +25,7 @@ import os
 import socket
 import threading
 from _thread import allocate_lock as _allocate_lock
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConnectionLostError, DistprocError, ProtocolError
@@ -269,26 +270,13 @@ class Multiplexer:
                     raise ConnectionLostError("the server closed the connection")
                 reader.buffer_updated(n)
                 frames += reader.frames()  # a large frame's rest waits for the next reader
-        except Exception as exc:
-            with lock:
-                self._reading = False
-                self._break(exc)
-                self._wake_sleepers(all_of_them=True)
-            return  # the next call finds the connection broken
-        except BaseException:
-            with lock:
-                self._reading = False
-                self._wake_sleepers(all_of_them=True)
+        except BaseException as exc:
+            self._stop_reading_after(exc)
+            if isinstance(exc, Exception):
+                return  # the next call finds the connection broken
             raise
         with lock:
-            self._reading = False
-            try:
-                for frame in frames:
-                    self._dispatch(frame)
-            except Exception as exc:
-                self._break(exc)
-            if self._sleeping:
-                self._wake_sleepers(all_of_them=self.broken is not None)
+            self._stop_reading(frames, None)
 
     def call(self, ident: Any, method: str, args: Any = (), kwds: Any = None) -> tuple[str, Any]:
         """Make one call and wait for its reply; return ``(kind, value)``."""
@@ -372,27 +360,39 @@ class Multiplexer:
                         raise ConnectionLostError("the server closed the connection")
                     reader.buffer_updated(n)
             except BaseException as exc:
-                with lock:
-                    self._reading = False
-                    if isinstance(exc, Exception):
-                        self._break(exc)  # closed, reset, or a frame over the limit
-                    self._wake_sleepers(all_of_them=True)
+                self._stop_reading_after(exc)  # closed, reset, or a frame over the limit
                 if isinstance(exc, OSError) and not isinstance(exc, DistprocError):
                     # A reset (the server died with our bytes unread) is a lost
                     # connection like an end of file, for this thread as for the others.
                     raise self._lost() from exc
                 raise
             with lock:
-                self._reading = False
-                try:
-                    for frame in frames:
-                        self._dispatch(frame)
-                except Exception as exc:
-                    self._break(exc)
-                if self._sleeping:
-                    self._wake_sleepers(all_of_them=self.broken is not None, leaving=slot.done)
+                self._stop_reading(frames, slot)
                 if slot.done:
                     return
+
+    def _stop_reading(self, frames: Sequence[BytesLike], slot: _Slot | None) -> None:
+        """With the lock held: the reading thread hands out the replies it read
+        and stops reading.  Their threads wake, and one more to read in its place
+        if the reader leaves: it does unless it waits for ``slot`` still."""
+        self._reading = False
+        try:
+            for frame in frames:
+                self._dispatch(frame)
+        except Exception as exc:
+            self._break(exc)
+        if self._sleeping:
+            leaving = slot is None or slot.done  # after the dispatch: its reply may be in
+            self._wake_sleepers(all_of_them=self.broken is not None, leaving=leaving)
+
+    def _stop_reading_after(self, exc: BaseException) -> None:
+        """The reading thread met ``exc``: it stops reading, an error breaks the
+        connection, and every sleeping thread wakes to see."""
+        with self._lock:
+            self._reading = False
+            if isinstance(exc, Exception):
+                self._break(exc)
+            self._wake_sleepers(all_of_them=True)
 
     def _wake_sleepers(self, *, all_of_them: bool, leaving: bool = True) -> None:
         """With the lock held: wake the sleepers whose replies came (or all of them),
