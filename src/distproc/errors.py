@@ -12,7 +12,10 @@
     │                            the server reported a failure with its traceback
     ├── StartError               a manager's server could not be started
     ├── WorkerLostError          a task took down max_attempts workers (dead letter)
-    └── TaskTimeoutError         (also TimeoutError) a task ran past its timeout
+    ├── TaskTimeoutError         (also TimeoutError) a task ran past its timeout
+    ├── TaskImportError          (also ImportError) no connected worker can import
+    │                            a task's function
+    └── NoTaskServiceError       the server reached is not a task service
 
 ``RemoteTraceback`` is not raised: it is the ``__cause__`` of an exception
 that a task raised on a worker, and its text is the worker's traceback.
@@ -34,10 +37,12 @@ __all__ = [
     "ConnectionLostError",
     "DistprocError",
     "FrameTooLargeError",
+    "NoTaskServiceError",
     "ProtocolError",
     "RemoteError",
     "RemoteTraceback",
     "StartError",
+    "TaskImportError",
     "TaskTimeoutError",
     "WorkerLostError",
 ]
@@ -94,6 +99,22 @@ class WorkerLostError(DistprocError):
 
 class TaskTimeoutError(DistprocError, TimeoutError):
     """A task ran longer than its ``timeout`` and was stopped."""
+
+
+class TaskImportError(DistprocError, ImportError):
+    """Every connected worker failed to import a task's function.
+
+    ``workers`` lists each worker that tried and what it said, as
+    ``(worker, error)`` pairs of strings.
+    """
+
+    def __init__(self, message: str, workers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.workers = list(workers or [])
+
+
+class NoTaskServiceError(DistprocError):
+    """The server reached is not a task service (a manager, or not distproc at all)."""
 
 
 class RemoteTraceback(Exception):

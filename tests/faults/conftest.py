@@ -7,14 +7,16 @@ import queue
 import resource
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hub import Hub
 
 from distproc.server import Server, ServerConfig
 
 from ._objects import make_registry
+from ._procs import Proc
 from ._support import (
     AUTHKEY,
     CHILD_SCRIPT,
@@ -108,3 +110,25 @@ def spawn_child() -> Iterator[ChildFactory]:
     yield spawn
     for child in children:
         child.close()
+
+
+@pytest.fixture
+def hub() -> Iterator[Hub]:
+    """Tasks of :func:`dp_taskfns.hold` report to it and wait for its release."""
+    with Hub() as running:
+        yield running
+
+
+@pytest.fixture
+def procs() -> Iterator[Callable[..., Proc]]:
+    """``procs(*args, **options)`` starts a :class:`Proc`; all are stopped at teardown."""
+    started: list[Proc] = []
+
+    def start(*args: str, **options: Any) -> Proc:
+        proc = Proc(*args, **options)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import dp_taskfns as fns
 import pytest
@@ -24,83 +18,9 @@ from hub import Hub
 import distproc
 from distproc.errors import WorkerLostError
 
+from ._procs import AUTHKEY, Proc, free_port, wait_for
+
 pytestmark = pytest.mark.timeout(120)
-
-AUTHKEY = b"task-fault-authkey"
-TASKFNS = Path(fns.__file__).parent
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    """Wait until ``predicate()`` holds, checking on a short interval (state read over the wire)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        threading.Event().wait(0.02)
-
-
-@pytest.fixture
-def hub() -> Iterator[Hub]:
-    with Hub() as running:
-        yield running
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Proc:
-    """A ``distproc`` subprocess (serve or worker), stopped at the end of the test."""
-
-    def __init__(self, *args: str) -> None:
-        env = dict(os.environ, DISTPROC_AUTHKEY=AUTHKEY.decode())
-        env["PYTHONPATH"] = os.pathsep.join([str(TASKFNS), *sys.path])
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "distproc", *args],
-            env=env,
-            cwd=TASKFNS,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._listening = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stderr is not None
-        for line in self.popen.stderr:
-            self.lines.append(line)
-            if "serving" in line or "worker with" in line:
-                self._listening.set()
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        assert self._listening.wait(timeout), "".join(self.lines)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(30)
-        self._reader.join(10)
-        assert self.popen.stderr is not None
-        self.popen.stderr.close()
-
-
-@pytest.fixture
-def procs() -> Iterator[Callable[..., Proc]]:
-    started: list[Proc] = []
-
-    def start(*args: str) -> Proc:
-        proc = Proc(*args)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 # --------------------------------------------------------------------------- tests

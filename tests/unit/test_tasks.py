@@ -189,10 +189,16 @@ def test_progress_bar_on_request(capfd: pytest.CaptureFixture[str]) -> None:
 def test_executor_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="nothing would run the tasks"):
         distproc.Executor()
-    with pytest.raises(TypeError, match="bytes"):
-        distproc.Executor(workers=1, authkey="text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bytes or str"):
+        distproc.Executor(workers=1, authkey=1234)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="serializer"):
         distproc.Executor(workers=1, serializer="json")
+
+
+def test_a_str_authkey_is_utf8_as_for_base_manager() -> None:
+    with distproc.Executor(workers=1, authkey="clé", progress=False) as ex:
+        assert ex.authkey == "clé".encode()
+        assert ex.submit(fns.square, 3).result(60) == 9
 
 
 def test_functions_of_the_main_script_run_on_local_workers(tmp_path: Path) -> None:

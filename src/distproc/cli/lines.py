@@ -41,7 +41,14 @@ def open_input(path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
     if path == "-":
         if sys.stdin.isatty():
             click.echo("distproc: reading JSON lines from the terminal; end with Ctrl-D", err=True)
-        return contextlib.nullcontext(sys.stdin.buffer)
+        try:
+            # A file of our own on the same input, never closed: a run stopped while
+            # its reader thread waits for input must not leave the lock of a file
+            # that is closed later taken (closing sys.stdin at exit is then a
+            # fatal error, and closing this one would wait forever).
+            return contextlib.nullcontext(open(os.dup(sys.stdin.fileno()), "rb"))
+        except (OSError, ValueError, AttributeError):  # not a real file (a test's stand-in)
+            return contextlib.nullcontext(sys.stdin.buffer)
     try:
         return open(path, "rb")  # the caller's `with` closes it
     except OSError as exc:
@@ -71,8 +78,8 @@ def exception_record(exc: BaseException, line: int) -> ErrorRecord:
     if cls.__module__ != "builtins":
         kind = f"{cls.__module__}.{kind}"
     cause = exc.__cause__
-    tb = getattr(cause, "tb", str(cause)) if cause is not None else None
-    return error_record(kind, str(exc), line, tb if isinstance(tb, str) else str(tb))
+    tb = None if cause is None else getattr(cause, "tb", None) or str(cause)
+    return error_record(kind, str(exc), line, tb if isinstance(tb, str) else None)
 
 
 class CallReader:

@@ -31,13 +31,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import IO, Any, Protocol
 
 import click
 
 from ..errors import DistprocError
 from .errors import CliError, CliUsageError
-from .group import handle_signals
+from .group import handle_signals, raise_keyboard_interrupt
 from .lines import CallReader, ResultWriter, count_calls, exception_record, open_input
 from .serve import (
     AUTHKEY_ENV,
@@ -184,12 +185,14 @@ def _run(
     chunksize: int | None,
     progress: bool | None,
     total: int | None,
+    announce: Callable[[], None] = lambda: None,
 ) -> str | None:
     """Run every call; shut the executor down; return why the run stopped early, if it did."""
     stopped: str | None = None
     results: Iterator[Any] | None = None
     try:
         with handle_signals(writer.stop, signal.SIGINT, signal.SIGTERM):
+            announce()
             options: dict[str, Any] = {
                 "chunksize": chunksize,
                 "progress": progress,
@@ -213,14 +216,36 @@ def _run(
     except DistprocError as exc:
         stopped = f"the run failed: {exc}"
     finally:
-        # A second Ctrl-C must not cut the clean-up short (and print a traceback).
-        with handle_signals(signal.SIG_IGN, signal.SIGINT, signal.SIGTERM):
+        stopped = _shut_down(executor, results, stopped)
+    return stopped
+
+
+def _shut_down(
+    executor: ExecutorLike, results: Iterator[Any] | None, stopped: str | None
+) -> str | None:
+    """Stop the workers: gently after a run that ended, at once after a stop or a signal.
+
+    A signal during a gentle stop makes it one at once.  Signals are never
+    ignored here (SIG_IGN): worker processes started meanwhile would inherit
+    that, and never see the SIGTERM that stops them.
+    """
+    try:
+        with handle_signals(raise_keyboard_interrupt, signal.SIGINT, signal.SIGTERM):
             close = getattr(results, "close", None)
             if close is not None:
                 with contextlib.suppress(Exception):
                     close()
             executor.shutdown(wait=stopped is None, cancel_futures=stopped is not None)
+    except KeyboardInterrupt:
+        # More signals must not cut this short (and print a traceback).
+        with handle_signals(_ignore, signal.SIGINT, signal.SIGTERM):
+            executor.shutdown(wait=False, cancel_futures=True)
+        return stopped or "interrupted"
     return stopped
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A signal handler that does nothing (unlike SIG_IGN, exec'd children do not inherit it)."""
 
 
 _EPILOG = """\b
@@ -333,20 +358,25 @@ def map_command(
         total = count_calls(stream)
         source = CallReader(stream, star)
         writer = ResultWriter(output_path, records)
-        try:
-            try:
-                # The Executor starts local workers with the current directory on PYTHONPATH.
-                executor = _start_executor(
-                    hooks.executor,
-                    address=bind,
-                    authkey=key.encode() if key is not None else None,
-                    workers=count,
-                )
-            except KeyboardInterrupt:
-                raise Interrupted("stopped while the workers were starting") from None
+
+        def announce() -> None:
             log.info("started %d local worker(s) for %s", count, target)
             if bind is not None:
                 _announce(executor.address, key if generated else None)
+
+        # SIGTERM stops the run as Ctrl-C does, from here on (until _run takes over).
+        try:
+            try:
+                with handle_signals(raise_keyboard_interrupt, signal.SIGINT, signal.SIGTERM):
+                    # The Executor starts local workers with the current directory on PYTHONPATH.
+                    executor = _start_executor(
+                        hooks.executor,
+                        address=bind,
+                        authkey=key.encode() if key is not None else None,
+                        workers=count,
+                    )
+            except KeyboardInterrupt:
+                raise Interrupted("stopped while the workers were starting") from None
             stopped = _run(
                 executor,
                 fn,
@@ -356,6 +386,7 @@ def map_command(
                 chunksize=chunksize,
                 progress=progress,
                 total=total,
+                announce=announce,
             )
         finally:
             writer.close()

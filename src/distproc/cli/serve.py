@@ -22,7 +22,6 @@ import os
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import click
 
 from ..addresses import format_address, is_loopback
+from ..tasks.payloads import describe_exception
 from .errors import CliError, CliUsageError
 
 if TYPE_CHECKING:
@@ -122,16 +122,7 @@ def _import_module(name: str) -> Any:
                 f"cannot import {name!r}: no module named {missing!r} "
                 f"in the current directory ({cwd}) or on sys.path"
             ) from None
-        raise CliError(f"importing {name!r} failed: {_describe(exc)}") from None
-
-
-def _describe(exc: Exception) -> str:
-    """``Type: message (file:line)`` for an exception raised by imported code."""
-    if isinstance(exc, SyntaxError):
-        return f"SyntaxError: {exc.msg} ({exc.filename}:{exc.lineno})"
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+        raise CliError(f"importing {name!r} failed: {describe_exception(exc)}") from None
 
 
 def load_attribute(

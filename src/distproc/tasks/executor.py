@@ -29,17 +29,41 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..addresses import format_address, is_loopback
-from ..errors import TaskTimeoutError, WorkerLostError
+from ..errors import TaskImportError, TaskTimeoutError, WorkerLostError
 from ..server import ServerConfig
 from .fleet import Fleet, child_command
 from .host import ServiceHost, ServiceManager, connect_service
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
-from .service import ERROR, LOST, OK, TIMEOUT
+from .service import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE
 
 __all__ = ["Executor"]
 
 log = logging.getLogger("distproc.tasks")
+
+
+class _Pending:
+    """How many tasks are unfinished: ``take()`` waits while ``limit`` are.
+
+    ``take(wait=False)`` goes over the limit without waiting: the calls of a
+    lost ``map`` chunk are sent again at once, from a thread that must not block.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._count = 0
+        self._cond = threading.Condition(threading.Lock())
+
+    def take(self, wait: bool = True) -> None:
+        with self._cond:
+            while wait and self._count >= self._limit:
+                self._cond.wait()
+            self._count += 1
+
+    def release(self) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify()
 
 
 class Executor(concurrent.futures.Executor):
@@ -61,7 +85,7 @@ class Executor(concurrent.futures.Executor):
     def __init__(
         self,
         address: tuple[str, int] | None = None,
-        authkey: bytes | None = None,
+        authkey: bytes | str | None = None,
         *,
         workers: int = 0,
         connect: tuple[str, int] | None = None,
@@ -78,8 +102,10 @@ class Executor(concurrent.futures.Executor):
     ) -> None:
         if serializer not in ("native", "pickle"):
             raise ValueError(f"serializer must be 'native' or 'pickle', not {serializer!r}")
+        if isinstance(authkey, str):
+            authkey = authkey.encode("utf-8")  # as BaseManager takes it
         if authkey is not None and not isinstance(authkey, bytes):
-            raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
+            raise TypeError(f"authkey must be bytes or str, not {type(authkey).__name__}")
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         if workers < 0:
@@ -106,7 +132,7 @@ class Executor(concurrent.futures.Executor):
         self._futures: dict[int, concurrent.futures.Future[Any]] = {}
         self._outbox: list[tuple[int, str, bytes, Any]] = []
         self._flushing = False
-        self._slots = threading.BoundedSemaphore(max_pending)
+        self._slots = _Pending(max_pending)
         self._shutdown = False
         self._host: ServiceHost | None = None
         self._fleet: Fleet | None = None
@@ -126,7 +152,7 @@ class Executor(concurrent.futures.Executor):
                 )
             else:
                 authkey = secrets.token_hex(16).encode()
-        self.authkey = authkey
+        self.authkey: bytes = authkey
         self.address: tuple[str, int] | None = None
         if connect is not None:
             self._connect_remote(connect)
@@ -183,7 +209,8 @@ class Executor(concurrent.futures.Executor):
         host = self.address[0]
         connect_to = ("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host,
                       self.address[1])  # fmt: skip
-        self._fleet = Fleet(child_command(format_address(connect_to), extra), count, env)
+        command = child_command(format_address(connect_to), extra)
+        self._fleet = Fleet(command, count, env, relay_stderr=True)
         self._fleet.start()
 
     # ------------------------------------------------------------ submitting
@@ -194,10 +221,13 @@ class Executor(concurrent.futures.Executor):
             pass
         try:
             ref = function_ref(fn)
-        except TypeError:
+        except TypeError as exc:
             if self._allow_pickle:
                 return ""  # the callable travels pickled, with the arguments
-            raise
+            raise TypeError(
+                f"{exc} (or choose serializer='pickle' for a callable object that pickle "
+                "can send)"
+            ) from None
         with contextlib.suppress(TypeError):
             self._refs[fn] = ref
         return ref
@@ -221,9 +251,12 @@ class Executor(concurrent.futures.Executor):
             opts = {**opts, "timeout": float(timeout)}
         return self._enqueue(ref, self._payload(ref, fn, args, kwargs), opts or None)
 
-    def _enqueue(self, ref: str, payload: bytes, opts: Any) -> concurrent.futures.Future[Any]:
+    def _enqueue(
+        self, ref: str, payload: bytes, opts: Any, *, wait: bool = True
+    ) -> concurrent.futures.Future[Any]:
+        """Queue a task; ``wait=False`` goes past ``max_pending`` rather than wait."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._slots.acquire()
+        self._slots.take(wait)
         with self._lock:
             if self._shutdown:
                 self._slots.release()
@@ -314,6 +347,9 @@ class Executor(concurrent.futures.Executor):
         if status == LOST:
             attempts = [(str(a), str(b)) for a, b in payload.get("attempts", [])]
             return WorkerLostError(f"task lost: {payload.get('reason', '?')}", attempts)
+        if status == UNAVAILABLE:
+            workers = [(str(a), str(b)) for a, b in payload.get("workers", [])]
+            return TaskImportError(str(payload.get("reason", "?")), workers)
         record = decode(payload, False)
         if status == TIMEOUT:
             return TaskTimeoutError(str(record.get("message", "the task ran past its timeout")))

@@ -35,6 +35,7 @@ __all__ = [
     "PICKLED_CALLABLE",
     "PickleRefused",
     "decode",
+    "describe_exception",
     "encode",
     "error_record",
     "function_ref",
@@ -141,6 +142,17 @@ def _load_main(path: str) -> None:
     except BaseException:
         del sys.modules["__distproc_main__"]
         raise
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message (file:line)``: an exception raised by imported code, on one line."""
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} ({exc.filename}:{exc.lineno})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    # The frame in the user's code, not in importlib's machinery.
+    user = [f for f in frames if "importlib" not in f.filename and f.filename != __file__]
+    where = f" ({user[-1].filename}:{user[-1].lineno})" if user else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def _type_ref(cls: type) -> str:
