@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hub import Hub
@@ -88,3 +89,31 @@ def test_a_signal_stops_the_run_promptly_in_any_state(
         assert master.finish(timeout=20) == 130, master.text
         assert master.lines[-1].startswith("distproc: interrupted: wrote 0 result line(s)")
         assert "Traceback" not in master.text
+
+
+def test_a_line_too_large_to_send_is_refused_on_the_master_and_blames_no_worker(
+    tmp_path: Path,
+) -> None:
+    inputs = tmp_path / "inputs.jsonl"
+    with inputs.open("w") as f:
+        f.write('"small"\n')
+        f.write('"' + "x" * 70_000_000 + '"\n')  # a 70 MB line: over the 64 MiB frame limit
+        f.write('"after"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "distproc", "-v", "map", "dp_taskfns:echo", str(inputs),
+         "-w", "2"],
+        cwd=TASKFNS, env=clean_environ(), capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    small, big, after = (json.loads(line) for line in result.stdout.splitlines())
+    assert (small, after) == ("small", "after")
+    error = big["error"]
+    assert error["type"] == "distproc.errors.FrameTooLargeError"
+    assert error["line"] == 2 and error["traceback"] is None
+    assert "take 70,000," in error["message"] and "67,108,864 bytes" in error["message"]
+    assert "path or URL" in error["message"]
+    # No worker was lost, blamed or restarted for it.
+    assert "lost" not in result.stderr and "ended" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "distproc: error: 1 of 3 calls failed; their lines in the output are error records"
+    )

@@ -105,8 +105,17 @@ class CallReader:
                 if not raw.strip():
                     continue
                 try:
-                    value = json.loads(raw)
-                except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    message = (
+                        f"input line {number} is not UTF-8 (byte {raw[exc.start]:#04x} at "
+                        f"position {exc.start}): JSON lines are UTF-8 text"
+                    )
+                    self.order.append((number, error_record("InputError", message, number)))
+                    continue
+                try:
+                    value = json.loads(text)
+                except ValueError as exc:
                     message = f"input line {number} is not JSON: {exc}"
                     self.order.append((number, error_record("InputError", message, number)))
                     continue
@@ -175,9 +184,12 @@ class ResultWriter:
                     f"cannot write OUTPUT {path!r}: {exc.strerror or exc}"
                 ) from None
         elif not sys.stdout.isatty():
-            # Not looked up again: while a progress bar shows on a terminal, rich
-            # redirects sys.stdout to it, which is only right when stdout is that terminal.
+            # Not looked up again: while a progress bar shows on a terminal, it stands
+            # in for sys.stdout, which is only right when stdout is that terminal.
             self.file = sys.stdout
+            reconfigure = getattr(self.file, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(encoding="utf-8")  # JSON lines are UTF-8, whatever the locale
         self.written = 0
         self.failed = 0
         self.stop = HeldSignals()
@@ -191,11 +203,13 @@ class ResultWriter:
             self.failed += failed
 
     def error(self, record: ErrorRecord) -> None:
-        self._write(json.dumps(record), failed=True)
+        self._write(json.dumps(record, ensure_ascii=False), failed=True)
 
     def result(self, value: Any, line: int) -> None:
         try:
-            text = json.dumps({"result": value} if self.records else value, allow_nan=False)
+            text = json.dumps(
+                {"result": value} if self.records else value, allow_nan=False, ensure_ascii=False
+            )
         except (TypeError, ValueError) as exc:
             message = f"the result is not JSON: {exc}"
             self.error(error_record("TypeError", message, line))

@@ -27,6 +27,7 @@ import inspect
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +40,7 @@ import click
 from ..errors import DistprocError
 from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
+from .hosts import WILDCARDS, host_addresses
 from .lines import CallReader, ResultWriter, count_calls, exception_record, open_input
 from .serve import (
     AUTHKEY_ENV,
@@ -123,6 +125,7 @@ def load_function(target: str) -> Callable[..., Any]:
             inspect.isfunction(value)
             and value.__module__ == target.partition(":")[0]
             and not name.startswith("_")
+            and _sendable(value)
         ),
         limit=12,
     )
@@ -130,6 +133,17 @@ def load_function(target: str) -> Callable[..., Any]:
         raise CliUsageError(f"{target} is a {type(obj).__name__} object, not a function")
     _check_sendable(obj, target)
     return obj  # type: ignore[no-any-return]  # callable(obj) holds
+
+
+def _sendable(fn: Any) -> bool:
+    """Whether workers could import ``fn`` by its name (not a lambda, not a closure)."""
+    from ..tasks.payloads import function_ref
+
+    try:
+        function_ref(fn)
+    except TypeError:
+        return False
+    return True
 
 
 def _check_sendable(fn: Any, target: str) -> None:
@@ -259,9 +273,10 @@ Examples, from the root of the distproc repository:
 
 \b
 With remote workers as well (on each other machine, the same key in
-DISTPROC_AUTHKEY and the module importable there):
-  $ distproc map mymodule:work inputs.jsonl -o results.jsonl --address 0.0.0.0:50000
-  other-host$ distproc worker master-host:50000
+DISTPROC_AUTHKEY and the module importable there), listening on the
+master's address on the network (0.0.0.0 listens on every interface):
+  $ distproc map mymodule:work inputs.jsonl -o results.jsonl --address 192.168.0.9:50000
+  other-host$ distproc worker 192.168.0.9:50000
 """
 
 
@@ -395,6 +410,13 @@ def map_command(
 
 def _announce(address: Any, generated_key: str | None) -> None:
     where = format_address(address) if address is not None else "?"
+    if address is not None and address[0] in WILDCARDS:
+        # Listening on every interface: tell the addresses that others can use.
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        hosts = [format_address((h, address[1])) for h in host_addresses(family)]
+        if hosts:
+            others = f" (or {', '.join(hosts[1:])})" if len(hosts) > 1 else ""
+            where = hosts[0] + others
     if generated_key is not None:
         click.echo(
             f"distproc: no authkey given, using a random one; workers need "
@@ -411,7 +433,7 @@ def _conclude(writer: ResultWriter, source: CallReader, stopped: str | None, ela
         raise Interrupted(f"wrote {done} result line(s){failures} before stopping")
     if stopped == "broken pipe":
         log.info("the output was closed after %d line(s)", done)
-        return 1
+        return 0  # the reader chose to stop reading (`| head`): not a failure
     if stopped is not None:
         raise CliError(f"{stopped} (after {done} result line(s){failures})")
     if source.read_error is not None:

@@ -29,17 +29,21 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..addresses import format_address, is_loopback
-from ..errors import TaskImportError, TaskTimeoutError, WorkerLostError
+from ..errors import FrameTooLargeError, TaskImportError, TaskTimeoutError, WorkerLostError
 from ..server import ServerConfig
+from ..wire.framing import DEFAULT_MAX_FRAME
 from .fleet import Fleet, child_command
 from .host import ServiceHost, ServiceManager, connect_service
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
-from .service import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE
+from .service import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, split_by_size
 
 __all__ = ["Executor"]
 
 log = logging.getLogger("distproc.tasks")
+
+#: Room left in a frame for what travels with a task's payload (ids, options).
+ENVELOPE = 64 * 1024
 
 
 class _Pending:
@@ -154,6 +158,13 @@ class Executor(concurrent.futures.Executor):
                 authkey = secrets.token_hex(16).encode()
         self.authkey: bytes = authkey
         self.address: tuple[str, int] | None = None
+        # A task reaches a worker in one frame, which a worker's connection takes
+        # up to DEFAULT_MAX_FRAME; a service of ours may take less.
+        frame = DEFAULT_MAX_FRAME
+        if connect is None and server_config is not None:
+            frame = min(frame, server_config.max_frame)
+        self._frame_limit = frame
+        self.max_task_bytes = frame - ENVELOPE
         if connect is not None:
             self._connect_remote(connect)
         else:
@@ -234,8 +245,28 @@ class Executor(concurrent.futures.Executor):
 
     def _payload(self, ref: str, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         if not ref:
-            return encode(((fn, *args), kwargs), PICKLE)
-        return encode((args, kwargs), self._codec)
+            payload = encode(((fn, *args), kwargs), PICKLE)
+        else:
+            payload = encode((args, kwargs), self._codec)
+        self._check_size(payload)
+        return payload
+
+    def _check_size(self, payload: bytes) -> None:
+        """Refuse, here, a task that could never reach a worker (rather than lose workers)."""
+        if len(payload) <= self.max_task_bytes:
+            return
+        limit = self._frame_limit
+        if limit < DEFAULT_MAX_FRAME:
+            how = (f"raise ServerConfig(max_frame=...) of the Executor's service, up to "
+                   f"{DEFAULT_MAX_FRAME:,} bytes, or pass")  # fmt: skip
+        else:
+            how = "pass"
+        raise FrameTooLargeError(
+            f"the task's arguments take {len(payload):,} bytes encoded; a task can take at "
+            f"most {self.max_task_bytes:,} (the frame limit of {limit:,} bytes, less room for "
+            f"the task's envelope): {how} large data another way, such as a path or URL "
+            "that the workers can read"
+        )
 
     def submit(  # type: ignore[override]  # `timeout` is the task's, as documented
         self, fn: Callable[..., Any], /, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -294,7 +325,8 @@ class Executor(concurrent.futures.Executor):
             batch = self._take_outbox()
             if batch:
                 try:
-                    self._service.submit(self._mid, batch)
+                    for part in split_by_size(batch, lambda task: len(task[2])):
+                        self._service.submit(self._mid, part)
                 except Exception as exc:
                     self._fail_all(exc)
                     return

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import WorkerLostError
+from ..errors import FrameTooLargeError, WorkerLostError
 from .payloads import encode, rebuild_error
 from .service import OK
 
@@ -196,20 +196,46 @@ class MapRun:
                     break
                 self.fed += len(chunk)
                 if self.chunksize == 1 or not self.ref:
-                    args = tuple(chunk[0])
-                    payload = ex._payload(self.ref, self.fn, args, {})
-                    self.pending.put(ex._enqueue(self.ref, payload, ex._opts or None))
+                    self.pending.put(self._submit_call(chunk[0]))
                     continue
-                payload = encode(((chunk,), {}), ex._codec)
-                # max_attempts=1: a chunk lost once is split (see the module docstring).
-                entry = _Chunk(chunk, ex._enqueue(self.ref, payload, {**ex._opts, **_CHUNK_OPTS}))
-                if not self.timed.is_set():
-                    self.in_flight += 1
-                self.pending.put(entry)
-                entry.future.add_done_callback(functools.partial(self._on_done, entry))
+                for part, payload in self._fitting(chunk):
+                    if payload is None:  # one call, too large to send: it fails alone
+                        self.pending.put(self._submit_call(part[0]))
+                        continue
+                    # max_attempts=1: a chunk lost once is split (see the module docstring).
+                    future = ex._enqueue(self.ref, payload, {**ex._opts, **_CHUNK_OPTS})
+                    entry = _Chunk(part, future)
+                    if not self.timed.is_set():
+                        self.in_flight += 1
+                    self.pending.put(entry)
+                    future.add_done_callback(functools.partial(self._on_done, entry))
         except BaseException as exc:
             self.pending.put(exc)
         self.pending.put(_END)
+
+    def _submit_call(self, args: list[Any]) -> _Future[Any]:
+        """One call as a task of its own; one too large to send fails alone, here."""
+        ex = self.ex
+        try:
+            payload = ex._payload(self.ref, self.fn, tuple(args), {})
+        except FrameTooLargeError as exc:
+            failed: _Future[Any] = _Future()
+            failed.set_exception(exc)
+            return failed
+        return ex._enqueue(self.ref, payload, ex._opts or None)
+
+    def _fitting(self, chunk: list[Any]) -> list[tuple[list[Any], bytes | None]]:
+        """``chunk`` and its payload, cut in halves until each part fits in a task.
+
+        A part of one call that does not fit has no payload (``None``).
+        """
+        payload = encode(((chunk,), {}), self.ex._codec)
+        if len(payload) <= self.ex.max_task_bytes:
+            return [(chunk, payload)]
+        if len(chunk) == 1:
+            return [(chunk, None)]
+        half = len(chunk) // 2
+        return self._fitting(chunk[:half]) + self._fitting(chunk[half:])
 
     # ------------------------------------------------------------ results
     def _result(self, future: _Future[Any]) -> Any:

@@ -90,8 +90,7 @@ def function_ref(fn: Callable[..., Any]) -> str:
         what = "a lambda" if "<lambda>" in qualname else "a function defined inside another"
         raise TypeError(
             f"{module}.{qualname} is {what}: workers import a task's function by name, "
-            "so define it with def at the top level of a module that workers can import "
-            "(or choose serializer='pickle' for a callable object that pickle can send)"
+            "so define it with def at the top level of a module that workers can import"
         )
     try:
         found = resolve(f"{module}:{qualname}", import_modules=False)

@@ -62,6 +62,7 @@ __all__ = [
     "UNAVAILABLE",
     "TaskService",
     "check_options",
+    "split_by_size",
 ]
 
 log = logging.getLogger("distproc.tasks")
@@ -87,8 +88,32 @@ DEAD_LETTERS_KEPT = 1000
 UNAVAILABLE_GRACE = 5.0
 #: A lease skips at most this many queued tasks that its worker has quarantined.
 QUARANTINE_SCAN = 256
+#: A batch of tasks or results in one reply holds about this many payload bytes
+#: at most (a single larger one goes alone): far below any frame limit.
+BATCH_BYTES = 8 * 1024 * 1024
 
 Result = list[Any]  # [task id, status, payload]
+
+
+def split_by_size(items: list[Any], size: Callable[[Any], int]) -> list[list[Any]]:
+    """``items`` in runs of at most BATCH_BYTES of ``size(item)`` (at least one each)."""
+    out: list[list[Any]] = []
+    run: list[Any] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if run and total + n > BATCH_BYTES:
+            out.append(run)
+            run, total = [], 0
+        run.append(item)
+        total += n
+    if run:
+        out.append(run)
+    return out
+
+
+def _size(payload: Any) -> int:
+    return len(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else 0
 
 
 def check_options(max_attempts: int, heartbeat_timeout: float) -> None:
@@ -429,7 +454,8 @@ class TaskService:
         leases = worker.leases
         quarantined = worker.quarantined
         skipped: list[int] = []  # tasks of functions this worker cannot import
-        while ready and len(out) < n:
+        size = 0
+        while ready and len(out) < n and size < BATCH_BYTES:
             tid = ready.popleft()
             task = tasks.get(tid)
             if task is None or task.state != _QUEUED:
@@ -447,6 +473,7 @@ class TaskService:
             task.worker = worker.id
             leases[tid] = now
             out.append([tid, task.attempt, task.fn, task.payload, task.opts])
+            size += len(task.payload)
             if task.suspect:
                 break
         ready.extendleft(reversed(skipped))
@@ -630,8 +657,7 @@ class TaskService:
                 self.loop.call_soon(self._flush, master)
         elif master.held is not None:
             held, master.held = master.held, None
-            out, master.outbox = master.outbox[: held.want], master.outbox[held.want :]
-            held.answer(out)
+            held.answer(self._take_results(master, held.want))
 
     def _flush(self, master: _Master) -> None:
         self._flush_scheduled.discard(master.id)
@@ -726,8 +752,7 @@ class TaskService:
             master.held.answer([])
             master.held = None
         if master.outbox or wait <= 0:
-            out, master.outbox = master.outbox[:max_items], master.outbox[max_items:]
-            call.reply(out)
+            call.reply(self._take_results(master, max_items))
             return
         held = master.held = _Held(call, max_items)
 
@@ -738,6 +763,14 @@ class TaskService:
 
         held.timer = self.loop.call_later(wait, over)
         call.on_cancel(over)
+
+    @staticmethod
+    def _take_results(master: _Master, want: int) -> list[Result]:
+        """Up to ``want`` results of ``master``'s outbox, in one reply of a bounded size."""
+        runs = split_by_size(master.outbox[:want], lambda r: _size(r[2]))
+        out = runs[0] if runs else []
+        del master.outbox[: len(out)]
+        return out
 
     def cancel(self, call: Any, mid: int, tids: list[int]) -> None:
         call.reply(self.cancel_tasks(mid, tids))

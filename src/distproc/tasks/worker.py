@@ -47,7 +47,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from ..errors import DistprocError, ProtocolError, TaskTimeoutError
+from ..errors import DistprocError, FrameTooLargeError, ProtocolError, TaskTimeoutError
+from ..wire.framing import DEFAULT_MAX_FRAME
 from .host import connect_service, describe_refusal
 from .payloads import (
     PICKLE,
@@ -58,7 +59,7 @@ from .payloads import (
     error_record,
     resolve,
 )
-from .service import ERROR, OK, RETRY, TIMEOUT, UNAVAILABLE
+from .service import ERROR, OK, RETRY, TIMEOUT, UNAVAILABLE, split_by_size
 
 __all__ = ["Worker", "is_fatal", "run_chunk"]
 
@@ -77,6 +78,8 @@ MONITOR_TICK = 0.01
 LONG_TASK = 1.0
 #: Exit status of a process slot that stopped a task past its timeout.
 EXIT_TIMEOUT = 75
+#: A result larger than this (encoded) cannot reach the service in one frame.
+MAX_RESULT = DEFAULT_MAX_FRAME - 64 * 1024
 
 
 class _Unavailable(Exception):
@@ -310,7 +313,10 @@ class _Slot:
     def _exchange(self, want: int, wait: float) -> None:
         with self.lock:
             results, self.results = self.results, []
-        tasks = self.service.exchange(self.wid, results, want, wait)
+        *before, last = split_by_size(results, lambda r: len(r[3])) or [[]]
+        for part in before:  # many large results: in several calls of a bounded size
+            self.service.exchange(self.wid, part, 0, 0.0)
+        tasks = self.service.exchange(self.wid, last, want, wait)
         if tasks is None:  # the service gave our leases away (missed heartbeats)
             log.warning("the task service forgot %s (missed heartbeats); joining again", self.wid)
             with self.lock:
@@ -375,6 +381,12 @@ class _Slot:
             else:
                 value = fn(*args, **kwargs)
             status, out = OK, encode(value, codec)
+            if len(out) > MAX_RESULT:
+                raise FrameTooLargeError(
+                    f"the result takes {len(out):,} bytes encoded; a result can take at most "
+                    f"{MAX_RESULT:,} (the frame limit, less room for its envelope): return "
+                    "large data another way, such as a path or URL"
+                )
         except _Unavailable as exc:
             status, out = UNAVAILABLE, str(exc).encode()  # for the service, which reads it
         except Exception as exc:
