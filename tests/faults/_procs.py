@@ -123,6 +123,9 @@ class Proc:
             self.popen.kill()
         self.popen.wait(30)
         self._reader.join(10)
-        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+        streams = [self.popen.stdin, self.popen.stdout]
+        if not self._reader.is_alive():  # else a process it started holds stderr open:
+            streams.append(self.popen.stderr)  # closing it would wait for the reader
+        for stream in streams:
             if stream is not None:
                 stream.close()

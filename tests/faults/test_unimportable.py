@@ -68,16 +68,26 @@ def start_worker(procs: Callable[..., Proc], cwd: Path, port: int) -> Proc:
     )  # fmt: skip
 
 
+def start_run(
+    procs: Callable[..., Proc], cwd: Path, workers: int, elsewhere: list[Path]
+) -> tuple[Proc, int, list[Proc]]:
+    """``distproc map`` in ``cwd`` with ``workers`` local workers, and one remote worker
+    in each folder of ``elsewhere``; returns once they have all joined."""
+    port = free_port()
+    master = start_map(procs, cwd, port, workers=workers)
+    master.wait_line("remote workers can join")
+    remote = [start_worker(procs, folder, port) for folder in elsewhere]
+    joined = workers + len(remote)
+    wait_for(lambda: len(status(port)["workers"]) == joined, what="every worker to join")
+    return master, port, remote
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_a_worker_that_cannot_import_the_module_leaves_its_tasks_to_the_others(
     tmp_path: Path, procs: Callable[..., Proc]
 ) -> None:
     good, missing, _ = folders(tmp_path)
-    port = free_port()
-    master = start_map(procs, good, port, workers=1)
-    master.wait_line("remote workers can join")
-    bad = start_worker(procs, missing, port)
-    wait_for(lambda: len(status(port)["workers"]) == 2, what="both workers to join")
+    master, port, [bad] = start_run(procs, good, 1, [missing])
     assert master.popen.stdin is not None and master.popen.stdout is not None
     master.popen.stdin.write("".join(f"{x}\n" for x in range(1, 401)))
     master.popen.stdin.flush()
@@ -117,11 +127,7 @@ def test_when_no_worker_can_import_it_each_call_gets_an_error_naming_every_worke
     tmp_path: Path, procs: Callable[..., Proc]
 ) -> None:
     good, missing, broken = folders(tmp_path)
-    port = free_port()
-    master = start_map(procs, good, port, workers=0)
-    master.wait_line("remote workers can join")
-    one, two = start_worker(procs, missing, port), start_worker(procs, broken, port)
-    wait_for(lambda: len(status(port)["workers"]) == 2, what="both workers to join")
+    master, port, [one, two] = start_run(procs, good, 0, [missing, broken])
     pids = [w["pid"] for w in status(port)["workers"]]
     assert master.popen.stdin is not None and master.popen.stdout is not None
     master.popen.stdin.write("1\n2\n3\n")

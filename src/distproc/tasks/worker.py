@@ -47,6 +47,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from ..addresses import format_address
 from ..errors import DistprocError, FrameTooLargeError, ProtocolError, TaskTimeoutError
 from ..wire.framing import DEFAULT_MAX_FRAME
 from .host import connect_service, describe_refusal
@@ -210,8 +211,6 @@ class Worker:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def _where(self) -> str:
-        from ..addresses import format_address
-
         return format_address(self.address)
 
     def _gone(self, what: str, exc: BaseException) -> None:
