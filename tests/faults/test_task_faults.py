@@ -152,3 +152,22 @@ def test_two_masters_share_one_service(procs: Callable[..., Proc]) -> None:
         assert [f.result(60) for f in fa] == [x + 1 for x in range(50)]
         assert [f.result(60) for f in fb] == [x + 2 for x in range(50)]
         assert a.status()["masters"] == 2
+
+
+@pytest.mark.parametrize("mode", [[], ["--threads"]])
+def test_a_second_sigterm_stops_a_worker_at_once(
+    hub: Hub, procs: Callable[..., Proc], mode: list[str]
+) -> None:
+    port = free_port()
+    with distproc.Executor(address=("127.0.0.1", port), authkey=AUTHKEY, progress=False) as ex:
+        worker = procs("-v", "worker", f"127.0.0.1:{port}", "-c", "1", *mode)
+        worker.wait_ready()
+        future = ex.submit(fns.hold, hub.port, 1)
+        hub.next_started()  # the task runs, held: a graceful stop would wait for it
+        worker.popen.send_signal(signal.SIGTERM)
+        worker.wait_line("stopping")  # the first one was handled; now the second
+        worker.popen.send_signal(signal.SIGTERM)
+        assert worker.finish(timeout=30) in (0, 128 + signal.SIGTERM), worker.text
+        assert not future.done()  # stopped at once: the task was not waited for
+        hub.release()
+        ex.shutdown(wait=False, cancel_futures=True)

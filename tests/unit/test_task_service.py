@@ -333,3 +333,20 @@ def test_a_lease_holds_a_bounded_number_of_bytes(h: Harness) -> None:
     h.service.add_tasks(h.mid, [[t, "m:f", big, None] for t in tids])
     wid, _ = h.worker()
     assert len(h.exchange(wid, want=4).value) == 2
+
+
+def test_when_the_last_worker_that_could_import_it_leaves_its_tasks_fail(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "UNAVAILABLE_GRACE", 0.05)
+    tids = h.submit(2)
+    bad, _ = h.worker()
+    _, good_conn = h.worker()
+    [task] = h.exchange(bad).value
+    h.exchange(bad, [[task[0], task[1], UNAVAILABLE, b"ImportError: x"]], want=0)
+    h.run(0.2)
+    assert h.outcomes() == {}  # the good worker may still run them
+    good_conn.drop()
+    h.run(0.2)
+    assert h.outcomes() == dict.fromkeys(tids, UNAVAILABLE)
+    assert h.results[0][2]["workers"] == [[f"{bad} (h pid 1)", "ImportError: x"]]

@@ -1,12 +1,13 @@
 """``Executor.map``: calls fed lazily, batched adaptively, results in order.
 
-A reader thread reads the input ahead (at most ``READ_AHEAD`` calls), a
-feeder thread makes chunks of what has been read and submits them, and the
-caller's iterator yields results in input order as they arrive.  A chunk
-takes the calls that have arrived, up to its size, and never waits for more:
-an input that comes slowly (a terminal, ``tail -f``) has its calls run as
-they come.  ``submit()``'s backpressure bounds what is in flight, so an
-endless input is fine.
+A feeder thread makes chunks of the input and submits them; the caller's
+iterator yields results in input order as they arrive.  An input of unknown
+length (a generator, stdin) is read ahead on a thread of its own (at most
+``READ_AHEAD`` calls), and a chunk takes the calls that have arrived, up to
+its size, without waiting for more: an input that comes slowly (a terminal,
+``tail -f``) has its calls run as they come.  An input whose length is known
+is at hand, and is read directly.  ``submit()``'s backpressure bounds what
+is in flight, so an endless input is fine.
 
 With ``chunksize=None`` (the default) calls travel in *chunks* sized from
 the time the workers report: about ``CHUNK_SECONDS`` of work each, at most
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import itertools
 import queue
 import threading
 import time
@@ -54,6 +56,19 @@ _END = object()
 #: ``chunk`` tells the worker that the payload is a list of calls.
 _CHUNK_OPTS = {"max_attempts": 1, "split": True, "chunk": True}
 _Future = concurrent.futures.Future
+
+
+class _Direct:
+    """The input's items, read on the feeder's thread (an input that is at hand)."""
+
+    def __init__(self, iterable: Iterable[Any]) -> None:
+        self._it = iter(iterable)
+
+    def take(self, most: int) -> list[Any]:
+        return list(itertools.islice(self._it, most))
+
+    def close(self) -> None:
+        """Nothing runs on its own."""
 
 
 class _ReadAhead:
@@ -160,7 +175,7 @@ class MapRun:
         self.timed = threading.Event()
         self.in_flight = 0  # chunks submitted before any time was known
         self.fed = 0
-        self.input: _ReadAhead | None = None
+        self.input: _ReadAhead | _Direct | None = None
         self.feeder = threading.Thread(target=self._feed, name="distproc-map-feed", daemon=True)
 
     # -------------------------------------------------------------- feeding
@@ -316,7 +331,7 @@ class MapRun:
             yield error
 
     def __iter__(self) -> Iterator[Any]:
-        self.input = _ReadAhead(self.iterable)
+        self.input = _Direct(self.iterable) if self.total is not None else _ReadAhead(self.iterable)
         self.feeder.start()
         bar = self.bar
         try:
