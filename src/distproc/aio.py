@@ -33,7 +33,7 @@ from typing import Any
 
 from .client.connection import convert_to_error
 from .errors import AuthenticationError, ConnectionLostError, DistprocError
-from .wire import handshake, local
+from .wire import handshake, same_host
 from .wire.codecs import Codec, PickleCodec
 from .wire.framing import DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME, FrameDecoder, encode_header
 from .wire.messages import PROXY, RETURN, Token
@@ -244,14 +244,14 @@ async def _move_local(
 ) -> _Stream | None:
     """The asyncio twin of :func:`distproc.client.mux._move_local`: read the
     server's same-host socket name and connect there, or return ``None``."""
-    name = local.parse_name_frame(await stream.recv())
+    name = same_host.parse_name_frame(await stream.recv())
     writer: asyncio.StreamWriter | None = None
     try:
-        opened = await asyncio.wait_for(asyncio.open_unix_connection(name), local.TIMEOUT)
+        opened = await asyncio.wait_for(asyncio.open_unix_connection(name), same_host.TIMEOUT)
         writer = opened[1]
         moved = _Stream(*opened)
-        there = await asyncio.wait_for(_handshake(moved, authkey, flags), local.TIMEOUT)
-        local.check_same_server(there, server_flags)
+        there = await asyncio.wait_for(_handshake(moved, authkey, flags), same_host.TIMEOUT)
+        same_host.check_same_server(there, server_flags)
     except (OSError, EOFError, asyncio.TimeoutError, DistprocError) as exc:
         if writer is not None:
             writer.close()
@@ -278,7 +278,7 @@ async def connect(
     stream = _Stream(reader, writer)
     try:
         flags = handshake.FLAG_PICKLE if serializer == "pickle" else 0
-        if local.client_asks(writer.get_extra_info("socket")):
+        if same_host.client_asks(writer.get_extra_info("socket")):
             flags |= handshake.FLAG_LOCAL
         server_flags = await _handshake(stream, key, flags)
         if server_flags is None:
@@ -291,7 +291,7 @@ async def connect(
             if moved is not None:
                 writer.write_eof()  # then wait for the server to close: see client.mux
                 with contextlib.suppress(OSError, asyncio.TimeoutError):
-                    while await asyncio.wait_for(reader.read(4096), local.TIMEOUT):
+                    while await asyncio.wait_for(reader.read(4096), same_host.TIMEOUT):
                         pass
                 writer.close()
                 stream, writer = moved, moved.writer

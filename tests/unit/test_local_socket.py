@@ -1,6 +1,6 @@
 """Same-host native clients move from loopback TCP to the server's Unix socket.
 
-See :mod:`distproc.wire.local`.  Real servers on port 0, real sockets.
+See :mod:`distproc.wire.same_host`.  Real servers on port 0, real sockets.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from distproc.client.mux import close_multiplexers
 from distproc.errors import AuthenticationError, ConnectionLostError
 from distproc.managers import BaseManager
 from distproc.server import ServerConfig
-from distproc.wire import handshake, local
+from distproc.wire import handshake, same_host
 from distproc.wire.framing import recv_frame
 
 AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
@@ -46,7 +46,7 @@ QM.register("Queue", queue.Queue)
 
 @pytest.fixture(autouse=True)
 def _fresh_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(local.ENV, raising=False)
+    monkeypatch.delenv(same_host.ENV, raising=False)
     close_multiplexers()
     yield
     close_multiplexers()
@@ -140,7 +140,7 @@ def test_a_server_killed_under_a_waiting_get_is_noticed(
     ConnectionLostError at once (the kernel ends the socket), not a hang and
     not the bare ConnectionResetError of a socket that had unread bytes."""
     if family == socket.AF_INET:
-        monkeypatch.setenv(local.ENV, "0")  # the server process inherits it
+        monkeypatch.setenv(same_host.ENV, "0")  # the server process inherits it
     manager = QM(address=("127.0.0.1", 0), authkey=AUTHKEY)
     manager.start()
     try:
@@ -262,7 +262,7 @@ def test_turned_off_on_either_side(serve: ServeFn, monkeypatch: pytest.MonkeyPat
 
     offering, other = serve(QM)
     assert offering.local_address is not None
-    monkeypatch.setenv(local.ENV, "0")
+    monkeypatch.setenv(same_host.ENV, "0")
     close_multiplexers()  # connect() may have opened one already
     assert _family_of(other.Queue()) == socket.AF_INET
 
@@ -270,7 +270,7 @@ def test_turned_off_on_either_side(serve: ServeFn, monkeypatch: pytest.MonkeyPat
 def test_a_name_that_is_not_on_this_host_keeps_tcp(serve: ServeFn) -> None:
     """As behind a tunnel (``ssh -L``): loopback both ways, but another host's name."""
     server, client = serve(QM)
-    server.local_address = local.new_name()  # nothing listens there
+    server.local_address = same_host.new_name()  # nothing listens there
     close_multiplexers()  # connect() may have opened one already
     q: Any = client.Queue()
     assert _family_of(q) == socket.AF_INET

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import ConnectionLostError, DistprocError, ProtocolError
 from ..spinning import recv_into_spinning, spin_seconds
-from ..wire import handshake, local
+from ..wire import handshake, same_host
 from ..wire.codecs import BytesLike, Codec, PickleCodec
 from ..wire.framing import (
     DEFAULT_MAX_FRAME,
@@ -555,7 +555,7 @@ class _Raw:
 def _connect(address: Any, authkey: bytes, serializer: str) -> Multiplexer | None:
     sock = open_socket(address)
     flags = handshake.FLAG_PICKLE if serializer == "pickle" else 0
-    if local.client_asks(sock):
+    if same_host.client_asks(sock):
         flags |= handshake.FLAG_LOCAL
     try:
         server_flags = handshake.client_handshake(
@@ -596,7 +596,7 @@ def _close_and_wait(sock: socket.socket) -> None:
     """Close ``sock`` once the server has closed its end, so that, when this
     returns, the server no longer counts it among its connections."""
     try:
-        sock.settimeout(local.TIMEOUT)
+        sock.settimeout(same_host.TIMEOUT)
         sock.shutdown(socket.SHUT_WR)
         while sock.recv(4096):
             pass
@@ -613,17 +613,17 @@ def _move_local(
     sending ``flags``; the server there must answer as it did (``server_flags``).
 
     Returns the new, authenticated socket, or ``None`` to stay on ``sock``
-    (the name is not on this host; see :mod:`distproc.wire.local`).
+    (the name is not on this host; see :mod:`distproc.wire.same_host`).
     """
-    name = local.parse_name_frame(recv_frame(sock, local.NAME_MAX))
+    name = same_host.parse_name_frame(recv_frame(sock, same_host.NAME_MAX))
     moved = socket.socket(socket.AF_UNIX)
     try:
-        moved.settimeout(local.TIMEOUT)
+        moved.settimeout(same_host.TIMEOUT)
         moved.connect(name)
         there = handshake.client_handshake(
             _Raw(moved), authkey, marker=handshake.make_marker(flags)
         )
-        local.check_same_server(there, server_flags)
+        same_host.check_same_server(there, server_flags)
         moved.settimeout(None)
     except (OSError, EOFError, DistprocError) as exc:
         moved.close()

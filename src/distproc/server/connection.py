@@ -9,7 +9,7 @@ After the handshake a connection speaks:
   carried the upgrade marker (see :mod:`distproc.wire.handshake`).
 
 A native peer on loopback is first told the name of the server's same-host
-Unix socket, if both sides asked for it (:mod:`distproc.wire.local`).
+Unix socket, if both sides asked for it (:mod:`distproc.wire.same_host`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AuthenticationError, ProtocolError
-from ..wire import handshake, local
+from ..wire import handshake, same_host
 from ..wire.codecs import BytesLike
 from ..wire.framing import (
     HANDSHAKE_MAX_FRAME,
@@ -119,7 +119,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family == socket.AF_UNIX:
             if not self.peer:  # an unbound client socket: name it by its process
-                pid = local.peer_pid(sock)
+                pid = same_host.peer_pid(sock)
                 self.peer = f"local process {pid}" if pid else "local process"
         elif sock is not None:
             # A big send buffer lets one send() take a whole large reply; with
@@ -135,7 +135,8 @@ class ServerConnection(asyncio.BufferedProtocol):
             server.config.handshake_timeout, self._handshake_timeout
         )
         flags = handshake.FLAG_PICKLE if server.allow_pickle else 0
-        if server.local_address is not None and sock is not None and local.peer_on_loopback(sock):
+        offer = server.local_address is not None and sock is not None
+        if offer and same_host.peer_on_loopback(sock):
             self.local_offered = True
             flags |= handshake.FLAG_LOCAL
         self.challenge = handshake.make_challenge(marker=handshake.make_marker(flags))
@@ -309,7 +310,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.protocol = "native"
             name = server.local_address
             if name is not None and self.local_offered and self.peer_flags & handshake.FLAG_LOCAL:
-                self.send(local.name_frame(name))
+                self.send(same_host.name_frame(name))
         elif server.codec is None:
             log.warning(
                 "refusing %s: this server speaks only the native protocol (serializer='native')",

@@ -31,7 +31,7 @@ from typing import Any
 from ..addresses import format_address
 from ..errors import ConnectionLostError
 from ..spinning import new_event_loop
-from ..wire import local
+from ..wire import same_host
 from ..wire.codecs import BytesLike, Codec, get_codec
 from ..wire.framing import DEFAULT_MAX_FRAME
 from ..wire.messages import PROXY, RETURN, UNSERIALIZABLE, Token
@@ -89,7 +89,7 @@ class ServerConfig:
     #: process that reconnects (after a network error) finds its objects again.
     reconnect_grace: float = 10.0
     #: Offer native clients on this host a Unix socket in place of loopback TCP
-    #: (Linux; see :mod:`distproc.wire.local`).
+    #: (Linux; see :mod:`distproc.wire.same_host`).
     local_socket: bool = True
 
 
@@ -168,7 +168,7 @@ class Server:
         self._sock = _bind(("127.0.0.1", 0) if address is None else address, self.config.backlog)
         name = self._sock.getsockname()
         self.address: Any = name if isinstance(name, str) else (name[0], name[1])
-        #: The same-host Unix socket's name while it is served (see :mod:`distproc.wire.local`).
+        #: The same-host Unix socket's name while it is served (see :mod:`distproc.wire.same_host`).
         self.local_address: str | None = None
         self.table = ObjectTable()
         self.pool = ElasticPool()
@@ -228,11 +228,11 @@ class Server:
         """Listen on a same-host Unix socket too, if this server listens on TCP."""
         if not (
             self.config.local_socket
-            and local.enabled()
+            and same_host.enabled()
             and self._sock.family in (socket.AF_INET, socket.AF_INET6)
         ):
             return None
-        name = local.new_name()
+        name = same_host.new_name()
         try:
             sock = _bind(name, self.config.backlog)
         except OSError as exc:

@@ -22,7 +22,7 @@ compares digests with :func:`hmac.compare_digest`.
 **Upgrade marker.**  A distproc peer starts the random part of its challenge
 with a marker: ``MAGIC`` (4 bytes), the native protocol version (1 byte) and
 flags (1 byte; bit 0: this side allows pickle; bit 1: this side would move to
-a same-host socket, see :mod:`.local`), followed by 34 random bytes.
+a same-host socket, see :mod:`.same_host`), followed by 34 random bytes.
 Stdlib peers see random bytes and answer as usual.  Each side learns from the
 other's challenge whether it speaks distproc's native protocol, and the marker
 is authenticated: the peer's HMAC covers the whole challenge.
