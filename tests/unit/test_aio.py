@@ -99,3 +99,19 @@ def test_stdlib_server_is_refused_clearly() -> None:
             await distproc.aio.connect(server.address, AUTHKEY)
 
     asyncio.run(main())
+
+
+def test_native_serializer_uses_the_native_codec_on_the_same_host(serve: ServeFn) -> None:
+    """``serializer='native'`` never sends pickle, also after the move to the
+    same-host socket (a pickle server then serves this client with msgpack)."""
+    server, _ = serve(QM)
+
+    async def main() -> tuple[Any, str]:
+        async with await distproc.aio.connect(
+            server.address, AUTHKEY, QM, serializer="native"
+        ) as m:
+            q = await m.Queue()
+            await q.put({"a": (1, 2)})
+            return await q.get(timeout=5), type(m._codec).__name__
+
+    assert asyncio.run(main()) == ({"a": (1, 2)}, "NativeCodec")

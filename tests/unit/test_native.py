@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 import distproc.aio
-from distproc.client.connection import Client, dispatch, open_socket
+from distproc.client.connect import connect
+from distproc.client.connection import Client, dispatch
 from distproc.client.mux import PILE_LIMIT, Multiplexer, close_multiplexers
 from distproc.errors import DistprocError
 from distproc.managers import BaseManager, SyncManager
@@ -24,8 +25,9 @@ from distproc.server.connection import ServerConnection
 from distproc.server.native import NativeSession
 from distproc.wire import handshake
 from distproc.wire.codecs import PickleCodec
-from distproc.wire.framing import FrameReader, encode_header, recv_frame, send_frame
-from distproc.wire.records import BATCH_LIMIT, CALL, HELLO, KINDS, REPLY, iter_records, record
+from distproc.wire.framing import FrameReader, encode_header
+from distproc.wire.handshake import FLAG_PICKLE
+from distproc.wire.records import BATCH_LIMIT, CALL, KINDS, REPLY, iter_records, record
 
 AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
 ServeFn = Any  # the serve fixture: (manager class) -> (server, connected manager)
@@ -263,20 +265,9 @@ def test_references_of_a_dead_process_are_released(serve: ServeFn) -> None:
 
 
 def _native_socket(address: Any) -> socket.socket:
-    sock = open_socket(address)
-
-    class Raw:
-        def send_bytes(self, data: bytes) -> None:
-            send_frame(sock, data)
-
-        def recv_bytes(self, maxlength: int | None = None) -> bytes:
-            return recv_frame(sock, 256)
-
-    flags = handshake.client_handshake(
-        Raw(), AUTHKEY, marker=handshake.make_marker(handshake.FLAG_PICKLE)
-    )
+    sock, agreement = connect(address, AUTHKEY, flags=FLAG_PICKLE, session_id=b"raw-session")
+    flags = agreement.peer_flags
     assert flags is not None and flags & handshake.FLAG_PICKLE
-    send_frame(sock, b"".join(record(HELLO, 0, blob=b"raw-session")))
     return sock
 
 

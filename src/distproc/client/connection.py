@@ -12,32 +12,14 @@ import socket
 from typing import Any
 
 from ..errors import ConnectionLostError, RemoteError
-from ..wire import handshake
 from ..wire.codecs import Codec, get_codec
 from ..wire.framing import DEFAULT_MAX_FRAME, recv_frame, send_frame
 from ..wire.messages import ERROR, RETURN, TRACEBACK, UNSERIALIZABLE
+from .connect import connect, open_socket
 
-__all__ = ["Client", "Connection", "convert_to_error", "dispatch", "open_socket"]
+__all__ = ["Client", "Connection", "convert_to_error", "dispatch"]
 
 Address = Any  # (host, port) or a filesystem path
-
-
-def open_socket(address: Address, timeout: float | None = None) -> socket.socket:
-    """A connected socket for a stdlib-style address, with TCP_NODELAY set."""
-    if isinstance(address, (str, bytes)):
-        sock = socket.socket(socket.AF_UNIX)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(address)
-        except BaseException:
-            sock.close()
-            raise
-    else:
-        host, port = address[0], address[1]
-        sock = socket.create_connection((host or "127.0.0.1", port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(None)
-    return sock
 
 
 class Connection:
@@ -110,22 +92,16 @@ def Client(
     max_frame: int = DEFAULT_MAX_FRAME,
     timeout: float | None = None,
 ) -> Connection:
-    """Connect to a manager's server and run the authkey handshake."""
-    sock = open_socket(address, timeout)
-    conn = Connection(sock, get_codec(serializer), max_frame=max_frame)
-    try:
-        if authkey is not None:
-            if timeout is not None:
-                sock.settimeout(timeout)
-            handshake.client_handshake(conn, bytes(authkey), allow_md5=allow_md5)
-            sock.settimeout(None)
-    except EOFError:
-        conn.close()
-        raise ConnectionLostError("the server closed the connection during the handshake") from None
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    """Connect to a manager's server and run the authkey handshake (see :mod:`.connect`).
+
+    ``timeout`` bounds the connect and the handshake (without it, the handshake
+    has :func:`~.connect.handshake_timeout`).
+    """
+    codec = get_codec(serializer)
+    if authkey is None:
+        return Connection(open_socket(address, timeout), codec, max_frame=max_frame)
+    sock, _ = connect(address, bytes(authkey), flags=None, allow_md5=allow_md5, timeout=timeout)
+    return Connection(sock, codec, max_frame=max_frame)
 
 
 def convert_to_error(kind: str, result: Any) -> BaseException:

@@ -30,23 +30,15 @@ from typing import Any
 
 from ..errors import ConnectionLostError, DistprocError, ProtocolError
 from ..spinning import recv_into_spinning, spin_seconds
-from ..wire import handshake, same_host
-from ..wire.codecs import BytesLike, Codec, PickleCodec
-from ..wire.framing import (
-    DEFAULT_MAX_FRAME,
-    JOIN_LIMIT,
-    FrameReader,
-    recv_frame,
-    send_frame,
-    send_frame_parts,
-)
+from ..wire.codecs import BytesLike, Codec
+from ..wire.framing import DEFAULT_MAX_FRAME, JOIN_LIMIT, FrameReader, send_frame_parts
+from ..wire.handshake import FLAG_PICKLE
 from ..wire.records import (
     BATCH_LIMIT,
     CALL,
     CANCEL,
     DEFERRED,
     FRAMED_RECORD,
-    HELLO,
     KINDS,
     NOREPLY,
     RECORD,
@@ -56,7 +48,8 @@ from ..wire.records import (
     record,
     record_parts,
 )
-from .connection import convert_to_error, open_socket
+from .connect import codec_for, connect
+from .connection import convert_to_error
 
 __all__ = ["Multiplexer", "close_multiplexers", "decoding_multiplexer", "get_multiplexer"]
 
@@ -486,7 +479,7 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 _lock = threading.Lock()
-_muxes: dict[tuple[Any, bytes, str], Multiplexer | None] = {}
+_muxes: dict[tuple[Any, bytes, str, bool], Multiplexer | None] = {}
 #: The generation that ``_muxes`` and ``_session`` belong to.
 _cache_generation = 0
 
@@ -513,12 +506,18 @@ def _key(address: Any) -> Any:
     return tuple(address) if isinstance(address, list) else address
 
 
-def get_multiplexer(address: Any, authkey: bytes, serializer: str) -> Multiplexer | None:
-    """This process's native connection to ``address``, or ``None`` for a stdlib server."""
+def get_multiplexer(
+    address: Any, authkey: bytes, serializer: str, *, allow_md5: bool = True
+) -> Multiplexer | None:
+    """This process's native connection to ``address``, or ``None`` for a stdlib server.
+
+    ``allow_md5=False`` refuses a server that authenticates with HMAC-MD5 only
+    (CPython 3.11 and older), as :func:`~.connection.Client` does.
+    """
     global _cache_generation
     if serializer not in ("pickle", "native"):
         return None
-    key = (_key(address), bytes(authkey), serializer)
+    key = (_key(address), bytes(authkey), serializer, allow_md5)
     with _lock:
         if _cache_generation != _generation:  # a forked child: the parent's sockets are not ours
             _muxes.clear()
@@ -529,7 +528,7 @@ def get_multiplexer(address: Any, authkey: bytes, serializer: str) -> Multiplexe
     # for a server that restarted at the same address connects to the new one.
     if found and (cached is None or not cached.closed_by_server()):
         return cached
-    mux = _connect(address, bytes(authkey), serializer)
+    mux = _connect(address, bytes(authkey), serializer, allow_md5)
     with _lock:
         existing = _muxes.get(key)
         if existing is not None and mux is not None:
@@ -539,107 +538,29 @@ def get_multiplexer(address: Any, authkey: bytes, serializer: str) -> Multiplexe
     return mux
 
 
-class _Raw:
-    """Whole frames over a blocking socket, for the handshake."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def send_bytes(self, data: bytes) -> None:
-        send_frame(self.sock, data)
-
-    def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        return recv_frame(self.sock, 256 if maxlength is None else maxlength)
-
-
-def _connect(address: Any, authkey: bytes, serializer: str) -> Multiplexer | None:
-    sock = open_socket(address)
-    flags = handshake.FLAG_PICKLE if serializer == "pickle" else 0
-    if same_host.client_asks(sock):
-        flags |= handshake.FLAG_LOCAL
-    try:
-        server_flags = handshake.client_handshake(
-            _Raw(sock), authkey, marker=handshake.make_marker(flags)
-        )
-        if server_flags is not None and server_flags & flags & handshake.FLAG_LOCAL:
-            moved = _move_local(sock, authkey, flags & ~handshake.FLAG_LOCAL, server_flags)
-            if moved is not None:
-                _close_and_wait(sock)
-                sock = moved
-        if server_flags is not None:
-            send_frame(sock, b"".join(record(HELLO, 0, blob=_session_id())))
-    except BaseException:
-        sock.close()
-        raise
-    if server_flags is None and serializer == "native":
-        sock.close()
-        raise DistprocError(
-            f"{address!r} is not a distproc server, and serializer='native' speaks only "
-            "distproc's native protocol (stdlib servers know only pickle and xmlrpclib)"
-        )
-    if server_flags is None:
+def _connect(address: Any, authkey: bytes, serializer: str, allow_md5: bool) -> Multiplexer | None:
+    flags = FLAG_PICKLE if serializer == "pickle" else 0
+    sock, agreement = connect(
+        address, authkey, flags=flags, allow_md5=allow_md5, session_id=_session_id()
+    )
+    if not agreement.native:
         # A stdlib server: it took our marker for random bytes.  Say goodbye the
         # stdlib way (an empty request would be an error there) and fall back.
         sock.close()
+        if serializer == "native":
+            raise DistprocError(
+                f"{address!r} is not a distproc server, and serializer='native' speaks only "
+                "distproc's native protocol (stdlib servers know only pickle and xmlrpclib)"
+            )
         return None
-    codec: Codec
-    if serializer == "pickle" and server_flags & handshake.FLAG_PICKLE:
-        codec = PickleCodec()
-    else:
-        from ..wire.native import NativeCodec
-
-        codec = NativeCodec()
-    return Multiplexer(sock, codec, address, authkey)
-
-
-def _close_and_wait(sock: socket.socket) -> None:
-    """Close ``sock`` once the server has closed its end, so that, when this
-    returns, the server no longer counts it among its connections."""
-    try:
-        sock.settimeout(same_host.TIMEOUT)
-        sock.shutdown(socket.SHUT_WR)
-        while sock.recv(4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        sock.close()
-
-
-def _move_local(
-    sock: socket.socket, authkey: bytes, flags: int, server_flags: int
-) -> socket.socket | None:
-    """Read the server's same-host socket name from ``sock`` and connect there,
-    sending ``flags``; the server there must answer as it did (``server_flags``).
-
-    Returns the new, authenticated socket, or ``None`` to stay on ``sock``
-    (the name is not on this host; see :mod:`distproc.wire.same_host`).
-    """
-    name = same_host.parse_name_frame(recv_frame(sock, same_host.NAME_MAX))
-    moved = socket.socket(socket.AF_UNIX)
-    try:
-        moved.settimeout(same_host.TIMEOUT)
-        moved.connect(name)
-        there = handshake.client_handshake(
-            _Raw(moved), authkey, marker=handshake.make_marker(flags)
-        )
-        same_host.check_same_server(there, server_flags)
-        moved.settimeout(None)
-    except (OSError, EOFError, DistprocError) as exc:
-        moved.close()
-        _log.debug("staying on TCP: the same-host socket %r: %s", name, exc)
-        return None
-    except BaseException:
-        moved.close()
-        raise
-    return moved
+    return Multiplexer(sock, codec_for(agreement), address, authkey)
 
 
 def close_multiplexers(address: Any = None) -> None:
     """Close this process's native connections (to ``address``, or all)."""
     with _lock:
         items = list(_muxes.items())
-    for (addr, _, _), mux in items:
+    for (addr, *_), mux in items:
         if mux is not None and (address is None or addr == _key(address)):
             mux.close()
     with _lock:

@@ -24,8 +24,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AuthenticationError, ProtocolError
-from ..wire import handshake, same_host
+from ..errors import ProtocolError
+from ..wire import same_host
 from ..wire.codecs import BytesLike
 from ..wire.framing import (
     HANDSHAKE_MAX_FRAME,
@@ -35,6 +35,7 @@ from ..wire.framing import (
     encode_header,
     frame_views,
 )
+from ..wire.handshake import FLAG_LOCAL, FLAG_PICKLE, Handshake, make_marker
 from ..wire.messages import RETURN, TRACEBACK
 from .calls import Call, Message, execute, run_off_loop, traceback_text
 from .threads import Worker
@@ -62,8 +63,7 @@ def _raw_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
-_SEND_RESPONSE, _AWAIT_CHALLENGE, _AWAIT_WELCOME = range(3)
-_FIRST_REQUEST, _CHANNEL, _NATIVE, _CLOSING = range(3, 7)
+_HANDSHAKE, _FIRST_REQUEST, _CHANNEL, _NATIVE, _CLOSING = range(5)
 
 
 class _ChannelCall(Call):
@@ -94,12 +94,9 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
-        self.state = _SEND_RESPONSE
+        self.state = _HANDSHAKE
         self.reader = FrameReader(HANDSHAKE_MAX_FRAME)
-        self.challenge = b""
-        self.peer_flags: int | None = None
-        #: Whether this connection's challenge offered the same-host socket.
-        self.local_offered = False
+        self.handshake: Handshake
         self.timer: asyncio.TimerHandle | None = None
         self.name = ""
         self.requests: deque[BytesLike] = deque()
@@ -134,13 +131,18 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.timer = server.loop.call_later(
             server.config.handshake_timeout, self._handshake_timeout
         )
-        flags = handshake.FLAG_PICKLE if server.allow_pickle else 0
+        flags = FLAG_PICKLE if server.allow_pickle else 0
         offer = server.local_address is not None and sock is not None
         if offer and same_host.peer_on_loopback(sock):
-            self.local_offered = True
-            flags |= handshake.FLAG_LOCAL
-        self.challenge = handshake.make_challenge(marker=handshake.make_marker(flags))
-        self.send(handshake.CHALLENGE + self.challenge)
+            flags |= FLAG_LOCAL
+        self.handshake = Handshake(
+            server.authkey,
+            server=True,
+            allow_md5=server.config.allow_md5,
+            marker=make_marker(flags),
+        )
+        for frame in self.handshake.start():
+            self.send(frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -266,50 +268,31 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.handshake_step(frame)
 
     def handshake_step(self, data: BytesLike) -> None:
-        frame = bytes(data)  # at most 256 bytes in the handshake
-        server = self.server
-        allow_md5 = server.config.allow_md5
-        try:
-            if self.state == _SEND_RESPONSE:
-                try:
-                    handshake.verify_response(
-                        server.authkey, self.challenge, frame, allow_md5=allow_md5
-                    )
-                except AuthenticationError:
-                    self.send(handshake.FAILURE)
-                    raise
-                self.send(handshake.WELCOME)
-                self.state = _AWAIT_CHALLENGE
-            elif self.state == _AWAIT_CHALLENGE:
-                if not frame.startswith(handshake.CHALLENGE):
-                    raise AuthenticationError("protocol error: expected a challenge")
-                message = frame[len(handshake.CHALLENGE) :]
-                self.send(handshake.create_response(server.authkey, message, allow_md5=allow_md5))
-                self.peer_flags = handshake.read_marker(message)
-                self.state = _AWAIT_WELCOME
-            else:
-                if frame != handshake.WELCOME:
-                    raise AuthenticationError("the client rejected the server's digest")
-                self.authenticated()
-        except AuthenticationError as exc:
-            log.warning("authentication failed for %s: %s", self.peer, exc)
+        step = self.handshake.receive(bytes(data))  # at most 256 bytes in the handshake
+        for frame in step.send:
+            self.send(frame)
+        if step.error is not None:
+            log.warning("authentication failed for %s: %s", self.peer, step.error)
             self.close()
+        elif self.handshake.done:
+            self.authenticated()
 
     def authenticated(self) -> None:
         server = self.server
+        agreement = self.handshake.agreement
+        assert agreement is not None
         if self.timer is not None:
             self.timer.cancel()
         self.reader.max_size = server.config.max_frame
-        if self.peer_flags is not None and server.serializer != "xmlrpclib":
+        if agreement.native and server.serializer != "xmlrpclib":
             from .native import NativeSession
 
-            pickle = server.allow_pickle and self.peer_flags & handshake.FLAG_PICKLE
-            codec = server.session_codec("pickle" if pickle else "native")
+            codec = server.session_codec("pickle" if agreement.pickle else "native")
             self.session = NativeSession(self, codec)
             self.state = _NATIVE
             self.protocol = "native"
             name = server.local_address
-            if name is not None and self.local_offered and self.peer_flags & handshake.FLAG_LOCAL:
+            if name is not None and agreement.same_host:
                 self.send(same_host.name_frame(name))
         elif server.codec is None:
             log.warning(
