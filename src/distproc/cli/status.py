@@ -31,7 +31,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from ..errors import AuthenticationError, RemoteError
+from ..errors import AuthenticationError, NotAServerError, RemoteError
 from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
 from .serve import (
@@ -85,6 +85,8 @@ def _reporting(address: str) -> Iterator[None]:
             f"{address} did not accept the authkey: use the server's, "
             f"from ${AUTHKEY_ENV} or --authkey-file"
         ) from None
+    except NotAServerError as exc:
+        raise Unreachable(str(exc)) from None
     except ConnectionRefusedError:
         raise Unreachable(
             f"cannot connect to {address}: connection refused; is a distproc server "
@@ -93,8 +95,9 @@ def _reporting(address: str) -> Iterator[None]:
     except socket.gaierror as exc:
         raise Unreachable(f"cannot connect to {address}: unknown host ({exc.strerror})") from None
     except (ConnectionError, EOFError) as exc:
+        why = f" ({exc})" if str(exc) else ""
         raise Unreachable(
-            f"lost the connection to {address} ({exc or type(exc).__name__}); "
+            f"lost the connection to {address}{why}; "
             "is it a distproc or multiprocessing.managers server?"
         ) from None
     except OSError as exc:

@@ -166,8 +166,8 @@ def plan(
         agreement = yield from _handshake(FIRST, machine)
     except TimeoutError:
         raise NotAServerError(
-            f"{where} did not go through the handshake within {timeout:g}s: it is not a "
-            "distproc or multiprocessing.managers server (or one that is stuck)"
+            f"not a distproc or multiprocessing.managers server at {where}: no handshake "
+            f"within {timeout:g}s (or a server that is stuck)"
         ) from None
     except EOFError:
         raise ConnectionLostError("the server closed the connection during the handshake") from None
