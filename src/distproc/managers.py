@@ -71,7 +71,8 @@ from .proxies import (
     adopt_proxy,
     client_factory,
 )
-from .server.core import CHEAP_CONSTRUCTORS, Server as Server, ServerConfig
+from .server import ServerConfig
+from .server.core import CHEAP_CONSTRUCTORS, Server as Server
 from .server.objects import all_methods as all_methods, public_methods as public_methods
 from .wire.codecs import register_pickle_alias, register_pickle_reducer
 from .wire.messages import RETURN, Token as Token

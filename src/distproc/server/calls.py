@@ -24,16 +24,14 @@ import contextlib
 import threading
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..wire.messages import ERROR, RETURN, TRACEBACK
+from .context import Message, ServerContext
+from .loop_service import CallConnection
 from .objects import Entry
 from .queues import LOOP_METHODS, is_loop_servable
 from .threads import Worker
-
-if TYPE_CHECKING:
-    from .connection import ServerConnection
-    from .core import Server
 
 __all__ = [
     "ARRAY_METHODS",
@@ -46,8 +44,6 @@ __all__ = [
     "serving",
     "traceback_text",
 ]
-
-Message = tuple[str, Any]
 
 #: The methods of the stdlib's list, dict and array proxies, in the stdlib's order.
 LIST_METHODS = (
@@ -86,11 +82,14 @@ def _not_exposed(methodname: str, obj: Any, exposed: tuple[str, ...]) -> str:
 
 
 class Call:
-    """One call awaiting its reply; subclasses deliver replies on their connection."""
+    """One call awaiting its reply; subclasses deliver replies on their connection.
+
+    It is the :class:`~.loop_service.LoopCall` that loop methods are handed.
+    """
 
     __slots__ = ("cancel", "entry", "methodname", "server")
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerContext) -> None:
         self.server = server
         self.entry: Entry | None = None
         self.methodname = ""
@@ -101,7 +100,7 @@ class Call:
         raise NotImplementedError
 
     @property
-    def connection(self) -> ServerConnection:
+    def connection(self) -> CallConnection:
         """The connection this call came in on."""
         raise NotImplementedError
 
@@ -133,7 +132,7 @@ def serving(entry: Entry) -> tuple[frozenset[str], bool]:
 
 
 def run_off_loop(
-    server: Server,
+    server: ServerContext,
     job: Callable[[], Message],
     done: Callable[[Message], None],
     worker: Worker | None = None,
@@ -157,7 +156,7 @@ def run_off_loop(
 
 
 def execute(
-    server: Server,
+    server: ServerContext,
     call: Call,
     ident: Any,
     methodname: str,

@@ -1,15 +1,16 @@
-"""One server-side connection: the handshake, then one of two protocols.
+"""One server-side connection: its socket's bytes and frames, the handshake, then a session.
 
-After the handshake a connection speaks:
+A :class:`ServerConnection` is the asyncio protocol of one accepted socket.
+It reads frames (checking each length prefix against the limit before
+anything is allocated), drives the server's side of the handshake
+(:class:`~distproc.wire.handshake.Handshake`), and once it is through hands
+every frame to the :class:`~.context.Session` that the server chose from
+what was agreed:
 
-* the stdlib's protocol: one *server method* request (the connection closes
-  after the reply), or, after ``accept_connection``, a channel of object
-  calls answered strictly in order, one at a time;
+* the stdlib's protocol (:mod:`.stdlib_session`);
 * distproc's native protocol (:mod:`.native`), when the peer's challenge
-  carried the upgrade marker (see :mod:`distproc.wire.handshake`).
+  carried the upgrade marker.
 
-A native peer on loopback is first told the name of the server's same-host
-Unix socket, if both sides asked for it (:mod:`distproc.wire.same_host`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import logging
 import socket
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ProtocolError
 from ..wire import same_host
@@ -35,14 +35,8 @@ from ..wire.framing import (
     encode_header,
     frame_views,
 )
-from ..wire.handshake import FLAG_LOCAL, FLAG_PICKLE, Handshake, make_marker
-from ..wire.messages import RETURN, TRACEBACK
-from .calls import Call, Message, execute, run_off_loop, traceback_text
-from .threads import Worker
-
-if TYPE_CHECKING:
-    from .core import Server
-    from .native import NativeSession
+from ..wire.handshake import Handshake
+from .context import ServerContext, Session
 
 __all__ = ["ServerConnection"]
 
@@ -63,34 +57,13 @@ def _raw_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
-_HANDSHAKE, _FIRST_REQUEST, _CHANNEL, _NATIVE, _CLOSING = range(5)
-
-
-class _ChannelCall(Call):
-    """An object call on a stdlib channel: one in flight at a time."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: ServerConnection) -> None:
-        super().__init__(conn.server)
-        self.conn = conn
-
-    def deliver(self, msg: Message) -> None:
-        conn = self.conn
-        if conn.inflight is not self:
-            return  # cancelled: the client is gone
-        conn.inflight = None
-        conn.send_parts(conn.server.encode_parts(msg))
-        if conn.requests:
-            conn.next_request()
-
-    @property
-    def connection(self) -> ServerConnection:
-        return self.conn
+_HANDSHAKE, _SESSION, _CLOSING = range(3)
 
 
 class ServerConnection(asyncio.BufferedProtocol):
-    def __init__(self, server: Server) -> None:
+    """One accepted socket (see the module docstring); the ``CallConnection`` of its calls."""
+
+    def __init__(self, server: ServerContext) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
@@ -98,11 +71,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.reader = FrameReader(HANDSHAKE_MAX_FRAME)
         self.handshake: Handshake
         self.timer: asyncio.TimerHandle | None = None
-        self.name = ""
-        self.requests: deque[BytesLike] = deque()
-        self.inflight: _ChannelCall | None = None
-        self.sticky_worker: Worker | None = None
-        self.session: NativeSession | None = None
+        self.session: Session | None = None
         #: For ``status``: when the connection was made, and what it speaks.
         self.since = time.monotonic()
         self.protocol = "handshake"  # then "native" or "stdlib"
@@ -131,16 +100,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.timer = server.loop.call_later(
             server.config.handshake_timeout, self._handshake_timeout
         )
-        flags = FLAG_PICKLE if server.allow_pickle else 0
-        offer = server.local_address is not None and sock is not None
-        if offer and same_host.peer_on_loopback(sock):
-            flags |= FLAG_LOCAL
-        self.handshake = Handshake(
-            server.authkey,
-            server=True,
-            allow_md5=server.config.allow_md5,
-            marker=make_marker(flags),
-        )
+        self.handshake = server.handshake_for(sock)
         for frame in self.handshake.start():
             self.send(frame)
 
@@ -149,13 +109,6 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.state = _CLOSING
         if self.timer is not None:
             self.timer.cancel()
-        call, self.inflight = self.inflight, None
-        if call is not None and call.cancel is not None:
-            call.cancel()
-        self.requests.clear()
-        if self.sticky_worker is not None:
-            self.sticky_worker.stop()
-            self.sticky_worker = None
         if self.session is not None:
             self.session.closed()
         callbacks, self.close_callbacks = self.close_callbacks, []
@@ -193,7 +146,11 @@ class ServerConnection(asyncio.BufferedProtocol):
                 return
             if frame is None:
                 break
-            self.frame_received(frame)
+            session = self.session
+            if session is not None:
+                session.frame_received(frame)
+            else:
+                self.handshake_step(frame)
         if self.session is not None:
             self.session.flush()  # also clears flush_scheduled, set while frames were read
 
@@ -237,35 +194,15 @@ class ServerConnection(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def sticky(self) -> Worker:
-        """This connection's own thread, for objects that check the calling thread."""
-        if self.sticky_worker is None:
-            self.sticky_worker = Worker(f"distproc-conn-{self.name or id(self)}")
-        return self.sticky_worker
-
+    # -------------------------------------------------------------- handshake
     def _handshake_timeout(self) -> None:
-        if self.state < _FIRST_REQUEST:
+        if self.state == _HANDSHAKE:
             log.info(
                 "dropping connection from %s: no handshake within %ss",
                 self.peer,
                 self.server.config.handshake_timeout,
             )
             self.abort()
-
-    # -------------------------------------------------------------- handshake
-    def frame_received(self, frame: BytesLike) -> None:
-        state = self.state
-        if state == _NATIVE:
-            assert self.session is not None
-            self.session.frame_received(frame)
-        elif state == _CHANNEL:
-            self.requests.append(frame)
-            if self.inflight is None:
-                self.next_request()
-        elif state == _FIRST_REQUEST:
-            self.first_request(frame)
-        else:
-            self.handshake_step(frame)
 
     def handshake_step(self, data: BytesLike) -> None:
         step = self.handshake.receive(bytes(data))  # at most 256 bytes in the handshake
@@ -284,98 +221,10 @@ class ServerConnection(asyncio.BufferedProtocol):
         if self.timer is not None:
             self.timer.cancel()
         self.reader.max_size = server.config.max_frame
-        if agreement.native and server.serializer != "xmlrpclib":
-            from .native import NativeSession
-
-            codec = server.session_codec("pickle" if agreement.pickle else "native")
-            self.session = NativeSession(self, codec)
-            self.state = _NATIVE
-            self.protocol = "native"
-            name = server.local_address
-            if name is not None and agreement.same_host:
-                self.send(same_host.name_frame(name))
-        elif server.codec is None:
-            log.warning(
-                "refusing %s: this server speaks only the native protocol (serializer='native')",
-                self.peer,
-            )
-            self.close()
-        else:
-            self.state = _FIRST_REQUEST
-            self.protocol = "stdlib"
-
-    # ------------------------------------------------- the stdlib's protocol
-    def parse(self, frame: BytesLike) -> tuple[Any, str, tuple[Any, ...], dict[str, Any]] | None:
-        try:
-            ident, methodname, args, kwds = self.server.decode(frame)
-            if not isinstance(methodname, str):
-                raise TypeError(f"method name must be a str, not {type(methodname).__name__}")
-            args = tuple(args)
-            kwds = dict(kwds)
-        except (Exception, SystemExit) as exc:  # unpickling runs the peer's choice of code
-            log.warning("bad request from %s: %s", self.peer, exc)
-            self.send_parts(self.server.encode_parts((TRACEBACK, traceback_text(exc))))
-            return None
-        return ident, methodname, args, kwds
-
-    def first_request(self, frame: BytesLike) -> None:
-        request = self.parse(frame)
-        if request is None:
+        session = server.session_for(self, agreement)
+        if session is None:
             self.close()
             return
-        _, methodname, args, kwds = request
-        server = self.server
-        if methodname == "accept_connection":
-            self.name = str(args[0]) if args else ""
-            self.state = _CHANNEL
-            self.send_parts(server.encode_parts((RETURN, None)))
-            return
-        self.state = _CLOSING
-        if methodname == "shutdown":
-            self.send_parts(server.encode_parts(server.shutdown_request(self)))
-            self.close()
-            return
-        if methodname not in server.public:
-            text = (
-                "Traceback (most recent call last):\n"
-                f"AttributeError: {methodname!r} is not a server method\n"
-            )
-            self.send_parts(server.encode_parts((TRACEBACK, text)))
-            self.close()
-            return
-        job = server.method_job(self, methodname, args, kwds)
-
-        def done(msg: Message) -> None:
-            self.send_parts(server.encode_parts(msg))
-            self.close()
-
-        if methodname in server.loop_methods or (
-            methodname == "create" and args and server.creates_on_loop(args[0])
-        ):
-            done(job())
-        else:
-            run_off_loop(server, job, done)
-
-    def next_request(self) -> None:
-        while self.requests and self.inflight is None and self.state == _CHANNEL:
-            request = self.parse(self.requests.popleft())
-            if request is not None:
-                ident, methodname, args, kwds = request
-                call = _ChannelCall(self)
-                self.inflight = call
-                execute(self.server, call, ident, methodname, args, kwds, self.sticky)
-
-
-def method_job(
-    server: Server, conn: Any, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]
-) -> Callable[[], Message]:
-    """A job that runs server method ``methodname`` and returns its reply message."""
-    func = getattr(server, methodname)
-
-    def job() -> Message:
-        try:
-            return (RETURN, func(conn, *args, **kwds))
-        except Exception as exc:
-            return (TRACEBACK, traceback_text(exc))
-
-    return job
+        self.session = session
+        self.state = _SESSION
+        self.protocol = session.protocol

@@ -25,7 +25,7 @@ import collections
 import logging
 import threading
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..wire.codecs import BytesLike, Codec
 from ..wire.messages import ERROR, PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
@@ -42,12 +42,11 @@ from ..wire.records import (
     only_record,
     record_parts,
 )
-from .calls import Call, Message, execute, run_off_loop, serving, traceback_text
+from .calls import Call, execute, serving, traceback_text
+from .connection import ServerConnection
+from .context import Message, ServerContext
 from .queues import is_loop_servable
 from .threads import Worker
-
-if TYPE_CHECKING:
-    from .connection import ServerConnection
 
 __all__ = ["NativeSession", "encoding_session"]
 
@@ -107,9 +106,11 @@ class _NativeCall(Call):
 class NativeSession:
     """The native protocol on one connection."""
 
+    protocol = "native"
+
     def __init__(self, conn: ServerConnection, codec: Codec) -> None:
         self.conn = conn
-        self.server = conn.server
+        self.server: ServerContext = conn.server
         self.codec = codec
         self.pending: dict[int, _NativeCall] = {}
         self.refs: collections.Counter[str] = collections.Counter()
@@ -279,7 +280,10 @@ class NativeSession:
             worker = self.workers[tid] = Worker(f"distproc-native-{tid}")
         return worker
 
-    def server_method(self, call: _NativeCall, method: str, args: Any, kwds: Any) -> None:
+    def server_method(
+        self, call: _NativeCall, method: str, args: tuple[Any, ...], kwds: dict[str, Any]
+    ) -> None:
+        """Serve a call of a server method; references are counted for this connection."""
         server = self.server
         try:
             if method == "incref":
@@ -289,30 +293,13 @@ class NativeSession:
             elif method == "decref":
                 self.release(args[0])
                 call.deliver((RETURN, None))
-            elif method == "shutdown":
-                call.deliver(server.shutdown_request(self.conn))
             elif method == "create":
-                call.owns = True
-
-                def create() -> Message:
-                    try:
-                        ident, exposed = server.create(self.conn, *args, **kwds)
-                        return (RETURN, (ident, exposed, hints_for(server.table.get(ident).obj)))
-                    except Exception as exc:
-                        return (TRACEBACK, traceback_text(exc))
-
-                if args and server.creates_on_loop(args[0]):
-                    call.deliver(create())
-                else:
-                    run_off_loop(server, create, call.deliver)
-            elif method in server.public and method != "accept_connection":
-                job = server.method_job(self.conn, method, args, kwds)
-                if method in server.loop_methods:
-                    call.deliver(job())
-                else:
-                    run_off_loop(server, job, call.deliver)
+                call.owns = True  # the proxy owns the reference: one round trip per proxy
+                server.call_server_method(
+                    self.conn, method, args, kwds, lambda msg: call.deliver(_hinted(server, msg))
+                )
             else:
-                raise AttributeError(f"{method!r} is not a server method")
+                server.call_server_method(self.conn, method, args, kwds, call.deliver)
         except Exception as exc:
             call.deliver((TRACEBACK, traceback_text(exc)))
 
@@ -358,7 +345,16 @@ class NativeSession:
             _release(self.server, orphaned[0])
 
 
-def _release(server: Any, refs: collections.Counter[str]) -> None:
+def _hinted(server: ServerContext, msg: Message) -> Message:
+    """A ``create`` reply with the hints of the new object: ``(ident, exposed, hints)``."""
+    kind, value = msg
+    if kind != RETURN:
+        return msg
+    ident, exposed = value
+    return RETURN, (ident, exposed, hints_for(server.table.get(ident).obj))
+
+
+def _release(server: ServerContext, refs: collections.Counter[str]) -> None:
     for ident, count in refs.items():
         for _ in range(count):
             try:
