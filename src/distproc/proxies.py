@@ -33,15 +33,14 @@ from multiprocessing import process, util
 from multiprocessing.context import get_spawning_popen
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .callcontext import context
 from .client import mux as _mux_module
 from .client.connection import Client, Connection, convert_to_error, dispatch
-from .client.mux import Multiplexer, decoding_multiplexer, get_multiplexer
+from .client.mux import Multiplexer, get_multiplexer
 from .errors import ConnectionLostError
-from .server.calls import ARRAY_METHODS, DICT_METHODS, LIST_METHODS
-from .server.core import unpickling_server
-from .server.native import encoding_session
 from .wire.codecs import register_pickle_alias, register_pickle_reducer
 from .wire.messages import PROXY, RETURN, Token
+from .wire.proxy_methods import ARRAY_METHODS, DICT_METHODS, LIST_METHODS
 
 if TYPE_CHECKING:
     from .managers import BaseManager
@@ -95,10 +94,6 @@ def client_factory(serializer: str) -> Callable[..., Connection]:
 
 
 _serials = itertools.count()
-#: While a reply is decoded: the proxy that receives it.  Proxies unpickled from
-#: that reply (nested proxies) borrow its authkey and manager, where the stdlib
-#: falls back to ``current_process().authkey`` and fails with any other key.
-_receiving = threading.local()
 
 
 class BaseProxy:
@@ -190,11 +185,14 @@ class BaseProxy:
         payload = conn.codec.dumps((self._id, methodname, args, {} if kwds is None else kwds))
         try:
             conn.send_bytes(payload)
-            _receiving.proxy = self
+            # Proxies unpickled from the reply (nested proxies) borrow this one's
+            # authkey and manager, where the stdlib falls back to
+            # current_process().authkey and fails with any other key.
+            context.receiver = self
             try:
                 kind, result = conn.recv()
             finally:
-                _receiving.proxy = None
+                context.receiver = None
         except BaseException as exc:
             # The reply may still be on its way: this connection can no longer
             # tell it from the reply to the next call, so it goes.
@@ -345,19 +343,19 @@ def RebuildProxy(
     func: Callable[..., Any], token: Token, serializer: str, kwds: dict[str, Any]
 ) -> Any:
     """Unpickle a proxy (the function that pickled proxies name)."""
-    server = unpickling_server()
+    server = context.server
     held_by = None
     if server is not None and server.address == token.address:
         kwds["manager_owned"] = True
         server.table.incref(token.id)  # type: ignore[arg-type]  # id is set
         held_by = server.table
     adopt = kwds.pop("distproc_adopt", False)
-    receiver: BaseProxy | None = getattr(_receiving, "proxy", None)
+    receiver = context.receiver
     if receiver is not None and "authkey" not in kwds and receiver._token.address == token.address:
         kwds["authkey"] = receiver._authkey
         if receiver._manager is not None and func is not AutoProxy:
             kwds.setdefault("manager", receiver._manager)
-    mux = decoding_multiplexer()
+    mux = context.mux
     if mux is not None and "authkey" not in kwds and _same_address(mux.address, token.address):
         kwds["authkey"] = mux.authkey
     if adopt and mux is not None and held_by is None:
@@ -368,7 +366,7 @@ def RebuildProxy(
     proxy = func(token, serializer, incref=incref, **kwds)
     if held_by is not None:
         weakref.finalize(proxy, _release_local, held_by, str(token.id))
-    elif adopt and mux is not None and isinstance(proxy, BaseProxy):
+    elif adopt and isinstance(mux, Multiplexer) and isinstance(proxy, BaseProxy):
         proxy._mux = mux
         proxy._adopt()
     return proxy
@@ -663,8 +661,8 @@ _STDLIB_EQUIVALENT: dict[Any, Any] = {
 
 def _reduce_proxy_for_wire(proxy: BaseProxy) -> tuple[Any, ...]:
     _, (func, token, serializer, kwds) = proxy.__reduce__()
-    session = encoding_session()
-    if session is not None and _same_address(session.server.address, token.address):
+    session = context.session
+    if session is not None and _same_address(session.address, token.address):
         session.take_reference(token.id)
         kwds = {**kwds, "distproc_adopt": True}
     return _mp.RebuildProxy, (_STDLIB_EQUIVALENT.get(func, func), token, serializer, kwds)

@@ -28,6 +28,7 @@ from _thread import allocate_lock as _allocate_lock
 from collections.abc import Sequence
 from typing import Any
 
+from ..callcontext import context
 from ..errors import ConnectionLostError, DistprocError, ProtocolError
 from ..spinning import recv_into_spinning, spin_seconds
 from ..wire.codecs import BytesLike, Codec
@@ -51,7 +52,7 @@ from ..wire.records import (
 from .connect import codec_for, connect
 from .connection import convert_to_error
 
-__all__ = ["Multiplexer", "close_multiplexers", "decoding_multiplexer", "get_multiplexer"]
+__all__ = ["Multiplexer", "close_multiplexers", "get_multiplexer"]
 
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
@@ -68,14 +69,6 @@ PILE_LIMIT = 256
 #: once every this many, so that a thread making only such calls learns of a
 #: failure soon, and the errors cannot fill the socket while nobody reads.
 DRAIN_EVERY = 16
-_decoding = threading.local()
-
-
-def decoding_multiplexer() -> Multiplexer | None:
-    """The multiplexer whose replies this thread is decoding right now, if any."""
-    return getattr(_decoding, "mux", None)
-
-
 class _Slot:
     __slots__ = ("blob", "done", "kind", "wake")
 
@@ -301,11 +294,11 @@ class Multiplexer:
         return slot.kind, self.decode(slot.blob)
 
     def decode(self, blob: Any) -> Any:
-        _decoding.mux = self
+        context.mux = self  # nested proxies adopt their references here
         try:
             return self.codec.loads(blob)
         finally:
-            _decoding.mux = None
+            context.mux = None
 
     # ----------------------------------------------------------- receiving
     def _wait(self, slot: _Slot) -> None:

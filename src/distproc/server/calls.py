@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..wire.messages import ERROR, RETURN, TRACEBACK
+from ..wire.proxy_methods import ARRAY_METHODS, DICT_METHODS, LIST_METHODS
 from .context import Message, ServerContext
 from .loop_service import CallConnection
 from .objects import Entry
@@ -34,29 +35,13 @@ from .queues import LOOP_METHODS, is_loop_servable
 from .threads import Worker
 
 __all__ = [
-    "ARRAY_METHODS",
-    "DICT_METHODS",
     "INLINE_METHODS",
-    "LIST_METHODS",
     "Call",
     "execute",
     "run_off_loop",
     "serving",
     "traceback_text",
 ]
-
-#: The methods of the stdlib's list, dict and array proxies, in the stdlib's order.
-LIST_METHODS = (
-    "__add__", "__contains__", "__delitem__", "__getitem__", "__len__", "__mul__",
-    "__reversed__", "__rmul__", "__setitem__", "append", "count", "extend", "index",
-    "insert", "pop", "remove", "reverse", "sort", "__imul__",
-)  # fmt: skip
-DICT_METHODS = (
-    "__contains__", "__delitem__", "__getitem__", "__iter__", "__len__", "__setitem__",
-    "clear", "copy", "get", "items", "keys", "pop", "popitem", "setdefault", "update",
-    "values",
-)  # fmt: skip
-ARRAY_METHODS = ("__len__", "__getitem__", "__setitem__")
 
 #: Methods that run on the loop because they cannot block (per exact type): all
 #: of the builtin containers' methods that their proxies expose.

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..addresses import format_address
+from ..callcontext import context
 from ..errors import ConnectionLostError
 from ..spinning import new_event_loop
 from ..wire import same_host
@@ -48,14 +49,12 @@ from .queues import BATCH_METHODS, LoopQueue, is_loop_servable
 from .stdlib_session import StdlibSession
 from .threads import ElasticPool
 
-__all__ = ["Server", "ServerConfig", "unpickling_server"]
+__all__ = ["CHEAP_CONSTRUCTORS", "Server"]
 
 log = logging.getLogger("distproc.server")
 
 #: Registry entries: typeid -> (callable, exposed, method_to_typeid, proxytype).
 Registry = dict[str, tuple[Any, Any, Any, Any]]
-
-_tls = threading.local()
 
 #: Constructors that cannot block, so ``create`` runs them on the loop (no thread
 #: hop).  The managers layer adds its own (``Namespace``, ``Value``, ``Array``).
@@ -74,11 +73,6 @@ CHEAP_CONSTRUCTORS: list[Any] = [
     threading.Condition,
     threading.Barrier,
 ]
-
-
-def unpickling_server() -> Server | None:
-    """The server whose request this thread is decoding right now, if any."""
-    return getattr(_tls, "server", None)
 
 
 def _bind(address: Any, backlog: int) -> socket.socket:
@@ -479,11 +473,11 @@ class Server:
     def decode(self, data: BytesLike, codec: Codec | None = None) -> Any:
         codec = codec or self.codec
         assert codec is not None
-        _tls.server = self
+        context.server = self
         try:
             return codec.loads(data)
         finally:
-            _tls.server = None
+            context.server = None
 
     def result_message(self, entry: Entry, methodname: str, result: Any) -> tuple[str, Any]:
         typeid = entry.method_to_typeid.get(methodname) if entry.method_to_typeid else None

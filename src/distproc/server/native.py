@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 import traceback
 from typing import Any
 
+from ..callcontext import context
 from ..wire.codecs import BytesLike, Codec
 from ..wire.messages import ERROR, PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
 from ..wire.records import (
@@ -48,21 +48,9 @@ from .context import Message, ServerContext
 from .queues import is_loop_servable
 from .threads import Worker
 
-__all__ = ["NativeSession", "encoding_session"]
+__all__ = ["NativeSession"]
 
 log = logging.getLogger("distproc.server")
-
-_encoding = threading.local()
-
-
-def encoding_session() -> NativeSession | None:
-    """The native session whose replies this thread is encoding right now, if any.
-
-    A proxy pickled into a reply asks it to take a reference for the
-    connection, which the client then adopts without a round trip of its own.
-    """
-    return getattr(_encoding, "session", None)
-
 
 def hints_for(obj: Any) -> dict[str, Any]:
     """What a client may do without waiting for replies, for this object."""
@@ -146,13 +134,13 @@ class NativeSession:
 
     def queue_out(self, op: int, id: int, kind: str, value: Any) -> None:
         """Encode one reply and queue it for the next frame."""
-        _encoding.session = self
+        context.session = self  # a proxy in the reply: see take_reference
         try:
             parts = self.codec.dumps_parts(value)
         except Exception:
             kind, parts = UNSERIALIZABLE, [self.codec.dumps(traceback.format_exc())]
         finally:
-            _encoding.session = None
+            context.session = None
         record = record_parts(op, id, 0, KIND_CODES[kind], parts)
         size = sum(map(len, record))
         if self.out_size + size > BATCH_LIMIT and self.out:
@@ -178,8 +166,14 @@ class NativeSession:
         self.out_size = 0
         self.conn.send_parts(out)
 
+    @property
+    def address(self) -> Any:
+        """The server's address."""
+        return self.server.address
+
     def take_reference(self, ident: str) -> None:
-        """Hold one more reference to ``ident`` for this connection."""
+        """Hold one more reference to ``ident`` for this connection: a proxy pickled
+        into a reply, which the client adopts without a round trip of its own."""
         self.server.table.incref(ident)
         self.refs[ident] += 1
 
