@@ -25,7 +25,6 @@ from __future__ import annotations
 import array
 import multiprocessing
 import multiprocessing.connection as _mp_connection
-import os
 import queue
 import signal
 import threading
@@ -72,9 +71,10 @@ from .proxies import (
     client_factory,
 )
 from .server import ServerConfig
-from .server.core import CHEAP_CONSTRUCTORS, Server as Server
+from .server.core import Server as Server
 from .server.objects import all_methods as all_methods, public_methods as public_methods
-from .wire.codecs import register_pickle_alias, register_pickle_reducer
+from .server.shared_memory_server import SharedMemoryServer as SharedMemoryServer
+from .server.sync_types import Array as Array, Namespace as Namespace, Value as Value
 from .wire.messages import RETURN, Token as Token
 
 try:
@@ -437,73 +437,25 @@ class BaseManager:
 
 
 # ---------------------------------------------------------------- SyncManager
-class Namespace:
-    """A plain object with attributes, shared through a NamespaceProxy."""
-
-    def __init__(self, /, **kwds: Any) -> None:
-        self.__dict__.update(kwds)
-
-    def __repr__(self) -> str:
-        items = sorted(f"{k}={v!r}" for k, v in self.__dict__.items() if not k.startswith("_"))
-        return f"{type(self).__name__}({', '.join(items)})"
-
-
-class Value:
-    """A value with a typecode, shared through a ValueProxy."""
-
-    def __init__(self, typecode: str, value: Any, lock: bool = True) -> None:
-        self._typecode = typecode
-        self._value = value
-
-    def get(self) -> Any:
-        return self._value
-
-    def set(self, value: Any) -> None:
-        self._value = value
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._typecode!r}, {self._value!r})"
-
-    value = property(get, set)
-
-
-def Array(typecode: str, sequence: Any, lock: bool = True) -> array.array[Any]:
-    return array.array(typecode, sequence)
-
-
-import multiprocessing.managers  # noqa: E402  (after our own classes on purpose)
-
-_mp: Any = multiprocessing.managers
-
-register_pickle_reducer(Namespace, lambda ns: (_mp.Namespace, (), dict(ns.__dict__)))
-register_pickle_reducer(Value, lambda v: (_mp.Value, (v._typecode, v._value)))
-register_pickle_alias("multiprocessing.managers", "Namespace", Namespace)
-register_pickle_alias("multiprocessing.managers", "Value", Value)
-
-
-CHEAP_CONSTRUCTORS.extend((Namespace, Value, Array))
-
-
 class SyncManager(BaseManager):
     """A manager with the shared types of ``multiprocessing.Manager()``."""
 
     # The methods that register() adds below, declared for type checkers.
-    if True:
-        Queue: Callable[..., Any]
-        JoinableQueue: Callable[..., Any]
-        Event: Callable[..., EventProxy]
-        Lock: Callable[..., AcquirerProxy]
-        RLock: Callable[..., AcquirerProxy]
-        Semaphore: Callable[..., AcquirerProxy]
-        BoundedSemaphore: Callable[..., AcquirerProxy]
-        Condition: Callable[..., ConditionProxy]
-        Barrier: Callable[..., BarrierProxy]
-        Pool: Callable[..., Any]
-        list: Callable[..., Any]
-        dict: Callable[..., Any]
-        Value: Callable[..., ValueProxy]
-        Array: Callable[..., Any]
-        Namespace: Callable[..., NamespaceProxy]
+    Queue: Callable[..., Any]
+    JoinableQueue: Callable[..., Any]
+    Event: Callable[..., EventProxy]
+    Lock: Callable[..., AcquirerProxy]
+    RLock: Callable[..., AcquirerProxy]
+    Semaphore: Callable[..., AcquirerProxy]
+    BoundedSemaphore: Callable[..., AcquirerProxy]
+    Condition: Callable[..., ConditionProxy]
+    Barrier: Callable[..., BarrierProxy]
+    Pool: Callable[..., Any]
+    list: Callable[..., Any]
+    dict: Callable[..., Any]
+    Value: Callable[..., ValueProxy]
+    Array: Callable[..., Any]
+    Namespace: Callable[..., NamespaceProxy]
 
 
 SyncManager.register("Queue", queue.Queue)
@@ -526,66 +478,6 @@ SyncManager.register("AsyncResult", create_method=False)
 
 
 # ------------------------------------------------------- SharedMemoryManager
-class _SegmentTracker:
-    """The shared memory segments a SharedMemoryServer unlinks when it stops."""
-
-    def __init__(self, name: str) -> None:
-        self.shared_memory_context_name = name
-        self.segment_names: list[str] = []
-
-    def register_segment(self, segment_name: str) -> None:
-        self.segment_names.append(segment_name)
-
-    def destroy_segment(self, segment_name: str) -> None:
-        self.segment_names.remove(segment_name)
-        segment = shared_memory.SharedMemory(segment_name)
-        segment.close()
-        segment.unlink()
-
-    def unlink(self) -> None:
-        for name in list(self.segment_names):
-            self.destroy_segment(name)
-
-
-class SharedMemoryServer(Server):
-    """A server that also tracks shared memory segments and unlinks them at shutdown."""
-
-    public = [*Server.public, "track_segment", "release_segment", "list_segments"]
-    loop_methods = Server.loop_methods | {"track_segment", "list_segments"}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        address = self.address
-        if isinstance(address, bytes):
-            address = os.fsdecode(address)
-        self.shared_memory_context = _SegmentTracker(f"shm_{address}_{getpid()}")
-
-    def create(
-        self, c: Any, typeid: str, /, *args: Any, **kwargs: Any
-    ) -> tuple[str, tuple[str, ...]]:
-        if hasattr(self.registry[typeid][-1], "_shared_memory_proxy"):
-            kwargs["shared_memory_context"] = self.shared_memory_context
-        return super().create(c, typeid, *args, **kwargs)
-
-    def shutdown(self, c: Any) -> None:
-        self.shared_memory_context.unlink()
-
-    def serve(self) -> None:
-        try:
-            super().serve()
-        finally:
-            self.shared_memory_context.unlink()
-
-    def track_segment(self, c: Any, segment_name: str) -> None:
-        self.shared_memory_context.register_segment(segment_name)
-
-    def release_segment(self, c: Any, segment_name: str) -> None:
-        self.shared_memory_context.destroy_segment(segment_name)
-
-    def list_segments(self, c: Any) -> list[str]:
-        return self.shared_memory_context.segment_names
-
-
 class SharedMemoryManager(BaseManager):
     """A manager that hands out shared memory blocks and unlinks them at shutdown."""
 

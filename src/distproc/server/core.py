@@ -47,6 +47,7 @@ from .native import NativeSession
 from .objects import Entry, ObjectTable, public_methods
 from .queues import BATCH_METHODS, LoopQueue, is_loop_servable
 from .stdlib_session import StdlibSession
+from .sync_types import Array, Namespace, Value
 from .threads import ElasticPool
 
 __all__ = ["CHEAP_CONSTRUCTORS", "Server"]
@@ -56,9 +57,8 @@ log = logging.getLogger("distproc.server")
 #: Registry entries: typeid -> (callable, exposed, method_to_typeid, proxytype).
 Registry = dict[str, tuple[Any, Any, Any, Any]]
 
-#: Constructors that cannot block, so ``create`` runs them on the loop (no thread
-#: hop).  The managers layer adds its own (``Namespace``, ``Value``, ``Array``).
-CHEAP_CONSTRUCTORS: list[Any] = [
+#: Constructors that cannot block, so ``create`` runs them on the loop (no thread hop).
+CHEAP_CONSTRUCTORS: tuple[Any, ...] = (
     queue.Queue,
     queue.LifoQueue,
     queue.PriorityQueue,
@@ -72,7 +72,10 @@ CHEAP_CONSTRUCTORS: list[Any] = [
     threading.BoundedSemaphore,
     threading.Condition,
     threading.Barrier,
-]
+    Namespace,
+    Value,
+    Array,
+)
 
 
 def _bind(address: Any, backlog: int) -> socket.socket:
