@@ -45,7 +45,8 @@ from .client.connection import (
     convert_to_error as convert_to_error,
     dispatch as dispatch,
 )
-from .client.mux import Multiplexer, close_multiplexers, get_multiplexer
+from .client.mux import Multiplexer
+from .client.mux_cache import close_multiplexers, get_multiplexer
 from .errors import RemoteError as RemoteError, StartError
 from .proxies import (
     AcquirerProxy as AcquirerProxy,

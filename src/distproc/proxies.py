@@ -34,9 +34,9 @@ from multiprocessing.context import get_spawning_popen
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .callcontext import context
-from .client import mux as _mux_module
 from .client.connection import Client, Connection, convert_to_error, dispatch
-from .client.mux import Multiplexer, get_multiplexer
+from .client.mux import Multiplexer
+from .client.mux_cache import fork_generation, get_multiplexer
 from .errors import ConnectionLostError
 from .wire.codecs import register_pickle_alias, register_pickle_reducer
 from .wire.messages import PROXY, RETURN, Token
@@ -163,7 +163,7 @@ class BaseProxy:
     def _native(self) -> Multiplexer | None:
         """This process's native connection to the server, or ``None`` (a stdlib server)."""
         mux = self._mux
-        if mux is None or mux.broken is not None or mux.generation != _mux_module._generation:
+        if mux is None or mux.broken is not None or mux.generation != fork_generation():
             mux = get_multiplexer(self._token.address, bytes(self._authkey), self._serializer)
             self._mux = mux
         return mux
@@ -276,7 +276,7 @@ class BaseProxy:
         mux: Multiplexer | None = None,
     ) -> None:
         idset.discard(serial)
-        if mux is not None and mux.generation == _mux_module._generation:
+        if mux is not None and mux.generation == fork_generation():
             if mux.broken is None and (state is None or state.value == 1):
                 mux.send_later(None, "decref", (token.id,))
             return

@@ -22,7 +22,7 @@ import pytest
 
 import distproc.aio
 from distproc.client.connection import Client, dispatch
-from distproc.client.mux import close_multiplexers
+from distproc.client.mux_cache import close_multiplexers
 from distproc.errors import AuthenticationError, ConnectionLostError
 from distproc.managers import BaseManager
 from distproc.server import ServerConfig

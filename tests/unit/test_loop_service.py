@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import pytest
 from shared_fixtures import AUTHKEY, ServeFn, wait_until
 
-from distproc.client.mux import close_multiplexers
+from distproc.client.mux_cache import close_multiplexers
 from distproc.managers import BaseManager
 from distproc.server import CallConnection, LoopCall, LoopService, StatusReporter
 from distproc.tasks.service import TaskService

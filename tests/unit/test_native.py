@@ -17,7 +17,8 @@ import pytest
 import distproc.aio
 from distproc.client.connect import connect
 from distproc.client.connection import Client, dispatch
-from distproc.client.mux import PILE_LIMIT, Multiplexer, close_multiplexers
+from distproc.client.mux import PILE_LIMIT, Multiplexer
+from distproc.client.mux_cache import close_multiplexers
 from distproc.errors import DistprocError
 from distproc.managers import BaseManager, SyncManager
 from distproc.server import ServerConfig, native as server_native
@@ -252,15 +253,15 @@ def test_references_of_a_dead_process_are_released(serve: ServeFn) -> None:
     q: Any = client.Queue()
     assert len(server.table) == 1
     # ... and this process "dies": its connection goes, its session never comes back.
-    from distproc.client import mux
+    from distproc.client import mux_cache
 
-    monkey_session = mux._session
-    mux._session = (0, b"")  # a new process identity for the next connection
+    monkey_session = mux_cache._session
+    mux_cache._session = (0, b"")  # a new process identity for the next connection
     try:
         close_multiplexers(server.address)
         assert client._number_of_objects() == 0  # released after the (zero) grace period
     finally:
-        mux._session = monkey_session
+        mux_cache._session = monkey_session
     del q
 
 

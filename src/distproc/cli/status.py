@@ -130,7 +130,7 @@ def fetch_status(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:
 
 
 def _close(address: tuple[str, int]) -> None:
-    from ..client.mux import close_multiplexers
+    from ..client.mux_cache import close_multiplexers
 
     close_multiplexers(address)
 

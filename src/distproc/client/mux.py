@@ -1,11 +1,12 @@
 """The native protocol, client side: one multiplexed connection per process.
 
 Every proxy and every thread of a process that talks to one distproc server
-shares one :class:`Multiplexer`.  Calls carry request ids, so many are in
-flight at once; replies are matched by id.  There is no reader thread: the
-first thread that waits for a reply reads the socket (the *leader*) and hands
-the replies it reads to their callers; the others wait on a condition.  A
-single-threaded client therefore never pays for a thread switch.
+shares one :class:`Multiplexer` (:mod:`.mux_cache` keeps them, :mod:`.connect`
+opens them).  Calls carry request ids, so many are in flight at once; replies
+are matched by id.  There is no reader thread: the first thread that waits
+for a reply reads the socket (the *leader*) and hands the replies it reads to
+their callers; the others sleep, each on a lock of its own.  A single-threaded
+client therefore never pays for a thread switch.
 
 A call interrupted while it waits (Ctrl-C) sends ``CANCEL``: the server drops
 the pending call (a ``get()`` that has not been served yet takes nothing), and
@@ -16,16 +17,13 @@ thread (see :mod:`distproc.server.native` for the messages).
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import itertools
-import logging
-import os
 import socket
 import threading
 from _thread import allocate_lock as _allocate_lock
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..callcontext import context
@@ -33,7 +31,6 @@ from ..errors import ConnectionLostError, DistprocError, ProtocolError
 from ..spinning import recv_into_spinning, spin_seconds
 from ..wire.codecs import BytesLike, Codec
 from ..wire.framing import DEFAULT_MAX_FRAME, JOIN_LIMIT, FrameReader, send_frame_parts
-from ..wire.handshake import FLAG_PICKLE
 from ..wire.records import (
     BATCH_LIMIT,
     CALL,
@@ -49,14 +46,12 @@ from ..wire.records import (
     record,
     record_parts,
 )
-from .connect import codec_for, connect
 from .connection import convert_to_error
 
-__all__ = ["Multiplexer", "close_multiplexers", "get_multiplexer"]
+__all__ = ["DEFER_LIMIT", "DRAIN_EVERY", "PILE_LIMIT", "Multiplexer"]
 
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
-_log = logging.getLogger("distproc.client")
 #: ``noreply`` calls larger than this wait for their reply all the same.
 DEFER_LIMIT = 64 * 1024
 #: Calls up to this size may go out in a frame of their own, joined in memory.
@@ -84,13 +79,24 @@ class _Slot:
 class Multiplexer:
     """A native-protocol connection shared by every thread of this process."""
 
-    def __init__(self, sock: socket.socket, codec: Codec, address: Any, authkey: bytes) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        codec: Codec,
+        address: Any,
+        authkey: bytes,
+        *,
+        generation: int = 0,
+        on_break: Callable[[Multiplexer], None] | None = None,
+    ) -> None:
         self.sock = sock
         self.codec = codec
         self.address = address
         self.authkey = authkey
-        #: A forked child starts a new generation: this connection is then its parent's.
-        self.generation = _generation
+        #: The fork generation of the process that made it (see :mod:`.mux_cache`):
+        #: in a forked child, this connection is the parent's.
+        self.generation = generation
+        self._on_break = on_break
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         #: Slots whose threads sleep while another thread reads the socket.
@@ -429,7 +435,8 @@ class Multiplexer:
             try:
                 self.sock.close()
             finally:
-                _forget(self)
+                if self._on_break is not None:
+                    self._on_break(self)
 
     def _lost(self) -> ConnectionLostError:
         return ConnectionLostError(f"lost the connection to the server: {self.broken}")
@@ -457,111 +464,3 @@ class Multiplexer:
         with self._lock:
             self._break(ConnectionLostError("the connection was closed"))
             self._wake_sleepers(all_of_them=True)
-
-
-# ---------------------------------------------------------------- the cache
-#: Bumped in a forked child, so that ``mux.generation != _generation`` tells a
-#: proxy, without a getpid() system call per call, that ``mux`` is the parent's.
-_generation = 0
-
-
-def _after_fork_in_child() -> None:
-    global _generation
-    _generation += 1
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-_lock = threading.Lock()
-_muxes: dict[tuple[Any, bytes, str, bool], Multiplexer | None] = {}
-#: The generation that ``_muxes`` and ``_session`` belong to.
-_cache_generation = 0
-
-
-def _forget(mux: Multiplexer) -> None:
-    with _lock:
-        for key, value in list(_muxes.items()):
-            if value is mux:
-                del _muxes[key]
-
-
-_session = (-1, b"")
-
-
-def _session_id() -> bytes:
-    """A random id for this process, sent in HELLO: a reconnect finds its references again."""
-    global _session
-    if _session[0] != _generation:
-        _session = (_generation, os.urandom(16))
-    return _session[1]
-
-
-def _key(address: Any) -> Any:
-    return tuple(address) if isinstance(address, list) else address
-
-
-def get_multiplexer(
-    address: Any, authkey: bytes, serializer: str, *, allow_md5: bool = True
-) -> Multiplexer | None:
-    """This process's native connection to ``address``, or ``None`` for a stdlib server.
-
-    ``allow_md5=False`` refuses a server that authenticates with HMAC-MD5 only
-    (CPython 3.11 and older), as :func:`~.connection.Client` does.
-    """
-    global _cache_generation
-    if serializer not in ("pickle", "native"):
-        return None
-    key = (_key(address), bytes(authkey), serializer, allow_md5)
-    with _lock:
-        if _cache_generation != _generation:  # a forked child: the parent's sockets are not ours
-            _muxes.clear()
-            _cache_generation = _generation
-        found = key in _muxes
-        cached = _muxes.get(key)
-    # A connection that its server closed is not handed out again: a new manager
-    # for a server that restarted at the same address connects to the new one.
-    if found and (cached is None or not cached.closed_by_server()):
-        return cached
-    mux = _connect(address, bytes(authkey), serializer, allow_md5)
-    with _lock:
-        existing = _muxes.get(key)
-        if existing is not None and mux is not None:
-            mux.sock.close()
-            return existing
-        _muxes[key] = mux
-    return mux
-
-
-def _connect(address: Any, authkey: bytes, serializer: str, allow_md5: bool) -> Multiplexer | None:
-    flags = FLAG_PICKLE if serializer == "pickle" else 0
-    sock, agreement = connect(
-        address, authkey, flags=flags, allow_md5=allow_md5, session_id=_session_id()
-    )
-    if not agreement.native:
-        # A stdlib server: it took our marker for random bytes.  Say goodbye the
-        # stdlib way (an empty request would be an error there) and fall back.
-        sock.close()
-        if serializer == "native":
-            raise DistprocError(
-                f"{address!r} is not a distproc server, and serializer='native' speaks only "
-                "distproc's native protocol (stdlib servers know only pickle and xmlrpclib)"
-            )
-        return None
-    return Multiplexer(sock, codec_for(agreement), address, authkey)
-
-
-def close_multiplexers(address: Any = None) -> None:
-    """Close this process's native connections (to ``address``, or all)."""
-    with _lock:
-        items = list(_muxes.items())
-    for (addr, *_), mux in items:
-        if mux is not None and (address is None or addr == _key(address)):
-            mux.close()
-    with _lock:
-        for key in [k for k, v in _muxes.items() if v is None]:
-            if address is None or key[0] == _key(address):
-                del _muxes[key]
-
-
-# A connection whose server went away unnoticed would otherwise be left for the
-# interpreter's teardown to collect (a ResourceWarning under -X dev).
-atexit.register(close_multiplexers)
