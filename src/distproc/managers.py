@@ -67,7 +67,6 @@ from .proxies import (
     ProcessLocalSet as ProcessLocalSet,
     RebuildProxy as RebuildProxy,
     ValueProxy as ValueProxy,
-    _AuthenticationString,
     adopt_proxy,
     client_factory,
 )
@@ -88,6 +87,9 @@ except ImportError:  # pragma: no cover - every supported platform has it
 from multiprocessing import get_context as get_context
 
 __all__ = ["BaseManager", "BaseProxy", "SharedMemoryManager", "SyncManager", "Token"]
+
+# typeshed lacks AuthenticationString; it exists on every version.
+_AuthenticationString: Any = getattr(process, "AuthenticationString")  # noqa: B009
 
 
 def reduce_array(a: array.array[Any]) -> tuple[Any, ...]:
