@@ -12,9 +12,10 @@ import socket
 from typing import Any
 
 from ..errors import ConnectionLostError, RemoteError
-from ..wire.codecs import Codec, get_codec
+from ..wire.codecs import Codec
 from ..wire.framing import DEFAULT_MAX_FRAME, recv_frame, send_frame
 from ..wire.messages import ERROR, RETURN, TRACEBACK, UNSERIALIZABLE
+from ..wire.serializers import get_codec
 from .connect import connect, open_socket
 
 __all__ = ["Client", "Connection", "convert_to_error", "dispatch"]

@@ -34,6 +34,7 @@ from ..client.mux import Multiplexer
 from ..client.mux_cache import fork_generation, get_multiplexer
 from ..errors import ConnectionLostError
 from ..wire.messages import PROXY, RETURN, Token
+from ..wire.serializers import SERIALIZERS
 from . import rebuild
 
 # typeshed lacks AuthenticationString; it exists on every version.
@@ -77,7 +78,7 @@ class ProcessLocalSet(set[Any]):
 
 def client_factory(serializer: str) -> Callable[..., Connection]:
     """The connect function for a serializer, as ``listener_client[s][1]``."""
-    if serializer not in ("pickle", "xmlrpclib", "native"):
+    if serializer not in SERIALIZERS:
         raise ValueError(f"unknown serializer {serializer!r}")
 
     def connect(address: Any, authkey: bytes | None = None) -> Connection:

@@ -35,9 +35,10 @@ from ..callcontext import context
 from ..errors import ConnectionLostError
 from ..spinning import new_event_loop
 from ..wire import same_host
-from ..wire.codecs import BytesLike, Codec, get_codec
+from ..wire.codecs import BytesLike, Codec
 from ..wire.handshake import FLAG_LOCAL, FLAG_PICKLE, Agreement, Handshake, make_marker
 from ..wire.messages import PROXY, RETURN, TRACEBACK, UNSERIALIZABLE, Token
+from ..wire.serializers import get_codec
 from .calls import run_off_loop, traceback_text
 from .config import ServerConfig
 from .connection import ServerConnection

@@ -33,7 +33,6 @@ __all__ = [
     "Codec",
     "PickleCodec",
     "XmlrpcCodec",
-    "get_codec",
     "register_pickle_alias",
     "register_pickle_reducer",
 ]
@@ -254,20 +253,3 @@ class XmlrpcCodec(Codec):
     def loads(self, data: BytesLike) -> Any:
         (obj,), _ = xmlrpc.client.loads(bytes(data).decode("utf-8"))
         return obj
-
-
-_CODECS: dict[str, Callable[[], Codec]] = {"pickle": PickleCodec, "xmlrpclib": XmlrpcCodec}
-
-
-def get_codec(serializer: str) -> Codec:
-    """The codec for a serializer name: ``'pickle'``, ``'xmlrpclib'`` or ``'native'``."""
-    if serializer == "native":
-        from .native import NativeCodec
-
-        return NativeCodec()
-    try:
-        return _CODECS[serializer]()
-    except KeyError:
-        raise ValueError(
-            f"unknown serializer {serializer!r}: expected one of {[*sorted(_CODECS), 'native']}"
-        ) from None
