@@ -199,8 +199,17 @@ class BaseManager:
     def _native(self) -> Multiplexer | None:
         return get_multiplexer(self._address, bytes(self._authkey), self._serializer)
 
-    def _server_call(self, method: str, args: tuple[Any, ...] = (), kwds: Any = None) -> Any:
-        """Call a server method, on the native connection when the server is distproc."""
+    # distproc's own, for programs such as ``distproc status``; the stdlib's
+    # BaseManager has none of these.
+    def server_protocol(self) -> str:
+        """How this manager talks to its server: ``'native'`` (a distproc server) or
+        ``'stdlib'``.  It connects on first use, with the errors of :meth:`connect`."""
+        return "stdlib" if self._native() is None else "native"
+
+    def server_call(self, method: str, /, *args: Any, **kwds: Any) -> Any:
+        """Call server method ``method`` (``status``, ``debug_info``,
+        ``number_of_objects``...) and return its result; on the native connection
+        when the server is distproc's, else on a connection of its own."""
         mux = self._native()
         if mux is None:
             with self._Client(self._address, authkey=self._authkey) as conn:
@@ -210,9 +219,13 @@ class BaseManager:
             raise convert_to_error(kind, value)
         return value
 
+    def close_connections(self) -> None:
+        """Close this process's native connections to the server (the next call opens one)."""
+        close_multiplexers(self._address)
+
     def connect(self) -> None:
         """Connect to a manager's server that already runs (at ``address``)."""
-        self._server_call("dummy")
+        self.server_call("dummy")
         self._state.value = State.STARTED
 
     def start(
@@ -329,7 +342,7 @@ class BaseManager:
 
     def _create(self, typeid: str, /, *args: Any, **kwds: Any) -> tuple[Token, tuple[str, ...]]:
         """Create a new shared object; return its token and exposed methods."""
-        ident, exposed, *_ = self._server_call("create", (typeid, *args), kwds)
+        ident, exposed, *_ = self.server_call("create", typeid, *args, **kwds)
         return Token(typeid, self._address, ident), exposed
 
     def _make_proxy(self, typeid: str, proxytype: Any, args: Any, kwds: Any) -> Any:
@@ -342,7 +355,7 @@ class BaseManager:
             with self._Client(token.address, authkey=self._authkey) as conn:
                 dispatch(conn, None, "decref", (token.id,))
             return proxy
-        ident, exposed, hints = self._server_call("create", (typeid, *args), kwds)
+        ident, exposed, hints = self.server_call("create", typeid, *args, **kwds)
         token = Token(typeid, self._address, ident)
         return adopt_proxy(
             proxytype, token, self._serializer, self, self._authkey, exposed, hints.get("defer", ())
@@ -356,10 +369,10 @@ class BaseManager:
                 self._process = None
 
     def _debug_info(self) -> str:
-        return str(self._server_call("debug_info"))
+        return str(self.server_call("debug_info"))
 
     def _number_of_objects(self) -> int:
-        return int(self._server_call("number_of_objects"))
+        return int(self.server_call("number_of_objects"))
 
     def shutdown(self) -> None:
         """Stop the server process started by :meth:`start`; safe to call again."""
@@ -514,9 +527,3 @@ class SharedMemoryManager(BaseManager):
                 raise
         return sl
 
-
-def Manager(*, ctx: BaseContext | None = None) -> SyncManager:
-    """A started :class:`SyncManager`, as ``multiprocessing.Manager()`` returns."""
-    manager = SyncManager(ctx=ctx or get_context())
-    manager.start()
-    return manager

@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 import pytest
 from shared_fixtures import AUTHKEY, ServeFn, wait_until
 
-from distproc.client.mux_cache import close_multiplexers
 from distproc.managers import BaseManager
 from distproc.server import CallConnection, LoopCall, LoopService, StatusReporter
 from distproc.tasks.service import TaskService
@@ -77,16 +76,16 @@ def test_loop_methods_run_on_the_loop_and_answer_through_their_call(serve: Serve
     holder.join(10)
     assert result == ["later"]
     assert not _echo.cancelled.is_set()
-    reports = client._server_call("status")["services"]
+    reports = client.server_call("status")["services"]
     assert {"kind": "echo", "held": 0} in reports
 
 
 def test_close_callbacks_run_when_the_connection_is_lost(serve: ServeFn) -> None:
-    server, client = serve(EchoManager)
+    _, client = serve(EchoManager)
     _echo.lost.clear()
     echo: Any = client.Echo()  # type: ignore[attr-defined]
     echo.echo(1)
-    close_multiplexers(server.address)
+    client.close_connections()
     assert _echo.lost.wait(10)
 
 

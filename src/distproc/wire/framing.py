@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "HANDSHAKE_MAX_FRAME",
     "IOV_MAX",
+    "JOIN_LIMIT",
     "FrameDecoder",
     "FrameReader",
     "drop_sent",
