@@ -10,7 +10,7 @@
             await tasks.put(1)
             print(await tasks.get(timeout=5))
 
-It speaks the native protocol (:mod:`distproc.server.native`) over asyncio
+It speaks the native protocol (:mod:`distproc.server.native_session`) over asyncio
 streams: one connection per :class:`AsyncManager`, any number of calls in
 flight, replies matched by request id by a reader task.  A call cancelled by
 asyncio (``asyncio.wait_for``, task cancellation) sends ``CANCEL``, so a
@@ -35,7 +35,7 @@ from .client.connection import convert_to_error
 from .errors import ConnectionLostError, DistprocError
 from .wire.codecs import Codec
 from .wire.handshake import FLAG_PICKLE
-from .wire.messages import PROXY, RETURN, Token
+from .wire.messages import KIND_PROXY, KIND_RETURN, Token
 from .wire.records import CALL, CANCEL, DEFERRED, KINDS, NOREPLY, REPLY, iter_records, record
 
 __all__ = ["AsyncManager", "AsyncProxy", "connect"]
@@ -98,9 +98,9 @@ class AsyncManager:
                 self._stream.send(b"".join(record(CANCEL, rid)))
             raise
         value = self._codec.loads(blob)
-        if kind == RETURN:
+        if kind == KIND_RETURN:
             return value
-        if kind == PROXY:
+        if kind == KIND_PROXY:
             exposed, token = value
             return self._proxy(token, exposed, {})
         raise convert_to_error(kind, value)

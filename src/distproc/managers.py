@@ -75,7 +75,7 @@ from .server.core import Server as Server
 from .server.objects import all_methods as all_methods, public_methods as public_methods
 from .server.shared_memory_server import SharedMemoryServer as SharedMemoryServer
 from .server.sync_types import Array as Array, Namespace as Namespace, Value as Value
-from .wire.messages import RETURN, Token as Token
+from .wire.messages import KIND_RETURN, Token as Token
 
 try:
     from multiprocessing import shared_memory
@@ -215,7 +215,7 @@ class BaseManager:
             with self._Client(self._address, authkey=self._authkey) as conn:
                 return dispatch(conn, None, method, args, kwds)
         kind, value = mux.call(None, method, args, kwds)
-        if kind != RETURN:
+        if kind != KIND_RETURN:
             raise convert_to_error(kind, value)
         return value
 

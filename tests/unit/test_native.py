@@ -21,9 +21,9 @@ from distproc.client.mux import PILE_LIMIT, Multiplexer
 from distproc.client.mux_cache import close_multiplexers
 from distproc.errors import DistprocError
 from distproc.managers import BaseManager, SyncManager
-from distproc.server import ServerConfig, native as server_native
+from distproc.server import ServerConfig, native_session as server_native
 from distproc.server.connection import ServerConnection
-from distproc.server.native import NativeSession
+from distproc.server.native_session import NativeSession
 from distproc.wire import handshake
 from distproc.wire.codecs import PickleCodec
 from distproc.wire.framing import FrameReader, encode_header

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ConnectionLostError, RemoteError
 from ..wire.codecs import Codec
 from ..wire.framing import DEFAULT_MAX_FRAME, recv_frame, send_frame
-from ..wire.messages import ERROR, RETURN, TRACEBACK, UNSERIALIZABLE
+from ..wire.messages import KIND_ERROR, KIND_RETURN, KIND_TRACEBACK, KIND_UNSERIALIZABLE
 from ..wire.serializers import get_codec
 from .connect import connect, open_socket
 
@@ -107,14 +107,14 @@ def Client(
 
 def convert_to_error(kind: str, result: Any) -> BaseException:
     """The exception that a non-``#RETURN`` reply stands for."""
-    if kind == ERROR:
+    if kind == KIND_ERROR:
         if isinstance(result, BaseException):
             return result
         return RemoteError(f"the server sent a non-exception as an error: {result!r}\n")
-    if kind in (TRACEBACK, UNSERIALIZABLE):
+    if kind in (KIND_TRACEBACK, KIND_UNSERIALIZABLE):
         if not isinstance(result, str):
             return TypeError(f"Result {result!r} (kind '{kind}') type is {type(result)}, not str")
-        if kind == UNSERIALIZABLE:
+        if kind == KIND_UNSERIALIZABLE:
             return RemoteError(f"Unserializable message: {result}\n")
         return RemoteError(result)
     return ValueError(f"Unrecognized message type {kind!r}")
@@ -126,7 +126,7 @@ def dispatch(
     """Send one request on ``c`` and return its result or raise its error."""
     c.send((id, methodname, args, {} if kwds is None else kwds))
     kind, result = c.recv()
-    if kind == RETURN:
+    if kind == KIND_RETURN:
         return result
     try:
         raise convert_to_error(kind, result)

@@ -12,7 +12,7 @@ A call interrupted while it waits (Ctrl-C) sends ``CANCEL``: the server drops
 the pending call (a ``get()`` that has not been served yet takes nothing), and
 a late reply is recognised by its id and discarded.  ``noreply`` calls return
 once written; if one fails, its error is raised by the next call of the same
-thread (see :mod:`distproc.server.native` for the messages).
+thread (see :mod:`distproc.server.native_session` for the messages).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ..errors import ConnectionLostError, DistprocError, ProtocolError
 from ..spinning import recv_into_spinning, spin_seconds
 from ..wire.codecs import BytesLike, Codec
 from ..wire.framing import DEFAULT_MAX_FRAME, JOIN_LIMIT, FrameReader, send_frame_parts
+from ..wire.messages import KIND_RETURN
 from ..wire.records import (
     BATCH_LIMIT,
     CALL,
@@ -64,7 +65,11 @@ PILE_LIMIT = 256
 #: once every this many, so that a thread making only such calls learns of a
 #: failure soon, and the errors cannot fill the socket while nobody reads.
 DRAIN_EVERY = 16
-class _Slot:
+
+
+class _ReplySlot:
+    """Where the reply to one call waits for the thread that made it."""
+
     __slots__ = ("blob", "done", "kind", "wake")
 
     def __init__(self) -> None:
@@ -100,9 +105,9 @@ class Multiplexer:
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         #: Slots whose threads sleep while another thread reads the socket.
-        self._sleeping: list[_Slot] = []
+        self._sleeping: list[_ReplySlot] = []
         self._reading = False
-        self._slots: dict[int, _Slot] = {}
+        self._slots: dict[int, _ReplySlot] = {}
         self._rids = itertools.count(1)
         self._reader = FrameReader(DEFAULT_MAX_FRAME)
         #: Whether to poll before blocking for a reply (see :mod:`distproc.spinning`).
@@ -229,7 +234,7 @@ class Multiplexer:
         size = sum(map(len, blob))
         if size > DEFER_LIMIT:
             kind, value = self._call_encoded(blob)
-            if kind != "#RETURN":
+            if kind != KIND_RETURN:
                 raise convert_to_error(kind, value)
             return value
         self._send_call(next(self._rids), threading.get_ident(), NOREPLY, blob, size)
@@ -276,7 +281,7 @@ class Multiplexer:
 
     def _call_encoded(self, blob: list[BytesLike]) -> tuple[str, Any]:
         rid = next(self._rids)
-        slot = _Slot()
+        slot = _ReplySlot()
         with self._lock:
             if self.broken is not None:
                 raise self._lost()
@@ -307,7 +312,7 @@ class Multiplexer:
             context.mux = None
 
     # ----------------------------------------------------------- receiving
-    def _wait(self, slot: _Slot) -> None:
+    def _wait(self, slot: _ReplySlot) -> None:
         """Wait for ``slot``'s reply: read the socket, or sleep while another thread does.
 
         One thread reads at a time (the leader).  The others sleep on their own
@@ -363,7 +368,7 @@ class Multiplexer:
                 if slot.done:
                     return
 
-    def _stop_reading(self, frames: Sequence[BytesLike], slot: _Slot | None) -> None:
+    def _stop_reading(self, frames: Sequence[BytesLike], slot: _ReplySlot | None) -> None:
         """With the lock held: the reading thread hands out the replies it read
         and stops reading.  Their threads wake, and one more to read in its place
         if the reader leaves: it does unless it waits for ``slot`` still."""
@@ -389,7 +394,7 @@ class Multiplexer:
     def _wake_sleepers(self, *, all_of_them: bool, leaving: bool = True) -> None:
         """With the lock held: wake the sleepers whose replies came (or all of them),
         and if the reader is leaving, one more to read in its place."""
-        still: list[_Slot] = []
+        still: list[_ReplySlot] = []
         for sleeper in self._sleeping:
             if all_of_them or sleeper.done:
                 sleeper.wake.release()
@@ -399,7 +404,7 @@ class Multiplexer:
             still.pop(0).wake.release()
         self._sleeping = still
 
-    def _leave(self, slot: _Slot) -> None:
+    def _leave(self, slot: _ReplySlot) -> None:
         """A sleeping thread was interrupted: make sure somebody still reads."""
         with self._lock:
             if slot in self._sleeping:

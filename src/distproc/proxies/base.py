@@ -33,7 +33,7 @@ from ..client.connection import Client, Connection, convert_to_error, dispatch
 from ..client.mux import Multiplexer
 from ..client.mux_cache import fork_generation, get_multiplexer
 from ..errors import ConnectionLostError
-from ..wire.messages import PROXY, RETURN, Token
+from ..wire.messages import KIND_PROXY, KIND_RETURN, Token
 from ..wire.serializers import SERIALIZERS
 from . import rebuild
 
@@ -170,7 +170,7 @@ class BaseProxy:
             if methodname in self._defer:
                 return mux.call_noreply(self._id, methodname, tuple(args), kwds)
             kind, result = mux.call(self._id, methodname, args, kwds)
-            if kind == RETURN:
+            if kind == KIND_RETURN:
                 return result
             return self._result(kind, result, native=True)
         conn: Connection | None = getattr(self._tls, "connection", None)
@@ -199,9 +199,9 @@ class BaseProxy:
         return self._result(kind, result, native=False)
 
     def _result(self, kind: str, result: Any, *, native: bool) -> Any:
-        if kind == RETURN:
+        if kind == KIND_RETURN:
             return result
-        if kind == PROXY:
+        if kind == KIND_PROXY:
             exposed, token = result
             return self._proxy_from_reply(token, exposed, native=native)
         try:

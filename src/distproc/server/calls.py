@@ -26,13 +26,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ..wire.messages import ERROR, RETURN, TRACEBACK
+from ..wire.messages import KIND_ERROR, KIND_RETURN, KIND_TRACEBACK
 from ..wire.proxy_methods import ARRAY_METHODS, DICT_METHODS, LIST_METHODS
 from .context import Message, ServerContext
 from .loop_service import CallConnection
 from .objects import Entry
 from .queues import LOOP_METHODS, is_loop_servable
-from .threads import Worker
+from .threads import CallThread
 
 __all__ = [
     "INLINE_METHODS",
@@ -92,16 +92,16 @@ class Call:
     def reply(self, value: Any) -> None:
         entry = self.entry
         if entry is None or not entry.method_to_typeid:  # no method here returns a proxy
-            self.deliver((RETURN, value))
+            self.deliver((KIND_RETURN, value))
             return
         try:
             msg = self.server.result_message(entry, self.methodname, value)
         except Exception as exc:
-            msg = (TRACEBACK, traceback_text(exc))
+            msg = (KIND_TRACEBACK, traceback_text(exc))
         self.deliver(msg)
 
     def fail(self, exc: BaseException) -> None:
-        self.deliver((ERROR, exc))
+        self.deliver((KIND_ERROR, exc))
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         self.cancel = callback
@@ -120,7 +120,7 @@ def run_off_loop(
     server: ServerContext,
     job: Callable[[], Message],
     done: Callable[[Message], None],
-    worker: Worker | None = None,
+    thread: CallThread | None = None,
 ) -> None:
     """Run ``job`` on a thread; hand its message to ``done`` on the loop."""
     loop = server.loop
@@ -130,12 +130,12 @@ def run_off_loop(
         try:
             msg = job()
         except BaseException as exc:  # SystemExit and friends from user code
-            msg = (TRACEBACK, traceback_text(exc))
+            msg = (KIND_TRACEBACK, traceback_text(exc))
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to answer
             loop.call_soon_threadsafe(done, msg)
 
-    if worker is not None:
-        worker.submit(work)
+    if thread is not None:
+        thread.submit(work)
     else:
         server.pool.submit(work)
 
@@ -147,25 +147,25 @@ def execute(
     methodname: str,
     args: tuple[Any, ...],
     kwds: dict[str, Any],
-    sticky: Callable[[], Worker],
+    sticky: Callable[[], CallThread],
 ) -> None:
     """Run one object call; its reply goes to ``call.deliver``."""
     try:
         entry = server.table.get(ident)
     except (KeyError, TypeError) as exc:
-        call.deliver((TRACEBACK, traceback_text(exc)))
+        call.deliver((KIND_TRACEBACK, traceback_text(exc)))
         return
     obj = entry.obj
     if methodname not in entry.exposed:
         if methodname == "#GETVALUE":
-            msg: Message = (RETURN, obj)
+            msg: Message = (KIND_RETURN, obj)
         elif methodname in ("__str__", "__repr__"):
             try:
-                msg = (RETURN, str(obj) if methodname == "__str__" else repr(obj))
+                msg = (KIND_RETURN, str(obj) if methodname == "__str__" else repr(obj))
             except Exception as exc:
-                msg = (TRACEBACK, traceback_text(exc))
+                msg = (KIND_TRACEBACK, traceback_text(exc))
         else:
-            msg = (TRACEBACK, _not_exposed(methodname, obj, entry.exposed_order))
+            msg = (KIND_TRACEBACK, _not_exposed(methodname, obj, entry.exposed_order))
         call.deliver(msg)
         return
     call.entry = entry
@@ -193,10 +193,10 @@ def execute(
         try:
             result = getattr(obj, methodname)(*args, **kwds)
         except Exception as exc:
-            return (ERROR, exc)
+            return (KIND_ERROR, exc)
         try:
             return server.result_message(entry, methodname, result)
         except Exception as exc:
-            return (TRACEBACK, traceback_text(exc))
+            return (KIND_TRACEBACK, traceback_text(exc))
 
     run_off_loop(server, job, call.deliver, sticky() if isinstance(obj, STICKY_TYPES) else None)

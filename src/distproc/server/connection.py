@@ -8,7 +8,7 @@ every frame to the :class:`~.context.Session` that the server chose from
 what was agreed:
 
 * the stdlib's protocol (:mod:`.stdlib_session`);
-* distproc's native protocol (:mod:`.native`), when the peer's challenge
+* distproc's native protocol (:mod:`.native_session`), when the peer's challenge
   carried the upgrade marker.
 
 """

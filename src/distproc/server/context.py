@@ -2,7 +2,7 @@
 
 :class:`ServerContext` lists it; :class:`~.core.Server` is the one
 implementation.  The modules that serve a connection (:mod:`.connection`,
-:mod:`.stdlib_session`, :mod:`.native`, :mod:`.calls`) name this Protocol and
+:mod:`.stdlib_session`, :mod:`.native_session`, :mod:`.calls`) name this Protocol and
 never the server itself, so they do not import it, and what they may touch
 of it is written here, in one place.  :class:`Session` is what a connection
 hands its frames to once the handshake is over.

@@ -5,7 +5,7 @@ and the *server methods* (``create``, ``incref``, ``decref``, ...).  Each
 connection is a :class:`~.connection.ServerConnection`, which runs the
 handshake and then hands its frames to a session: the stdlib's protocol
 (:mod:`.stdlib_session`) or, with a distproc peer, the native one
-(:mod:`.native`).  Where each object call runs is decided in :mod:`.calls`.
+(:mod:`.native_session`).  Where each object call runs is decided in :mod:`.calls`.
 Those modules see the server only through :class:`~.context.ServerContext`,
 which it implements.
 
@@ -37,14 +37,14 @@ from ..spinning import new_event_loop
 from ..wire import same_host
 from ..wire.codecs import BytesLike, Codec
 from ..wire.handshake import FLAG_LOCAL, FLAG_PICKLE, Agreement, Handshake, make_marker
-from ..wire.messages import PROXY, RETURN, TRACEBACK, UNSERIALIZABLE, Token
+from ..wire.messages import KIND_PROXY, KIND_RETURN, KIND_TRACEBACK, KIND_UNSERIALIZABLE, Token
 from ..wire.serializers import get_codec
 from .calls import run_off_loop, traceback_text
 from .config import ServerConfig
 from .connection import ServerConnection
 from .context import Message, Session
 from .loop_service import StatusReporter
-from .native import NativeSession
+from .native_session import NativeSession
 from .objects import Entry, ObjectTable, public_methods
 from .queues import BATCH_METHODS, LoopQueue, is_loop_servable
 from .stdlib_session import StdlibSession
@@ -380,7 +380,7 @@ class Server:
         except Exception:
             log.exception("error while shutting down")
         self.stop()
-        return (RETURN, None)
+        return (KIND_RETURN, None)
 
     # ------------------------------------------------------------- connections
     def handshake_for(self, sock: socket.socket | None) -> Handshake:
@@ -428,7 +428,7 @@ class Server:
         ``shutdown`` replies first, then stops the server.
         """
         if method not in self.public or method == "accept_connection":
-            done((TRACEBACK, _not_a_server_method(method)))
+            done((KIND_TRACEBACK, _not_a_server_method(method)))
             return
         if method == "shutdown":
             done(self.shutdown_request(conn))
@@ -437,9 +437,9 @@ class Server:
 
         def job() -> Message:
             try:
-                return (RETURN, func(conn, *args, **kwds))
+                return (KIND_RETURN, func(conn, *args, **kwds))
             except Exception as exc:
-                return (TRACEBACK, traceback_text(exc))
+                return (KIND_TRACEBACK, traceback_text(exc))
 
         if method in self.loop_methods or (
             method == "create" and args and self.creates_on_loop(args[0])
@@ -472,7 +472,7 @@ class Server:
         try:
             return codec.dumps_parts(msg)
         except Exception:
-            return [codec.dumps((UNSERIALIZABLE, traceback.format_exc()))]
+            return [codec.dumps((KIND_UNSERIALIZABLE, traceback.format_exc()))]
 
     def decode(self, data: BytesLike, codec: Codec | None = None) -> Any:
         codec = codec or self.codec
@@ -487,5 +487,5 @@ class Server:
         typeid = entry.method_to_typeid.get(methodname) if entry.method_to_typeid else None
         if typeid:
             ident, exposed = self.add_object(typeid, result)
-            return PROXY, (exposed, Token(typeid, self.address, ident))
-        return RETURN, result
+            return KIND_PROXY, (exposed, Token(typeid, self.address, ident))
+        return KIND_RETURN, result

@@ -15,11 +15,11 @@ from collections import deque
 from typing import Any
 
 from ..wire.codecs import BytesLike, Codec
-from ..wire.messages import RETURN, TRACEBACK
+from ..wire.messages import KIND_RETURN, KIND_TRACEBACK
 from .calls import Call, execute, traceback_text
 from .connection import ServerConnection
 from .context import Message
-from .threads import Worker
+from .threads import CallThread
 
 __all__ = ["StdlibSession"]
 
@@ -65,7 +65,7 @@ class StdlibSession:
         self.name = ""
         self.requests: deque[BytesLike] = deque()
         self.inflight: _ChannelCall | None = None
-        self.sticky_thread: Worker | None = None
+        self.sticky_thread: CallThread | None = None
 
     def send(self, msg: Message) -> None:
         self.conn.send_parts(self.server.encode_parts(msg, self.codec))
@@ -91,10 +91,10 @@ class StdlibSession:
             self.sticky_thread.stop()
             self.sticky_thread = None
 
-    def sticky(self) -> Worker:
+    def sticky(self) -> CallThread:
         """This connection's own thread, for objects that check the calling thread."""
         if self.sticky_thread is None:
-            self.sticky_thread = Worker(f"distproc-conn-{self.name or id(self)}")
+            self.sticky_thread = CallThread(f"distproc-conn-{self.name or id(self)}")
         return self.sticky_thread
 
     def parse(self, frame: BytesLike) -> tuple[Any, str, tuple[Any, ...], dict[str, Any]] | None:
@@ -106,7 +106,7 @@ class StdlibSession:
             kwds = dict(kwds)
         except (Exception, SystemExit) as exc:  # unpickling runs the peer's choice of code
             log.warning("bad request from %s: %s", self.conn.peer, exc)
-            self.send((TRACEBACK, traceback_text(exc)))
+            self.send((KIND_TRACEBACK, traceback_text(exc)))
             return None
         return ident, methodname, args, kwds
 
@@ -119,7 +119,7 @@ class StdlibSession:
         if methodname == "accept_connection":
             self.name = str(args[0]) if args else ""
             self.state = _CHANNEL
-            self.send((RETURN, None))
+            self.send((KIND_RETURN, None))
             return
         self.state = _OVER
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..callcontext import context
 from ..wire.codecs import BytesLike, Codec
-from ..wire.messages import ERROR, PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
+from ..wire.messages import KIND_ERROR, KIND_PROXY, KIND_RETURN, KIND_TRACEBACK, KIND_UNSERIALIZABLE
 from ..wire.records import (
     BATCH_LIMIT,
     CALL,
@@ -46,7 +46,7 @@ from .calls import Call, execute, serving, traceback_text
 from .connection import ServerConnection
 from .context import Message, ServerContext
 from .queues import is_loop_servable
-from .threads import Worker
+from .threads import CallThread
 
 __all__ = ["NativeSession"]
 
@@ -84,9 +84,9 @@ class _NativeCall(Call):
         if session.pending.pop(self.rid, None) is not self:
             return  # cancelled, or the connection is gone
         kind, value = msg
-        if kind == PROXY:
+        if kind == KIND_PROXY:
             session.refs[value[1].id] += 1
-        elif self.owns and kind == RETURN:
+        elif self.owns and kind == KIND_RETURN:
             session.refs[value[0]] += 1
         session.answer(self.rid, self.tid, self.noreply, kind, value)
 
@@ -105,7 +105,8 @@ class NativeSession:
         self.out: list[BytesLike] = []
         self.out_size = 0
         self.flush_scheduled = False
-        self.workers: dict[int, Worker] = {}
+        #: The sticky thread of each client thread (see ``.threads``), made on first use.
+        self.threads: dict[int, CallThread] = {}
         self.session_id = b""
 
     # ------------------------------------------------------------- frames
@@ -138,7 +139,7 @@ class NativeSession:
         try:
             parts = self.codec.dumps_parts(value)
         except Exception:
-            kind, parts = UNSERIALIZABLE, [self.codec.dumps(traceback.format_exc())]
+            kind, parts = KIND_UNSERIALIZABLE, [self.codec.dumps(traceback.format_exc())]
         finally:
             context.session = None
         record = record_parts(op, id, 0, KIND_CODES[kind], parts)
@@ -191,9 +192,9 @@ class NativeSession:
         except (Exception, SystemExit) as exc:  # unpickling runs the peer's code
             log.warning("bad call from %s: %s", self.conn.peer, exc)
             if aux & NOREPLY:
-                self.queue_out(DEFERRED, tid, TRACEBACK, traceback_text(exc))
+                self.queue_out(DEFERRED, tid, KIND_TRACEBACK, traceback_text(exc))
             else:
-                self.queue_out(REPLY, rid, TRACEBACK, traceback_text(exc))
+                self.queue_out(REPLY, rid, KIND_TRACEBACK, traceback_text(exc))
             return
         self.call(rid, tid, ident, method, args, kwds, bool(aux & NOREPLY))
 
@@ -218,7 +219,7 @@ class NativeSession:
         call = _NativeCall(self, rid, tid, noreply)
         self.pending[rid] = call
         if ident is not None:
-            execute(self.server, call, ident, method, args, kwds, lambda: self.worker(tid))
+            execute(self.server, call, ident, method, args, kwds, lambda: self.thread_of(tid))
         else:
             self.server_method(call, method, args, kwds)
 
@@ -248,9 +249,9 @@ class NativeSession:
             else:
                 value = None
         except Exception as exc:
-            self.answer(rid, tid, noreply, ERROR, exc)
+            self.answer(rid, tid, noreply, KIND_ERROR, exc)
             return True
-        self.answer(rid, tid, noreply, RETURN, value)
+        self.answer(rid, tid, noreply, KIND_RETURN, value)
         if method == "put":
             waiting.serve_getters()
         return True
@@ -258,7 +259,7 @@ class NativeSession:
     def answer(self, rid: int, tid: int, noreply: bool, kind: str, value: Any) -> None:
         """Queue the reply to call ``rid``: for a ``noreply`` call, only an error."""
         if noreply:
-            if kind != RETURN:
+            if kind != KIND_RETURN:
                 self.queue_out(DEFERRED, tid, kind, value)
         else:
             self.queue_out(REPLY, rid, kind, value)
@@ -268,11 +269,12 @@ class NativeSession:
         if call is not None and call.cancel is not None:
             call.cancel()
 
-    def worker(self, tid: int) -> Worker:
-        worker = self.workers.get(tid)
-        if worker is None:
-            worker = self.workers[tid] = Worker(f"distproc-native-{tid}")
-        return worker
+    def thread_of(self, tid: int) -> CallThread:
+        """The sticky thread of client thread ``tid``."""
+        thread = self.threads.get(tid)
+        if thread is None:
+            thread = self.threads[tid] = CallThread(f"distproc-native-{tid}")
+        return thread
 
     def server_method(
         self, call: _NativeCall, method: str, args: tuple[Any, ...], kwds: dict[str, Any]
@@ -283,10 +285,10 @@ class NativeSession:
             if method == "incref":
                 server.table.incref(args[0])
                 self.refs[args[0]] += 1
-                call.deliver((RETURN, None))
+                call.deliver((KIND_RETURN, None))
             elif method == "decref":
                 self.release(args[0])
-                call.deliver((RETURN, None))
+                call.deliver((KIND_RETURN, None))
             elif method == "create":
                 call.owns = True  # the proxy owns the reference: one round trip per proxy
                 server.call_server_method(
@@ -295,7 +297,7 @@ class NativeSession:
             else:
                 server.call_server_method(self.conn, method, args, kwds, call.deliver)
         except Exception as exc:
-            call.deliver((TRACEBACK, traceback_text(exc)))
+            call.deliver((KIND_TRACEBACK, traceback_text(exc)))
 
     def release(self, ident: str) -> None:
         if self.refs[ident] <= 0:
@@ -329,9 +331,9 @@ class NativeSession:
             server.orphans[self.session_id] = (refs, timer)
         else:
             _release(server, refs)
-        for worker in self.workers.values():
-            worker.stop()
-        self.workers.clear()
+        for thread in self.threads.values():
+            thread.stop()
+        self.threads.clear()
 
     def _release_orphans(self, session_id: bytes) -> None:
         orphaned = self.server.orphans.pop(session_id, None)
@@ -342,10 +344,10 @@ class NativeSession:
 def _hinted(server: ServerContext, msg: Message) -> Message:
     """A ``create`` reply with the hints of the new object: ``(ident, exposed, hints)``."""
     kind, value = msg
-    if kind != RETURN:
+    if kind != KIND_RETURN:
         return msg
     ident, exposed = value
-    return RETURN, (ident, exposed, hints_for(server.table.get(ident).obj))
+    return KIND_RETURN, (ident, exposed, hints_for(server.table.get(ident).obj))
 
 
 def _release(server: ServerContext, refs: collections.Counter[str]) -> None:
