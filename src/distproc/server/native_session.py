@@ -1,22 +1,28 @@
-"""distproc's native protocol, server side.
+"""distproc's native protocol on one connection, server side: :class:`NativeSession`.
 
 Two distproc peers switch to it right after the handshake (the upgrade marker
 is in the challenges).  Frames carry batches of records (see
 :mod:`distproc.wire.records` for the layout); values are encoded with pickle
 when both ends allow it, else with the native codec
-(:mod:`distproc.wire.native`), which never unpickles.
+(:mod:`distproc.wire.native`), which never unpickles.  Replies made while a
+read's frames are handled go out together, in one write, when it is over.
 
 ``rid`` matches replies to calls, so many calls are in flight at once on one
 connection, from every thread of the client process; ``tid`` names the client
-thread, for objects that must see one thread per caller (``RLock``).
-``ident`` ``None`` names a server method (``create``, ``incref``, ...).  A
-``noreply`` call gets no reply unless it fails.
+thread, for objects that must see one thread per caller (``RLock``, on a
+sticky thread of that caller's).  ``ident`` ``None`` names a server method
+(``create``, ``incref``, ...).  A ``noreply`` call gets no reply unless it
+fails: then a ``DEFERRED`` record, for the calling thread to raise.  A
+``CANCEL`` drops a call that waits (a ``get()`` not served yet takes nothing).
 
-References that proxies of this connection hold are counted per connection:
-when the connection drops, they are all released.  ``create`` replies with
-``(ident, exposed, hints)``, the proxy owns the new reference (one round trip
-per proxy), and ``hints['defer']`` lists the methods the client may send
-without waiting (``put`` on an unbounded queue served by the loop).
+References that proxies of this connection hold are counted per connection.
+``create`` replies with ``(ident, exposed, hints)``: the proxy owns the new
+reference (one round trip per proxy), and ``hints['defer']`` lists the
+methods the client may send without waiting (``put`` on an unbounded queue
+served by the loop).  A proxy pickled into a reply takes a reference for the
+client too (:meth:`NativeSession.take_reference`).  When the connection drops,
+its references wait ``ServerConfig.reconnect_grace`` seconds for the client's
+process to come back with the session id of its ``HELLO``, then are released.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ thread.  The waiter is woken when an item arrives by any route: another client,
 a thread of the server's process that uses the queue directly, or a user method
 running on a pool thread.  That works because ``queue.Queue`` signals every
 new item through ``self.not_empty.notify()`` (and every freed slot through
-``not_full``): :func:`attach` replaces those two conditions with subclasses
-that also tell the loop.  Threads already waiting on the old conditions are
-notified too.
+``not_full``): a :class:`LoopQueue`, made on the queue's first call, replaces
+those two conditions with subclasses that also tell the loop.  Threads
+already waiting on the old conditions are notified too.
 
 Items are taken from the queue only when a live waiter is at the head of the
 line, so when a client dies while it waits, its waiter is dropped and the next
