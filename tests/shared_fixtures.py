@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import multiprocessing
 import socket
 import threading
 import time
@@ -32,7 +33,15 @@ import pytest
 from distproc.managers import BaseManager
 from distproc.server import Server
 
-__all__ = ["AUTHKEY", "Address", "RunningServer", "ServeFn", "serve_in_thread", "wait_until"]
+__all__ = [
+    "AUTHKEY",
+    "Address",
+    "RunningServer",
+    "ServeFn",
+    "serve_in_thread",
+    "start_serving",
+    "wait_until",
+]
 
 #: The authkey of the servers that these fixtures start.
 AUTHKEY = b"unit-test-key"
@@ -63,6 +72,10 @@ class RunningServer:
         host, port = self.server.address
         return (host, port)
 
+    @property
+    def authkey(self) -> bytes:
+        return self.server.authkey
+
     def stop(self, timeout: float = 10.0) -> None:
         self.server.stop()
         self.thread.join(timeout)
@@ -70,22 +83,28 @@ class RunningServer:
         assert self.server.stopped.is_set()
 
 
-def serve_in_thread(server: Server, *, name: str = "test-server") -> RunningServer:
-    """Run ``server.serve()`` in a thread; return once it accepts connections."""
+def start_serving(server: Server, *, name: str = "test-server") -> threading.Thread:
+    """Run ``server.serve()`` in a thread; return it once the server accepts connections."""
     thread = threading.Thread(target=server.serve, name=name, daemon=True)
     thread.start()
-    running = RunningServer(server, thread)
     deadline = time.monotonic() + 10
     while not server.started.wait(0.05) and thread.is_alive():
         if time.monotonic() > deadline:
             break
     if not server.started.is_set():
-        running.stop()
+        RunningServer(server, thread).stop()
         raise RuntimeError("the server thread did not start")
-    return running
+    return thread
 
 
-ServeFn = Callable[..., tuple[Server, BaseManager]]
+def serve_in_thread(server: Server, *, name: str = "test-server") -> RunningServer:
+    """Run ``server.serve()`` in a thread (see :func:`start_serving`); stop it with ``.stop()``."""
+    return RunningServer(server, start_serving(server, name=name))
+
+
+#: The ``serve`` fixture: ``serve(ManagerClass, **kwargs)`` -> (server, connected
+#: client manager); the client is typed ``Any``, for the methods ``register()`` adds.
+ServeFn = Callable[..., tuple[Server, Any]]
 
 
 @pytest.fixture
@@ -93,7 +112,7 @@ def serve() -> Iterator[ServeFn]:
     """Serve a manager class in a thread; return its server and a connected client manager."""
     running: list[RunningServer] = []
 
-    def start(cls: type[BaseManager], **kwargs: Any) -> tuple[Server, BaseManager]:
+    def start(cls: type[BaseManager], **kwargs: Any) -> tuple[Server, Any]:
         server = cls(address=("127.0.0.1", 0), authkey=AUTHKEY, **kwargs).get_server()
         running.append(serve_in_thread(server))
         client = cls(address=server.address, authkey=AUTHKEY)
@@ -113,7 +132,9 @@ def stdlib_manager() -> Iterator[Callable[..., Any]]:
     started: list[Any] = []
 
     def start(cls: type[Any]) -> Any:
-        manager = cls(address=("127.0.0.1", 0), authkey=AUTHKEY)
+        # fork: the test module that defines ``cls`` need not be importable by name.
+        fork = multiprocessing.get_context("fork")
+        manager = cls(address=("127.0.0.1", 0), authkey=AUTHKEY, ctx=fork)
         manager.start()
         started.append(manager)
         return manager
@@ -195,7 +216,9 @@ def http_408_server() -> Iterator[Address]:
     """A real HTTP server (``http.server``, in a thread) that speaks when a client
     says nothing: ``HTTP/1.1 408 Request Timeout`` after 0.2 s."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Http408Handler)
-    thread = threading.Thread(target=httpd.serve_forever, name="test-http", daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, args=(0.05,), name="test-http", daemon=True
+    )  # a short poll interval: shutdown() waits for it
     thread.start()
     try:
         host, port = httpd.server_address[:2]

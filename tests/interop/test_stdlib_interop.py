@@ -23,6 +23,9 @@ from .conftest import DistprocServerFactory, StdlibServerFactory
 from .harness import PeerPython, run_stdlib_client
 from .peers import peer_common
 
+#: Real interpreters in subprocesses, six versions over: seconds in all.
+pytestmark = pytest.mark.slow
+
 #: distproc speaks the 3.12+ forms: it challenges with ``{sha256}``.
 DISTPROC_MODERN = True
 

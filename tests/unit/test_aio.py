@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import queue
+from collections.abc import Callable
+from multiprocessing.managers import BaseManager as StdlibManager
 from typing import Any
 
 import pytest
+from shared_fixtures import AUTHKEY, ServeFn
 
 import distproc.aio
 from distproc.errors import DistprocError
 from distproc.managers import BaseManager
-
-AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
-ServeFn = Any
 
 
 class QM(BaseManager):
@@ -83,16 +83,12 @@ def test_many_calls_in_flight(serve: ServeFn) -> None:
     assert asyncio.run(main()) == list(range(20))
 
 
-def test_stdlib_server_is_refused_clearly() -> None:
-    import threading
-    from multiprocessing.managers import BaseManager as StdlibManager
+class StdlibQM(StdlibManager):
+    pass
 
-    class SM(StdlibManager):
-        pass
 
-    server = SM(address=("127.0.0.1", 0), authkey=AUTHKEY).get_server()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def test_stdlib_server_is_refused_clearly(stdlib_manager: Callable[..., Any]) -> None:
+    server = stdlib_manager(StdlibQM)
 
     async def main() -> None:
         with pytest.raises(DistprocError, match="not a distproc server"):

@@ -14,11 +14,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from shared_fixtures import AUTHKEY, ServeFn, serve_in_thread, wait_until
 
 import distproc.aio
 from distproc.client.connection import Client, dispatch
@@ -28,9 +28,6 @@ from distproc.managers import BaseManager
 from distproc.server import ServerConfig
 from distproc.wire import handshake, same_host
 from distproc.wire.framing import recv_frame
-
-AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
-ServeFn = Any
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="abstract Unix sockets are Linux's"
@@ -86,16 +83,13 @@ def test_a_client_waiting_in_the_backlog_is_offered_it_too() -> None:
     start): the Unix socket must be ready before the first TCP accept."""
     server = QM(address=("127.0.0.1", 0), authkey=AUTHKEY).get_server()
     with socket.create_connection(server.address, timeout=10) as early:
-        thread = threading.Thread(target=server.serve, daemon=True)
-        thread.start()
+        running = serve_in_thread(server)
         try:
             challenge = recv_frame(early, 256)
             flags = handshake.read_marker(challenge[len(handshake.CHALLENGE) :])
             assert flags is not None and flags & handshake.FLAG_LOCAL
         finally:
-            server.stop()
-            thread.join(10)
-    assert not thread.is_alive()
+            running.stop()
 
 
 @pytest.mark.parametrize(("server", "client"), [("pickle", "native"), ("native", "native")])
@@ -159,17 +153,12 @@ def test_a_server_killed_under_a_waiting_get_is_noticed(
 
         waiter = threading.Thread(target=wait, daemon=True)
         waiter.start()
-        deadline = time.monotonic() + 10
-        while not mux._slots:  # the get() is sent and waits for its reply
-            assert time.monotonic() < deadline, "the get() was never sent"
-            time.sleep(0.001)  # poll interval, bounded by the deadline
+        wait_until(lambda: mux._slots, "the get() was never sent")  # it waits for its reply
         process = manager._process
         # Stopped, the server cannot read the put below: it dies with bytes
         # unread, and the kernel resets the connection instead of ending it.
         os.kill(process.pid, signal.SIGSTOP)
-        while _state(process.pid) != "T":  # stopped: the signal has taken effect
-            assert time.monotonic() < deadline, "the server did not stop"
-            time.sleep(0.001)  # poll interval, bounded by the deadline
+        wait_until(lambda: _state(process.pid) == "T", "the server did not stop")  # stopped
         q.put("never read")  # an unbounded queue's put does not wait for its reply
         os.kill(process.pid, signal.SIGKILL)
         assert done.wait(5), "the waiting get() did not notice the server's death"

@@ -61,7 +61,7 @@ EchoManager.register("Echo", get_echo, exposed=sorted(Echo.__distproc_loop_metho
 
 def test_loop_methods_run_on_the_loop_and_answer_through_their_call(serve: ServeFn) -> None:
     server, client = serve(EchoManager)
-    echo: Any = client.Echo()  # type: ignore[attr-defined]  # made by register()
+    echo: Any = client.Echo()
     assert echo.echo({"a": 1}) == {"a": 1}
     assert _echo.threads == {"test-server"}  # the server's loop thread, not a pool thread
     result: list[Any] = []
@@ -70,7 +70,7 @@ def test_loop_methods_run_on_the_loop_and_answer_through_their_call(serve: Serve
     wait_until(lambda: _echo.held, "the held call reached the service")
     second = EchoManager(address=server.address, authkey=AUTHKEY)
     second.connect()
-    other: Any = second.Echo()  # type: ignore[attr-defined]
+    other: Any = second.Echo()  # type: ignore[attr-defined]  # made by register()
     with pytest.raises(LookupError, match="released"):  # fail(): the exception itself
         other.release("later")
     holder.join(10)
@@ -83,7 +83,7 @@ def test_loop_methods_run_on_the_loop_and_answer_through_their_call(serve: Serve
 def test_close_callbacks_run_when_the_connection_is_lost(serve: ServeFn) -> None:
     _, client = serve(EchoManager)
     _echo.lost.clear()
-    echo: Any = client.Echo()  # type: ignore[attr-defined]
+    echo: Any = client.Echo()
     echo.echo(1)
     client.close_connections()
     assert _echo.lost.wait(10)
