@@ -211,6 +211,46 @@ def codec_for(agreement: Agreement) -> Codec:
     return NativeCodec()
 
 
+class _Steps:
+    """A :func:`plan` under way, for a driver: the next op, and how it ended."""
+
+    def __init__(
+        self,
+        address: Any,
+        authkey: bytes,
+        flags: int | None,
+        allow_md5: bool,
+        session_id: bytes,
+        timeout: float,
+    ) -> None:
+        #: How long each channel's ops may take.
+        self.timeouts = {FIRST: timeout, SAME_HOST: same_host.TIMEOUT}
+        self._plan = plan(
+            format_address(address),
+            authkey,
+            flags=flags,
+            allow_md5=allow_md5,
+            session_id=session_id,
+            timeout=timeout,
+        )
+        self._done: Connected | None = None
+
+    @property
+    def done(self) -> Connected:
+        """How the plan ended (once :meth:`next` has returned ``None``)."""
+        assert self._done is not None
+        return self._done
+
+    def next(self, outcome: Any = None, error: BaseException | None = None) -> Op | None:
+        """Tell the plan what came of its last op (or throw it ``error``): its next op,
+        or ``None`` once it is over.  What the plan raises, it raises from here."""
+        try:
+            return self._plan.throw(error) if error is not None else self._plan.send(outcome)
+        except StopIteration as stop:
+            self._done = stop.value
+            return None
+
+
 # ----------------------------------------------------------- blocking sockets
 def open_socket(address: Any, timeout: float | None = None) -> socket.socket:
     """A connected socket for a stdlib-style address, with TCP_NODELAY set."""
@@ -250,33 +290,20 @@ def connect(
     if flags is not None and same_host.client_asks(sock):
         flags |= FLAG_LOCAL
     socks: dict[int, socket.socket] = {FIRST: sock}
-    timeouts = {FIRST: limit, SAME_HOST: same_host.TIMEOUT}
-    steps = plan(
-        format_address(address),
-        authkey,
-        flags=flags,
-        allow_md5=allow_md5,
-        session_id=session_id,
-        timeout=limit,
-    )
+    steps = _Steps(address, authkey, flags, allow_md5, session_id, limit)
     try:
         sock.settimeout(limit)
-        outcome: Any = None
-        error: BaseException | None = None
-        while True:
+        op = steps.next()
+        while op is not None:
             try:
-                op = steps.throw(error) if error is not None else steps.send(outcome)
-            except StopIteration as stop:
-                done: Connected = stop.value
-                break
-            outcome, error = None, None
-            try:
-                outcome = _carry_out(op, socks, timeouts)
+                outcome = _carry_out(op, socks, steps.timeouts)
             except (OSError, EOFError) as exc:
-                error = exc
-        kept = socks.pop(done.channel)
+                op = steps.next(error=exc)
+            else:
+                op = steps.next(outcome)
+        kept = socks.pop(steps.done.channel)
         kept.settimeout(None)
-        return kept, done.agreement
+        return kept, steps.done.agreement
     finally:
         for other in socks.values():
             other.close()
@@ -359,36 +386,24 @@ async def connect_async(
     streams: dict[int, AsyncStream] = {FIRST: await _open_stream(address)}
     if same_host.client_asks(streams[FIRST].writer.get_extra_info("socket")):
         flags |= FLAG_LOCAL
-    timeouts = {FIRST: limit, SAME_HOST: same_host.TIMEOUT}
-    steps = plan(
-        format_address(address),
-        authkey,
-        flags=flags,
-        allow_md5=allow_md5,
-        session_id=session_id,
-        timeout=limit,
-    )
+    steps = _Steps(address, authkey, flags, allow_md5, session_id, limit)
     try:
-        outcome: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                op = steps.throw(error) if error is not None else steps.send(outcome)
-            except StopIteration as stop:
-                done: Connected = stop.value
-                break
-            outcome, error = None, None
+        op = steps.next()
+        while op is not None:
+            bound = steps.timeouts[_channel(op)]
             try:
                 outcome = await asyncio.wait_for(
-                    _carry_out_async(op, streams, timeouts), timeouts[_channel(op)]
+                    _carry_out_async(op, streams, steps.timeouts), bound
                 )
             except asyncio.TimeoutError:
-                error = TimeoutError(f"timed out after {timeouts[_channel(op)]:g}s")
+                op = steps.next(error=TimeoutError(f"timed out after {bound:g}s"))
             except (OSError, EOFError) as exc:
-                error = exc
-        kept = streams.pop(done.channel)
+                op = steps.next(error=exc)
+            else:
+                op = steps.next(outcome)
+        kept = streams.pop(steps.done.channel)
         kept.decoder.max_size = DEFAULT_MAX_FRAME
-        return kept, done.agreement
+        return kept, steps.done.agreement
     finally:
         for other in streams.values():
             other.writer.close()
