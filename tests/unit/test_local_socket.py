@@ -267,3 +267,21 @@ def test_a_name_that_is_not_on_this_host_keeps_tcp(serve: ServeFn) -> None:
     assert q.get() == 3
     [conn] = server.connections
     assert conn.protocol == "native"
+
+
+def test_the_asyncio_client_keeps_tcp_when_the_name_is_not_on_this_host(
+    serve: ServeFn,
+) -> None:
+    server, _ = serve(QM)
+    server.local_address = same_host.new_name()  # nothing listens there
+
+    async def main() -> tuple[int, Any]:
+        manager = await distproc.aio.connect(server.address, AUTHKEY, QM)
+        try:
+            q = await manager.Queue()
+            await q.put("x")
+            return manager._stream.writer.get_extra_info("socket").family, await q.get()
+        finally:
+            await manager.aclose()
+
+    assert asyncio.run(main()) == (socket.AF_INET, "x")

@@ -20,9 +20,9 @@ These steps are one *plan*, :func:`plan`: a generator that yields what to do
 is sent what came of it, or is thrown the error.  It does no I/O itself.  Two
 drivers carry it out: :func:`connect` on blocking sockets (the multiplexer,
 :func:`~.connection.Client`) and :func:`connect_async` on asyncio streams
-(:mod:`distproc.aio`).  Each driver opens its channels in one place
-(:func:`open_socket`, :func:`_open_stream`), where a transport under the
-handshake, such as TLS, goes.
+(:mod:`distproc.aio`).  Each driver opens its connection to the server in
+one place (:func:`open_socket`, :func:`_open_stream`), where a transport
+under the handshake, such as TLS, goes; the same-host socket needs none.
 
 The handshake timeout is ``DISTPROC_HANDSHAKE_TIMEOUT`` seconds
 (:data:`HANDSHAKE_TIMEOUT` when unset), unless the caller gives one.
@@ -319,7 +319,7 @@ def _carry_out(op: Op, socks: dict[int, socket.socket], timeouts: dict[int, floa
         moved.settimeout(timeouts[SAME_HOST])
         moved.connect(op.name)
     else:
-        sock = socks.pop(op.channel)
+        sock = socks.pop(op.channel)  # opened before it connects: there even if that failed
         if op.drain:
             _close_when_drained(sock, timeouts[SAME_HOST])
         else:
@@ -425,6 +425,8 @@ async def _carry_out_async(
     elif isinstance(op, OpenSameHost):
         streams[SAME_HOST] = AsyncStream(*await asyncio.open_unix_connection(op.name))
     else:
+        if op.channel not in streams:
+            return None  # its opening failed
         stream = streams.pop(op.channel)
         if op.drain:
             stream.writer.write_eof()
