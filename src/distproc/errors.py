@@ -5,7 +5,10 @@
     DistprocError
     ├── AuthenticationError      (also multiprocessing.AuthenticationError)
     ├── ProtocolError            a peer broke the wire protocol
-    │   └── FrameTooLargeError   a length prefix over the configured limit
+    │   ├── FrameTooLargeError   a length prefix over the configured limit
+    │   └── NotAServerError      what a client reached is no distproc or
+    │                            multiprocessing.managers server (silent, or
+    │                            it speaks something else)
     ├── ConnectionLostError      (also ConnectionResetError and EOFError)
     │                            the server went away while a call was pending
     ├── RemoteError              (also multiprocessing.managers.RemoteError)
@@ -38,6 +41,7 @@ __all__ = [
     "DistprocError",
     "FrameTooLargeError",
     "NoTaskServiceError",
+    "NotAServerError",
     "ProtocolError",
     "RemoteError",
     "RemoteTraceback",
@@ -62,6 +66,15 @@ class ProtocolError(DistprocError, OSError):
 
 class FrameTooLargeError(ProtocolError):
     """A frame's length prefix is larger than this side accepts."""
+
+
+class NotAServerError(ProtocolError):
+    """A client's peer is no distproc or multiprocessing.managers server.
+
+    It did not go through the handshake within the client's handshake timeout,
+    or its first bytes were not a handshake's.  Trying again will not help
+    unless the address is changed (or a stuck server recovers).
+    """
 
 
 class ConnectionLostError(DistprocError, ConnectionResetError, EOFError):

@@ -12,21 +12,20 @@ from typing import Any
 
 import pytest
 from hub import Hub
+from shared_fixtures import AUTHKEY, Address
 
 from distproc.server import Server, ServerConfig
 
 from ._objects import make_registry
 from ._procs import Proc
 from ._support import (
-    AUTHKEY,
     CHILD_SCRIPT,
     Child,
     ChildFactory,
-    RunningServer,
+    QueueServer,
     ServerFactory,
     start_server_thread,
 )
-from ._wire import Address
 
 
 @pytest.fixture(autouse=True)
@@ -43,9 +42,9 @@ def _collect_garbage() -> Iterator[None]:
 @pytest.fixture
 def server_factory() -> Iterator[ServerFactory]:
     """``make(config=None, authkey=AUTHKEY)`` starts a server; all are stopped at teardown."""
-    running: list[RunningServer] = []
+    running: list[QueueServer] = []
 
-    def make(config: ServerConfig | None = None, *, authkey: bytes = AUTHKEY) -> RunningServer:
+    def make(config: ServerConfig | None = None, *, authkey: bytes = AUTHKEY) -> QueueServer:
         shared: queue.Queue[Any] = queue.Queue()
         server = Server(
             make_registry(shared),
@@ -54,7 +53,7 @@ def server_factory() -> Iterator[ServerFactory]:
             "pickle",
             config=config or ServerConfig(handshake_timeout=10.0),
         )
-        srv = start_server_thread(server, authkey, shared)
+        srv = start_server_thread(server, shared)
         running.append(srv)
         return srv
 
@@ -64,7 +63,7 @@ def server_factory() -> Iterator[ServerFactory]:
 
 
 @pytest.fixture
-def server(server_factory: ServerFactory) -> RunningServer:
+def server(server_factory: ServerFactory) -> QueueServer:
     return server_factory()
 
 

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 # --------------------------------------------------------------------------- tests
+@pytest.mark.slow
 def test_kill_9_of_a_worker_mid_task_loses_nothing(hub: Hub) -> None:
     with distproc.Executor(workers=2, progress=False) as ex:
         futures = [ex.submit(fns.hold, hub.port, x) for x in range(20)]
@@ -37,6 +38,7 @@ def test_kill_9_of_a_worker_mid_task_loses_nothing(hub: Hub) -> None:
         wait_for(lambda: len(ex.status()["workers"]) == 2, what="a replacement worker")
 
 
+@pytest.mark.slow
 def test_sigstop_past_the_heartbeat_timeout_moves_tasks_and_discards_late_results(
     hub: Hub,
 ) -> None:
@@ -61,6 +63,7 @@ def test_sigstop_past_the_heartbeat_timeout_moves_tasks_and_discards_late_result
         assert list(ex.map(fns.square, range(10))) == [x * x for x in range(10)]
 
 
+@pytest.mark.slow
 def test_a_task_that_exits_is_dead_lettered_and_the_fleet_goes_on() -> None:
     with distproc.Executor(workers=2, max_attempts=3, progress=False) as ex:
         poison = ex.submit(fns.die, 1)
@@ -75,6 +78,7 @@ def test_a_task_that_exits_is_dead_lettered_and_the_fleet_goes_on() -> None:
         assert [d["function"] for d in status["dead_letters"]] == ["dp_taskfns:die"]
 
 
+@pytest.mark.slow
 def test_a_poison_call_in_a_map_fails_alone() -> None:
     with distproc.Executor(workers=2, max_attempts=3, progress=False) as ex:
         out = list(ex.map(fns.die_on, range(40), [13] * 40, return_exceptions=True))
@@ -83,6 +87,7 @@ def test_a_poison_call_in_a_map_fails_alone() -> None:
         assert ex.status()["tasks"]["dead"] == 1
 
 
+@pytest.mark.slow
 def test_master_shutdown_while_workers_are_busy(hub: Hub, procs: Callable[..., Proc]) -> None:
     port = free_port()
     ex = distproc.Executor(address=("127.0.0.1", port), authkey=AUTHKEY, progress=False)
@@ -100,6 +105,7 @@ def test_master_shutdown_while_workers_are_busy(hub: Hub, procs: Callable[..., P
         assert list(ex2.map(fns.square, range(10))) == [x * x for x in range(10)]
 
 
+@pytest.mark.slow
 def test_workers_reconnect_after_the_service_restarts(procs: Callable[..., Proc]) -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
@@ -119,6 +125,7 @@ def test_workers_reconnect_after_the_service_restarts(procs: Callable[..., Proc]
     assert worker.popen.poll() is None
 
 
+@pytest.mark.slow
 def test_sigterm_lets_running_tasks_finish_and_hands_back_the_rest(
     hub: Hub, procs: Callable[..., Proc]
 ) -> None:
@@ -138,6 +145,7 @@ def test_sigterm_lets_running_tasks_finish_and_hands_back_the_rest(
         assert ex.status()["tasks"]["dead"] == 0
 
 
+@pytest.mark.slow
 def test_two_masters_share_one_service(procs: Callable[..., Proc]) -> None:
     port = free_port()
     service = procs("serve", "--address", f"127.0.0.1:{port}")

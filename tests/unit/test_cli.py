@@ -386,6 +386,7 @@ def environ(**changes: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("authkey_from", "stop_with"),

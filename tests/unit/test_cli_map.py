@@ -413,6 +413,7 @@ def test_verbose_logs_one_timestamped_line_per_event(runner: CliRunner, module_d
     assert quiet.stderr == ""
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_in_process_on_real_workers(runner: CliRunner, module_dir: Path) -> None:
     result = runner.invoke(
@@ -467,6 +468,7 @@ def distproc(*args: str, cwd: Path, input: str, **env: str) -> subprocess.Comple
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_the_readme_example_from_the_repository_root() -> None:
     result = distproc(
@@ -481,6 +483,7 @@ def test_the_readme_example_from_the_repository_root() -> None:
     assert lines(result.stdout) == [i * i for i in range(1, 201)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_failures_end_to_end(tmp_path: Path) -> None:
     (tmp_path / "funcs.py").write_text(FUNCTIONS)
@@ -514,6 +517,7 @@ def _gone(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
 def test_ctrl_c_end_to_end(tmp_path: Path) -> None:
@@ -552,6 +556,7 @@ def test_ctrl_c_end_to_end(tmp_path: Path) -> None:
     assert all(_gone(pid) for pid in workers)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_remote_worker_joins_at_the_address(tmp_path: Path) -> None:
     (tmp_path / "funcs.py").write_text(FUNCTIONS)

@@ -77,9 +77,7 @@ def connect_service(address: Any, authkey: bytes) -> tuple[ServiceManager, Any]:
 
 def close_service(manager: ServiceManager) -> None:
     """Close the connection that :func:`connect_service` opened (its proxies die with it)."""
-    from ..client.mux import close_multiplexers
-
-    close_multiplexers(manager.address)
+    manager.close_connections()
 
 
 def describe_refusal(address: Any, exc: BaseException) -> str:

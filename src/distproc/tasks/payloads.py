@@ -30,6 +30,7 @@ from ..errors import RemoteError, RemoteTraceback
 from ..wire.native import NativeCodec
 
 __all__ = [
+    "MAIN_PATH",
     "NATIVE",
     "PICKLE",
     "PICKLED_CALLABLE",

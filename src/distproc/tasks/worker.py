@@ -62,7 +62,7 @@ from .payloads import (
 )
 from .service import ERROR, OK, RETRY, TIMEOUT, UNAVAILABLE, split_by_size
 
-__all__ = ["Worker", "is_fatal", "run_chunk"]
+__all__ = ["MAX_BACKOFF", "Worker", "is_fatal", "run_chunk"]
 
 log = logging.getLogger("distproc.worker")
 
