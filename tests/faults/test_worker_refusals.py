@@ -101,6 +101,21 @@ def test_a_stdlib_manager_is_not_a_task_service(
     assert f"{host}:{port} is not a distproc task service" in line
 
 
+def test_a_port_that_never_speaks_is_one_line_and_status_2(
+    procs: Callable[..., Proc], silent_listener: tuple[str, int]
+) -> None:
+    host, port = silent_listener
+    worker = procs(
+        "worker", f"{host}:{port}", cwd=TASKFNS,
+        env=clean_environ(DISTPROC_AUTHKEY="key", DISTPROC_HANDSHAKE_TIMEOUT="1"),
+    )  # fmt: skip
+    assert worker.finish(timeout=60) == 2, worker.text
+    assert len(worker.lines) == 1, worker.text
+    line = worker.lines[0]
+    assert "not a distproc or multiprocessing.managers server" in line
+    assert line.count(f"{host}:{port}") == 1, line
+
+
 def test_an_executor_that_connects_to_a_manager_says_so_plainly(
     procs: Callable[..., Proc], tmp_path: Path
 ) -> None:

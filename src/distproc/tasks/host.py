@@ -88,9 +88,10 @@ def describe_refusal(address: Any, exc: BaseException) -> str:
             f"the task service at {where} refused the authkey: use the service's, "
             "from $DISTPROC_AUTHKEY or --authkey-file"
         )
-    if isinstance(exc, NoTaskServiceError):
-        return str(exc)
-    return f"{where}: {exc}"
+    text = str(exc)
+    if isinstance(exc, NoTaskServiceError) or where in text:
+        return text  # it names the address already
+    return f"{where}: {text}"
 
 
 class ServiceHost:
