@@ -37,20 +37,14 @@ from typing import IO, Any, Protocol
 
 import click
 
+from ..addresses import format_address, is_loopback
 from ..errors import DistprocError
 from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
 from .hosts import WILDCARDS, host_addresses
 from .lines import CallReader, ResultWriter, count_calls, exception_record, open_input
-from .serve import (
-    AUTHKEY_ENV,
-    authkey_options,
-    format_address,
-    is_loopback,
-    load_attribute,
-    parse_address,
-    read_authkey,
-)
+from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
+from .targets import load_attribute
 
 __all__ = ["ExecutorLike", "MapHooks", "load_function", "map_command"]
 

@@ -31,16 +31,11 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from ..addresses import format_address
 from ..errors import AuthenticationError, NotAServerError, RemoteError
 from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
-from .serve import (
-    AUTHKEY_ENV,
-    authkey_options,
-    format_address,
-    parse_address,
-    read_authkey,
-)
+from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
 from .status_view import render
 
 __all__ = ["Unreachable", "fetch_status", "status"]

@@ -25,8 +25,9 @@ from types import FrameType
 
 import click
 
+from ..addresses import format_address
 from .errors import CliUsageError
-from .serve import AUTHKEY_ENV, authkey_options, format_address, parse_address, read_authkey
+from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
 
 __all__ = ["worker"]
 
