@@ -18,7 +18,9 @@
     ├── TaskTimeoutError         (also TimeoutError) a task ran past its timeout
     ├── TaskImportError          (also ImportError) no connected worker can import
     │                            a task's function
-    └── NoTaskServiceError       the server reached is not a task service
+    ├── NoTaskServiceError       the server reached is not a task service
+    └── MissingExtraError        (also ModuleNotFoundError) an optional part needs
+                                 an extra that is not installed (distproc[web])
 
 ``RemoteTraceback`` is not raised: it is the ``__cause__`` of an exception
 that a task raised on a worker, and its text is the worker's traceback.
@@ -40,6 +42,7 @@ __all__ = [
     "ConnectionLostError",
     "DistprocError",
     "FrameTooLargeError",
+    "MissingExtraError",
     "NoTaskServiceError",
     "NotAServerError",
     "ProtocolError",
@@ -128,6 +131,14 @@ class TaskImportError(DistprocError, ImportError):
 
 class NoTaskServiceError(DistprocError):
     """The server reached is not a task service (a manager, or not distproc at all)."""
+
+
+class MissingExtraError(DistprocError, ModuleNotFoundError):
+    """An optional part of distproc needs a library that is not installed.
+
+    The message names the pip command that installs it (``pip install
+    'distproc[web]'``).
+    """
 
 
 class RemoteTraceback(Exception):

@@ -45,6 +45,7 @@ from .hosts import WILDCARDS, host_addresses
 from .lines import CallReader, ResultWriter, count_calls, exception_record, open_input
 from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
 from .targets import load_attribute
+from .web_options import http_options, http_settings
 
 __all__ = ["ExecutorLike", "MapHooks", "load_function", "map_command"]
 
@@ -155,7 +156,7 @@ def _start_executor(factory: Callable[..., ExecutorLike], **kwargs: Any) -> Exec
     try:
         return factory(**kwargs)
     except OSError as exc:
-        address = kwargs.get("address")
+        address = exc.filename or kwargs.get("address")  # the Executor names its http= address
         where = f" on {format_address(address)}" if address else ""
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
@@ -312,6 +313,7 @@ master's address on the network (0.0.0.0 listens on every interface):
     default=None,
     help="Show a progress bar on stderr.  [default: when stderr is a terminal]",
 )
+@http_options
 @click.pass_context
 def map_command(
     ctx: click.Context,
@@ -325,6 +327,8 @@ def map_command(
     records: bool,
     chunksize: int | None,
     progress: bool | None,
+    http: str | None,
+    http_token_file: str | None,
 ) -> int:
     """Call FUNCTION on each line of INPUT, on worker processes; write the results in order.
 
@@ -343,8 +347,11 @@ def map_command(
 
     With --address, remote `distproc worker HOST:PORT` processes join the run;
     they need the authkey, from $DISTPROC_AUTHKEY or --authkey-file.
+
+    --http HOST:PORT serves the run's live dashboard and /metrics there.
     """
     hooks = ctx.find_object(MapHooks) or MapHooks()
+    dashboard = http_settings(http, http_token_file)
     bind = parse_address(address) if address is not None else None
     key = read_authkey(authkey_file, os.environ)
     generated = False
@@ -372,6 +379,10 @@ def map_command(
             log.info("started %d local worker(s) for %s", count, target)
             if bind is not None:
                 _announce(executor.address, key if generated else None)
+            url = getattr(executor, "dashboard_url", None)
+            if url is not None:
+                shown = url.partition("?")[0] if http_token_file else url
+                click.echo(f"distproc: dashboard at {shown}", err=True)
 
         # SIGTERM stops the run as Ctrl-C does, from here on (until _run takes over).
         try:
@@ -383,6 +394,7 @@ def map_command(
                         address=bind,
                         authkey=key.encode() if key is not None else None,
                         workers=count,
+                        **dashboard,
                     )
             except KeyboardInterrupt:
                 raise Interrupted("stopped while the workers were starting") from None

@@ -10,6 +10,9 @@ service (:mod:`.service`):
 * ``Executor(connect=(host, port), authkey=key)``: submit to a service that
   ``distproc serve`` hosts and other masters share.
 
+``http=(host, port)`` also serves the dashboard of the service it hosts
+there (:mod:`distproc.web`; ``dashboard_url`` is the address to open).
+
 When the Executor hosts the service, it runs on a thread of this process and
 the Executor talks to it on its loop, with no connection in between.  Tasks
 and results are sent in batches either way.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -34,6 +38,7 @@ from ..server import ServerConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
 from .fleet import Fleet, child_command
 from .host import ServiceHost, ServiceManager, connect_service
+from .map_status import MapStatus
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
 from .service import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, split_by_size
@@ -83,7 +88,10 @@ class Executor(concurrent.futures.Executor):
     ``task_timeout``: the default per-task timeout.  ``retry_on``: exception
     types after which a task runs again, up to ``max_retries`` times, waiting
     ``retry_backoff`` s, doubled each time.  ``progress``: ``map`` draws a
-    progress bar on stderr (default: when stderr is a terminal).
+    progress bar on stderr (default: when stderr is a terminal).  ``http``:
+    serve the dashboard and ``/metrics`` of the hosted service at this
+    ``(host, port)``; ``http_token``: the token it needs (by default, one
+    derived from the authkey, needed on a non-loopback address only).
     """
 
     def __init__(
@@ -103,7 +111,14 @@ class Executor(concurrent.futures.Executor):
         retry_backoff: float = 0.5,
         progress: bool | None = None,
         server_config: ServerConfig | None = None,
+        http: tuple[str, int] | None = None,
+        http_token: str | None = None,
     ) -> None:
+        if http is not None and connect is not None:
+            raise ValueError(
+                "http= shows the service that this Executor hosts; for a service elsewhere, "
+                "run `distproc dashboard HOST:PORT`"
+            )
         if serializer not in ("native", "pickle"):
             raise ValueError(f"serializer must be 'native' or 'pickle', not {serializer!r}")
         if isinstance(authkey, str):
@@ -145,6 +160,8 @@ class Executor(concurrent.futures.Executor):
         self._sender: threading.Thread | None = None
         self._receiver: threading.Thread | None = None
         self._wake_sender = threading.Event()
+        #: The address of the dashboard to open (with its token), when ``http`` is given.
+        self.dashboard_url: str | None = None
         if authkey is None:
             env = os.environ.get("DISTPROC_AUTHKEY")
             if env:
@@ -168,7 +185,8 @@ class Executor(concurrent.futures.Executor):
         if connect is not None:
             self._connect_remote(connect)
         else:
-            self._host_service(address, max_attempts, heartbeat_timeout, server_config)
+            self._host_service(address, max_attempts, heartbeat_timeout, server_config,
+                               http, http_token)  # fmt: skip
             if workers:
                 self._start_workers(workers)
 
@@ -179,11 +197,29 @@ class Executor(concurrent.futures.Executor):
         max_attempts: int,
         heartbeat_timeout: float,
         config: ServerConfig | None,
+        http: tuple[str, int] | None,
+        http_token: str | None,
     ) -> None:
-        host = ServiceHost(
-            address or ("127.0.0.1", 0), self.authkey, max_attempts=max_attempts,
-            heartbeat_timeout=heartbeat_timeout, config=config,
-        )  # fmt: skip
+        sock = None
+        if http is not None:
+            from .. import web  # the dashboard's libraries are loaded only when it is asked for
+
+            try:  # first: a port in use is an error before anything starts
+                sock = web.bind(http)
+            except OSError as exc:  # named by its address, as the service's own bind is not
+                raise OSError(exc.errno, exc.strerror, format_address(http)) from None
+        try:
+            host = ServiceHost(
+                address or ("127.0.0.1", 0), self.authkey, max_attempts=max_attempts,
+                heartbeat_timeout=heartbeat_timeout, config=config,
+            )  # fmt: skip
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        if sock is not None:
+            side = web.attach(host.server, sock, self.authkey, http_token)
+            self.dashboard_url = side.login_url
         host.start()
         self._host = host
         self.address = host.address
@@ -445,7 +481,18 @@ class Executor(concurrent.futures.Executor):
             bar = ProgressBar(total, self._count_workers)
         run = MapRun(self, fn, ref, iterable, timeout=timeout, chunksize=chunksize, bar=bar,
                      total=total, return_exceptions=return_exceptions)  # fmt: skip
-        return iter(run)
+        host = self._host
+        if host is None or self.dashboard_url is None:
+            return iter(run)
+        # The dashboard shows the run's progress: it is in the status report while it runs.
+        services = host.server.services  # read on the loop: changed there
+
+        def gone(status: MapStatus) -> None:
+            with contextlib.suppress(RuntimeError):  # the service has stopped: nothing to do
+                host.call_soon(services.remove, status)
+
+        shown = functools.partial(host.call_soon, services.append)
+        return MapStatus(ref or repr(fn), total).count(iter(run), shown, gone)
 
     # ------------------------------------------------------------- status
     def _count_workers(self) -> int | None:
