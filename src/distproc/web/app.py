@@ -169,9 +169,10 @@ def make_app(live: Live, access: Access) -> web.Application:
         if not access.csrf_ok(request.headers, request.host):
             return _json({"error": f"refused: a requeue needs the page's {CSRF_HEADER}"}, 403)
         try:
-            body = await request.json()
-            ids = [int(t) for t in body["tasks"]]
+            ids = (await request.json())["tasks"]
         except (ValueError, KeyError, TypeError):
+            ids = None
+        if not isinstance(ids, list) or not all(type(t) is int for t in ids):
             return _json({"error": 'expected a JSON body {"tasks": [TASK_ID, ...]}'}, 400)
         if not 0 < len(ids) <= MAX_REQUEUE:
             return _json({"error": f"name from 1 to {MAX_REQUEUE} tasks"}, 400)

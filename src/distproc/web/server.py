@@ -75,11 +75,15 @@ class HttpSide:
         """Serve (on the running loop) until :meth:`close`."""
         runner = web.AppRunner(
             make_app(self.live, self.access), handle_signals=False, access_log=None,
-            keepalive_timeout=15.0,
+            keepalive_timeout=15.0, shutdown_timeout=1.0,
         )  # fmt: skip
-        await runner.setup()
-        self._runner = runner
-        await web.SockSite(runner, self._sock, shutdown_timeout=1.0).start()
+        try:
+            await runner.setup()
+            self._runner = runner
+            await web.SockSite(runner, self._sock).start()
+        except BaseException:
+            self._sock.close()  # refused, rather than accepted and never answered
+            raise
         self.live.start()
 
     def start_soon(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -109,13 +113,14 @@ def attach(
     token: str | None = None,
     *,
     interval: float = 1.0,
+    write_timeout: float = 10.0,
 ) -> HttpSide:
     """A dashboard of ``server`` (not yet serving) on ``sock`` (from :func:`bind`),
     served on the server's loop from its start to its stop."""
     host, port = sock.getsockname()[:2]
     access = Access.for_bind(host, port, authkey, token)
     side = HttpSide(sock, ServerSource(server, format_address(server.address)), access,
-                    interval=interval)  # fmt: skip
+                    interval=interval, write_timeout=write_timeout)  # fmt: skip
 
     def start() -> None:
         assert server.loop is not None

@@ -66,35 +66,35 @@ function section(title, count, ...children) {
 }
 
 // ---------------------------------------------------------------- the chart
+// An SVG stretched to the page's width (its strokes keep their width); the
+// labels are HTML beside it, so that they are never stretched.
 function chart(points) {
   const ns = "http://www.w3.org/2000/svg";
-  const W = 600, H = 120, SPAN = 600;
+  const W = 600, H = 100, SPAN = 600;
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("class", "chart");
   svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "tasks finished per second over the last 10 minutes");
   const top = Math.max(1, ...points.map((p) => p[1]));
   const x = (t) => W + (t / SPAN) * W;
-  const y = (r) => H - 4 - (r / top) * (H - 20);
-  const add = (tag, attrs, text) => {
+  const y = (r) => H - 2 - (r / top) * (H - 8);
+  const add = (tag, attrs) => {
     const node = document.createElementNS(ns, tag);
     for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-    if (text !== undefined) node.textContent = text;
     svg.append(node);
-    return node;
   };
-  add("title", {}, "tasks finished per second, last 10 minutes");
-  add("line", { x1: 0, y1: H - 4, x2: W, y2: H - 4, class: "axis" });
   if (points.length > 0) {
     const line = points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
     const first = x(points[0][0]).toFixed(1), last = x(points[points.length - 1][0]).toFixed(1);
-    add("polygon", { points: `${first},${H - 4} ${line} ${last},${H - 4}`, class: "area" });
+    add("polygon", { points: `${first},${H} ${line} ${last},${H}`, class: "area" });
     add("polyline", { points: line, class: "line" });
   }
-  add("text", { x: 4, y: 12, class: "label" }, `${rate(top)}/s`);
-  add("text", { x: 4, y: H - 8, class: "label" }, "10 min ago");
-  add("text", { x: W - 4, y: H - 8, class: "label end" }, "now");
-  return svg;
+  return el("figure", { class: "throughput" },
+    el("div", { class: "chart-top dim" }, `${rate(top)} tasks/s`),
+    svg,
+    el("div", { class: "chart-axis dim" }, el("span", null, "10 min ago"), el("span", null, "now")));
 }
 
 // ----------------------------------------------------------- the sections
@@ -126,8 +126,9 @@ function workers(list, gone) {
     rows.push({
       attrs: { "data-worker": w.id, class: "worker gone" },
       cells: [w.id, w.host, w.pid, w.slots, w.done, "–", "–", "–", "–",
-        el("span", { class: "ended" }, `${w.ended} ${duration(w.gone_for)} ago`),
-        field(w, "how")],
+        el("span", { class: "ended" }, `${w.ended} ${duration(w.gone_for)} ago`,
+          el("span", { class: "how" }, " · how: ", field(w, "how"))),
+        "–"],
     });
   }
   return section("Workers", list.length, table(columns, rows, { id: "workers" }));
