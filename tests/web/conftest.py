@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hub import Hub
 from shared_fixtures import RunningServer
 from webtools import DashboardFn, serve_with_dashboard
 
@@ -26,3 +27,10 @@ def dashboard() -> Iterator[DashboardFn]:
     yield start
     for server in running:
         server.stop()
+
+
+@pytest.fixture
+def hub() -> Iterator[Hub]:
+    """Tasks of :func:`dp_taskfns.hold` report to it and wait for its release."""
+    with Hub() as running:
+        yield running
