@@ -19,8 +19,14 @@
     ├── TaskImportError          (also ImportError) no connected worker can import
     │                            a task's function
     ├── NoTaskServiceError       the server reached is not a task service
-    └── MissingExtraError        (also ModuleNotFoundError) an optional part needs
-                                 an extra that is not installed (distproc[web])
+    ├── MissingExtraError        (also ModuleNotFoundError) an optional part needs
+    │                            an extra that is not installed (distproc[web])
+    ├── StoreError               a task store cannot be opened or written (not a
+    │                            store, another version, damaged, read-only, full,
+    │                            served by another process)
+    └── ServiceLostError         (also concurrent.futures.BrokenExecutor) a master's
+                                 task service went away for good, or came back
+                                 without the master's tasks
 
 ``RemoteTraceback`` is not raised: it is the ``__cause__`` of an exception
 that a task raised on a worker, and its text is the worker's traceback.
@@ -34,6 +40,7 @@ the caller with their own type (``queue.Empty`` stays ``queue.Empty``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
 import multiprocessing.managers as _mp_managers
 
@@ -48,7 +55,9 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RemoteTraceback",
+    "ServiceLostError",
     "StartError",
+    "StoreError",
     "TaskImportError",
     "TaskTimeoutError",
     "WorkerLostError",
@@ -139,6 +148,16 @@ class MissingExtraError(DistprocError, ModuleNotFoundError):
     The message names the pip command that installs it (``pip install
     'distproc[web]'``).
     """
+
+
+class StoreError(DistprocError):
+    """A task store cannot be opened or written; ``str()`` says why and what to do."""
+
+
+class ServiceLostError(DistprocError, concurrent.futures.BrokenExecutor):
+    """A master lost its task service for good: it did not come back within the
+    master's reconnect time, or came back without the master's tasks (a store
+    kept in memory).  Pending futures fail with it, and so does every later call."""
 
 
 class RemoteTraceback(Exception):
