@@ -1,22 +1,26 @@
 """``/metrics`` against a real task service with real workers, read with prometheus_client's
-own parser; and the derived view (throughput, lost workers, a map's ETA)."""
+own parser; and the derived view (throughput, a map's ETA)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
 import dp_taskfns as fns
 import pytest
+from hub import Hub
 from prometheus_client.parser import text_string_to_metric_families
 from shared_fixtures import wait_until
 from webtools import request
 
 import distproc
 from distproc.errors import WorkerLostError
+from distproc.tasks.backends.base import Durations
 from distproc.web import METRICS, render_metrics
-from distproc.web.history import BUCKET, GONE_KEPT, History
+from distproc.web.history import BUCKET, History
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -37,38 +41,69 @@ def value(found: dict[Any, float], name: str, **labels: str) -> float:
 
 
 @pytest.mark.slow
-def test_metrics_count_what_the_service_did() -> None:
-    with distproc.Executor(workers=2, max_attempts=2, http=("127.0.0.1", 0),
-                           progress=False) as ex:  # fmt: skip
-        assert ex.dashboard_url is not None
-        assert [ex.submit(fns.square, x).result(60) for x in range(12)] == [x * x for x in range(12)]
+@pytest.mark.timeout(180)
+def test_metrics_count_what_the_service_did(hub: Hub, tmp_path: Path) -> None:
+    with distproc.Executor(workers=2, max_attempts=2, heartbeat_timeout=3.0, progress=False,
+                           retry_on=(ConnectionError,), max_retries=1, retry_backoff=10.0,
+                           http=("127.0.0.1", 0)) as ex:  # fmt: skip
+        url = ex.dashboard_url
+        assert url is not None
+        # A retry waiting out its backoff (10 s: the scrape comes well within it).
+        retried = ex.submit(fns.flaky, str(tmp_path), 1)
+        wait_until(lambda: ex.status()["tasks"]["delayed"] == 1, "the retry's backoff",
+                   timeout=60)  # fmt: skip
+        waiting = samples(url)
+        squares = [ex.submit(fns.square, x).result(60) for x in range(12)]
+        assert squares == [x * x for x in range(12)]
         with pytest.raises(fns.CustomError):
             ex.submit(fns.boom, 1).result(60)
         with pytest.raises(WorkerLostError):
-            ex.submit(fns.die, 1).result(90)
+            ex.submit(fns.die, 1).result(90)  # takes down max_attempts=2 workers
+        # A worker stopped with its task: its lease expires, another worker runs the task.
+        held = ex.submit(fns.hold, hub.port, 7)
+        _, pid = hub.next_started()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: ex.status()["tasks"]["lease_expired"] == 1,
+                       "the stopped worker's lease to expire", timeout=60)  # fmt: skip
+        finally:
+            os.kill(pid, signal.SIGKILL)
+        hub.release()
+        assert held.result(60) == 49
+        assert retried.result(60) == "ok after 1"
         wait_until(lambda: len(ex.status()["workers"]) == 2, "the workers to be replaced",
                    timeout=60)  # fmt: skip
-        found = samples(ex.dashboard_url)
+        found = samples(url)
+    assert value(waiting, "distproc_queue_depth", queue="default", state="retrying") == 1
     assert value(found, "distproc_up") == 1
-    assert value(found, "distproc_tasks_total", queue="default", outcome="done") == 12
+    assert value(found, "distproc_tasks_total", queue="default", outcome="done") == 14
     assert value(found, "distproc_tasks_total", queue="default", outcome="failed") == 1
     assert value(found, "distproc_tasks_total", queue="default", outcome="dead") == 1
     assert value(found, "distproc_dead_letters_total") == 1
-    assert value(found, "distproc_queue_depth", queue="default", state="queued") == 0
-    assert value(found, "distproc_queue_depth", queue="default", state="leased") == 0
+    assert value(found, "distproc_lease_expired_total") == 1
+    assert value(found, "distproc_results_discarded_total") == 0
+    for state in ("queued", "leased", "retrying"):
+        assert value(found, "distproc_queue_depth", queue="default", state=state) == 0
     assert value(found, "distproc_workers", state="active") == 2
     assert value(found, "distproc_worker_slots") == 2
     assert value(found, "distproc_masters") == 1
     assert value(found, "distproc_clients", protocol="native") >= 2
+    # Every attempt that reported: 12 squares, boom, flaky twice (its retry), hold once.
+    assert value(found, "distproc_task_duration_seconds_count") == 16
+    assert value(found, "distproc_task_duration_seconds_bucket", le="+Inf") == 16
+    assert value(found, "distproc_task_duration_seconds_sum") > 0
+    bounds = [float(le) for (name, labels) in found
+              if name == "distproc_task_duration_seconds_bucket"
+              for key, le in labels if key == "le"]  # fmt: skip
+    assert bounds == sorted(bounds) and bounds[-1] == float("inf")
 
 
 def test_every_metric_is_documented_and_exposed() -> None:
-    report = {
-        "uptime": 3.0, "objects": [], "clients": [],
-        "services": [{"kind": "tasks", "tasks": {}, "workers": [], "masters": 0}],
-    }  # fmt: skip
+    service = {"kind": "tasks", "tasks": {}, "workers": [], "masters": 0,
+               "durations": Durations().to_wire()}  # fmt: skip
+    report = {"uptime": 3.0, "objects": [], "clients": [], "services": [service]}
     exposed = {
-        family.name + ("_total" if family.type == "counter" else "")
+        family.name + ("_total" if family.type == "counter" else "")  # the parser drops it
         for family in text_string_to_metric_families(render_metrics(report).decode())
     }
     names = {name for name, _, _, _ in METRICS}
@@ -98,20 +133,6 @@ def test_throughput_is_tasks_finished_per_second() -> None:
     assert [rate for _, rate in view["throughput"]] == [10.0, 10.0, 10.0]
     [reset] = history.update(tasks_report(0, []), 100.0 + 4 * BUCKET)
     assert reset is not None and reset["throughput"] == []  # the counts went back: a restart
-
-
-def test_a_worker_that_goes_is_kept_with_how_it_ended() -> None:
-    history = History()
-    w1 = {"id": "w1", "host": "h", "pid": 5, "slots": 1, "done": 3, "leaving": False}
-    w2 = {"id": "w2", "host": "h", "pid": 6, "slots": 1, "done": 4, "leaving": True}
-    history.update(tasks_report(0, [w1, w2]), 0.0)
-    [view] = history.update(tasks_report(0, []), 1.0)
-    assert view is not None
-    assert [(w["id"], w["ended"]) for w in view["gone_workers"]] == [("w2", "left"), ("w1", "lost")]
-    [later] = history.update(tasks_report(0, []), 2.0 + GONE_KEPT)
-    assert later is not None and later["gone_workers"] == []
-    [other] = history.update(tasks_report(0, [w1], pid=2), 3.0 + GONE_KEPT)  # another process
-    assert other is not None and other["gone_workers"] == []
 
 
 def test_a_maps_eta_comes_from_its_rate() -> None:

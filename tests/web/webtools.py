@@ -65,8 +65,10 @@ def request(
 
 @dataclass
 class StandIn:
-    """A task service's report, with dead letters that :meth:`requeue_dead_letters`
-    puts back: what the dashboard expects of the service (see ``REQUEUE_METHOD``)."""
+    """A task service's report, with dead letters that :meth:`requeue` puts back: the
+    task service's loop method that the dashboard calls (see ``REQUEUE_METHOD``)."""
+
+    __distproc_loop_methods__ = frozenset({"requeue"})
 
     dead: list[dict[str, Any]] = field(default_factory=list)
     requeued: list[list[int]] = field(default_factory=list)
@@ -87,11 +89,11 @@ class StandIn:
             **self.extra,
         }
 
-    def requeue_dead_letters(self, task_ids: list[int]) -> list[int]:
+    def requeue(self, call: Any, task_ids: list[int]) -> None:
         self.requeued.append(list(task_ids))
         found = [d["task"] for d in self.dead if d["task"] in task_ids]
         self.dead = [d for d in self.dead if d["task"] not in task_ids]
-        return found
+        call.reply(found)
 
 
 def serve_with_dashboard(

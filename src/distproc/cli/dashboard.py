@@ -18,6 +18,7 @@ import functools
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -29,6 +30,37 @@ from .status import fetch_status
 from .web_options import announce_dashboard, http_options, http_request
 
 __all__ = ["dashboard"]
+
+
+def status_reader(
+    address: str, key: bytes
+) -> tuple[tuple[str, int], Callable[[], dict[str, Any]], Callable[[list[int]], list[int]]]:
+    """The target's address, how to read its status report, how to requeue its dead letters.
+
+    The one place where the dashboard learns how to reach what it shows: a
+    distproc server over the native protocol (the report of ``distproc
+    status``; the requeue of ``distproc dead-letters --requeue``).  A
+    ``redis://`` status source plugs in here.
+    """
+    if address.startswith("redis://"):
+        raise CliUsageError(
+            "redis:// services have no dashboard yet; give the HOST:PORT of a distproc server"
+        )
+    where = parse_address(address)
+
+    def fetch() -> dict[str, Any]:
+        return fetch_status(where, key)
+
+    def requeue(task_ids: list[int]) -> list[int]:
+        from ..tasks.host import close_service, connect_service
+
+        manager, service = connect_service(where, key)
+        try:
+            return [int(t) for t in service.requeue(task_ids)]
+        finally:
+            close_service(manager)
+
+    return where, fetch, requeue
 
 
 async def _serve(side: Any) -> None:
@@ -83,19 +115,12 @@ def dashboard(
 
     The authkey comes from $DISTPROC_AUTHKEY or --authkey-file.
     """
-    if address.startswith("redis://"):
-        raise CliUsageError(
-            "redis:// services have no dashboard yet; give the HOST:PORT of a distproc server"
-        )
-    where = parse_address(address)
     key = read_authkey(authkey_file, os.environ)
     if key is None:
         raise CliUsageError(
             f"no authkey: set {AUTHKEY_ENV} or use --authkey-file FILE, with the server's key"
         )
-
-    def fetch() -> dict[str, Any]:
-        return fetch_status(where, key.encode())
+    where, fetch, requeue = status_reader(address, key.encode())
 
     from ..managers import BaseManager
 
@@ -104,7 +129,7 @@ def dashboard(
         request = http_request(http, http_token_file)
         assert request is not None  # --http has a default
         web = request.web
-        source = web.PollingSource(fetch, format_address(where))
+        source = web.PollingSource(fetch, format_address(where), requeue)
         host, port = request.sock.getsockname()[:2]
         access = web.Access.for_bind(host, port, key.encode(), request.token)
         side = web.HttpSide(request.sock, source, access, interval=interval)

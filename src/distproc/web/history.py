@@ -1,4 +1,4 @@
-"""What the page shows beyond one report: throughput over time, lost workers, a map's ETA.
+"""What the page shows beyond one report: throughput over time and a map's ETA.
 
 A status report says what is true now.  The dashboard reads one every
 second or so, and :class:`History` keeps what follows from their
@@ -6,15 +6,12 @@ succession, per service of the report:
 
 * **throughput**: tasks finished (done, failed or dead-lettered) per second,
   one point per ``BUCKET`` seconds over the last ``SPAN`` seconds;
-* **lost workers**: a worker that was in one report and is not in the next
-  is kept for ``GONE_KEPT`` seconds (at most ``GONE_MAX`` of them), with how
-  it ended as far as the reports tell: ``"left"`` if it had said it was
-  leaving, else ``"lost"`` (its connection dropped or it stopped answering;
-  which of the two, the report does not say);
 * for a ``map`` run, its rate over the last ``RATE_WINDOW`` seconds and,
   when its total is known, the ETA at that rate.
 
-A service whose process changed (another pid) starts a fresh history.
+A service whose process changed (another pid) starts a fresh history.  The
+workers that went, with how each ended, are the backend's to tell: they are
+in the report (``gone_workers``).
 """
 
 from __future__ import annotations
@@ -24,12 +21,10 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BUCKET", "GONE_KEPT", "GONE_MAX", "RATE_WINDOW", "SPAN", "History"]
+__all__ = ["BUCKET", "RATE_WINDOW", "SPAN", "History"]
 
 SPAN = 600.0
 BUCKET = 5.0
-GONE_KEPT = 300.0
-GONE_MAX = 50
 RATE_WINDOW = 15.0
 
 _Key = tuple[Any, ...]
@@ -53,8 +48,6 @@ class _Tasks:
     def __init__(self) -> None:
         self.points: deque[tuple[float, float]] = deque()  # (time, finished), BUCKET apart
         self.latest: tuple[float, float] | None = None
-        self.workers: dict[str, dict[str, Any]] = {}
-        self.gone: deque[dict[str, Any]] = deque(maxlen=GONE_MAX)
 
     def update(self, service: Mapping[str, Any], now: float) -> dict[str, Any]:
         finished = _finished(service.get("tasks") or {})
@@ -65,8 +58,7 @@ class _Tasks:
             self.points.append(self.latest)
         while self.points and self.points[0][0] < now - SPAN:
             self.points.popleft()
-        self._workers(service.get("workers") or [], now)
-        return {"throughput": self._series(now), "gone_workers": self._gone(now)}
+        return {"throughput": self._series(now)}
 
     def _series(self, now: float) -> list[list[float]]:
         """``[seconds before now, tasks per second]`` points, oldest first."""
@@ -78,25 +70,6 @@ class _Tasks:
             for a, b in itertools.pairwise(marks)
             if b[0] > a[0]
         ]
-
-    def _workers(self, rows: list[Any], now: float) -> None:
-        seen = {str(w.get("id")): w for w in rows if isinstance(w, Mapping)}
-        for wid, last in self.workers.items():
-            if wid not in seen:
-                ended = "left" if last.get("leaving") else "lost"
-                kept = {k: last.get(k) for k in ("id", "host", "pid", "slots", "done")}
-                self.gone.append({**kept, "ended": ended, "gone_at": now})
-        self.workers = {wid: dict(row) for wid, row in seen.items()}
-        while self.gone and self.gone[0]["gone_at"] < now - GONE_KEPT:
-            self.gone.popleft()
-
-    def _gone(self, now: float) -> list[dict[str, Any]]:
-        out = []
-        for row in reversed(self.gone):  # the latest first
-            shown = {k: v for k, v in row.items() if k != "gone_at"}
-            shown["gone_for"] = round(now - row["gone_at"], 1)
-            out.append(shown)
-        return out
 
 
 class _Map:

@@ -15,7 +15,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE", "METRICS", "render_metrics"]
@@ -32,9 +37,14 @@ METRICS: list[tuple[str, str, tuple[str, ...], str]] = [
     ("distproc_tasks_total", "counter", ("queue", "outcome"),
      "Tasks finished since the service started, by outcome: done, failed, dead, cancelled."),
     ("distproc_queue_depth", "gauge", ("queue", "state"),
-     "Tasks not finished, by state: queued (waiting for a worker) or leased (on a worker)."),
+     "Tasks not finished, by state: queued (waiting for a worker), leased (on a worker), "
+     "retrying (waiting out a retry's backoff)."),
     ("distproc_dead_letters_total", "counter", (),
      "Tasks dead-lettered since the service started (they took down max_attempts workers)."),
+    ("distproc_lease_expired_total", "counter", (),
+     "Leases that expired since the service started: their worker stopped sending heartbeats."),
+    ("distproc_task_duration_seconds", "histogram", (),
+     "How long tasks ran, from lease to result, for each attempt that reported one."),
     ("distproc_results_discarded_total", "counter", (),
      "Late results discarded since the service started (their lease had been lost)."),
     ("distproc_workers", "gauge", ("state",),
@@ -116,13 +126,16 @@ class _ReportCollector(Collector):
         n_active = n_leaving = n_slots = n_masters = 0.0
         longest = 0.0
         functions: set[str] = set()
-        n_dead = n_discarded = 0.0
+        n_dead = n_discarded = n_expired = 0.0
+        durations = _Histogram()
         for service in services:
             counts = service.get("tasks") or {}
             for outcome in ("done", "failed", "dead", "cancelled"):
                 totals.add_metric([DEFAULT_QUEUE, outcome], _number(counts.get(outcome)))
-            for state in ("queued", "leased"):
-                depth.add_metric([DEFAULT_QUEUE, state], _number(counts.get(state)))
+            for state, key in (("queued", "queued"), ("leased", "leased"), ("retrying", "delayed")):
+                depth.add_metric([DEFAULT_QUEUE, state], _number(counts.get(key)))
+            n_expired += _number(counts.get("lease_expired"))
+            durations.add(service.get("durations"))
             n_dead += _number(counts.get("dead"))
             n_discarded += _number(counts.get("discarded"))
             n_masters += _number(service.get("masters"))
@@ -136,13 +149,48 @@ class _ReportCollector(Collector):
                 functions.update(str(q.get("function")) for q in worker.get("quarantined") or [])
         dead.add_metric([], n_dead)
         discarded.add_metric([], n_discarded)
+        expired = _counter("distproc_lease_expired_total", created=started)
+        expired.add_metric([], n_expired)
         workers.add_metric(["active"], n_active)
         workers.add_metric(["leaving"], n_leaving)
         slots.add_metric([], n_slots)
         oldest.add_metric([], longest)
         quarantined.add_metric([], float(len(functions)))
         masters.add_metric([], n_masters)
-        yield from (totals, depth, dead, discarded, workers, slots, oldest, quarantined, masters)
+        yield from (totals, depth, dead, expired, discarded, workers, slots, oldest, quarantined,
+                    masters)  # fmt: skip
+        if durations.buckets is not None:
+            histogram = HistogramMetricFamily(
+                "distproc_task_duration_seconds", _HELP["distproc_task_duration_seconds"]
+            )
+            histogram.add_metric([], [(b, float(c)) for b, c in durations.buckets],
+                                 durations.total)  # fmt: skip
+            yield histogram
+
+
+class _Histogram:
+    """The task-duration histograms of the report's services, added up (same buckets)."""
+
+    def __init__(self) -> None:
+        self.buckets: list[tuple[str, float]] | None = None
+        self.total = 0.0
+
+    def add(self, wire: Any) -> None:
+        """Add one backend's ``durations`` (``None``: the backend keeps none)."""
+        if not isinstance(wire, Mapping) or not isinstance(wire.get("buckets"), list):
+            return
+        mine = [(_bound(b), _number(c)) for b, c in wire["buckets"]]
+        if self.buckets is None:
+            self.buckets = mine
+        elif [b for b, _ in self.buckets] == [b for b, _ in mine]:
+            self.buckets = [(b, c + d) for (b, c), (_, d) in zip(self.buckets, mine, strict=True)]
+        else:
+            return  # another backend's buckets: not added into these
+        self.total += _number(wire.get("sum"))
+
+
+def _bound(value: Any) -> str:
+    return "+Inf" if value == "+Inf" else repr(float(value))
 
 
 def render_metrics(report: Mapping[str, Any] | None) -> bytes:

@@ -10,9 +10,14 @@
   for the network.  One question is in flight at a time; callers that come
   meanwhile share its answer.
 
-A source may also *requeue* a dead letter.  That is the operation of
-``distproc dead-letters --requeue``: a source offers it when the service
-has a ``requeue_dead_letters(task_ids) -> requeued ids`` method.
+Either reads the report through one function: the server's ``status`` on
+its loop, or the blocking ``fetch()`` given to :class:`PollingSource`.  A
+source of another kind (a Redis status reader) is a ``fetch`` of its own.
+
+A source may also *requeue* a dead letter, by the operation of ``distproc
+dead-letters --requeue``: the task service's loop method ``requeue(call,
+task_ids)`` (:data:`REQUEUE_METHOD`), answered with the ids it put back once
+they are stored; a polling source, by the ``requeue`` function it is given.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from typing import Any, Protocol
 
 __all__ = ["REQUEUE_METHOD", "PollingSource", "ServerSource", "SourceError", "StatusSource"]
 
-#: The service method that requeues dead letters: ``requeue_dead_letters(task_ids)``,
-#: returning the ids it put back on the queue (the others were no dead letters).
-REQUEUE_METHOD = "requeue_dead_letters"
+#: The task service's loop method that requeues dead letters, as ``distproc dead-letters
+#: --requeue`` calls it: ``requeue(call, task_ids)``, answered with the ids put back.
+REQUEUE_METHOD = "requeue"
 
 
 class SourceError(Exception):
@@ -70,11 +75,10 @@ class ServerSource:
     async def report(self) -> dict[str, Any]:
         return self._server.status(None)
 
-    def _requeuer(self) -> Callable[[list[int]], Any] | None:
+    def _requeuer(self) -> Callable[[Any, list[int]], None] | None:
         for service in self._server.services:
-            method = getattr(service, REQUEUE_METHOD, None)
-            if callable(method):
-                return method  # type: ignore[no-any-return]  # callable() holds
+            if REQUEUE_METHOD in getattr(service, "__distproc_loop_methods__", ()):
+                return getattr(service, REQUEUE_METHOD)  # type: ignore[no-any-return]
         return None
 
     def can_requeue(self) -> bool:
@@ -84,14 +88,48 @@ class ServerSource:
         method = self._requeuer()
         if method is None:
             raise NotImplementedError("this service cannot requeue dead letters")
-        return [int(t) for t in method(task_ids)]
+        call = _Call(asyncio.get_running_loop())
+        method(call, task_ids)
+        return [int(t) for t in await call.answer]
+
+
+class _Call:
+    """A loop method's call made by the dashboard itself: its answer is a future.
+
+    It has no connection: the task service uses that only for the calls of
+    masters and workers, which this is not.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.answer: asyncio.Future[Any] = loop.create_future()
+
+    @property
+    def connection(self) -> Any:
+        raise AttributeError("the dashboard's own call has no connection")
+
+    def reply(self, value: Any) -> None:
+        if not self.answer.done():
+            self.answer.set_result(value)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(exc)
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Never cancelled: the dashboard waits for the answer."""
 
 
 class PollingSource:
     """A report from ``fetch()``, a blocking call run on a thread (see the module docstring)."""
 
-    def __init__(self, fetch: Callable[[], dict[str, Any]], where: str) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[], dict[str, Any]],
+        where: str,
+        requeue: Callable[[list[int]], list[int]] | None = None,
+    ) -> None:
         self._fetch = fetch
+        self._requeue = requeue
         self.where = where
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="distproc-poll")
         self._asking: asyncio.Future[dict[str, Any]] | None = None
@@ -105,16 +143,24 @@ class PollingSource:
         except SourceError:
             raise
         except Exception as exc:
-            # A command's own errors (click's) carry their message in format_message().
-            shown = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            raise SourceError(str(shown) or type(exc).__name__) from exc
+            raise SourceError(_message(exc)) from exc
 
     def can_requeue(self) -> bool:
-        return False
+        return self._requeue is not None
 
     async def requeue(self, task_ids: list[int]) -> list[int]:
-        raise NotImplementedError("a dashboard that polls a service cannot requeue yet")
+        if self._requeue is None:
+            raise NotImplementedError("this dashboard was given no way to requeue")
+        loop = asyncio.get_running_loop()
+        # Its own thread: a requeue does not wait behind a report, nor a report behind it.
+        return await loop.run_in_executor(None, self._requeue, task_ids)
 
     def close(self) -> None:
         """Stop the polling thread (a question in flight finishes on its own)."""
         self._pool.shutdown(wait=False)
+
+
+def _message(exc: Exception) -> str:
+    # A command's own errors (click's) carry their message in format_message().
+    shown = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    return str(shown) or type(exc).__name__

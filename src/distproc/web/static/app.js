@@ -2,7 +2,7 @@
 //
 // An update is {"at", "source", "error", "requeue", "report", "views"}: the
 // report is the one `distproc status --json` prints; views[i] is what the
-// server derived for report.services[i] (throughput, workers gone, a map's ETA).
+// server derived for report.services[i] (throughput, a map's ETA).
 // Text from the report is set as text, never as HTML: worker names and
 // errors come from other machines.
 "use strict";
@@ -98,13 +98,18 @@ function chart(points) {
 }
 
 // ----------------------------------------------------------- the sections
-const COUNTS = ["queued", "leased", "retrying", "done", "failed", "dead", "cancelled", "discarded"];
+// [shown as, key in the report's "tasks"]: a retry waiting out its backoff is "delayed" there.
+const COUNTS = [["queued", "queued"], ["leased", "leased"], ["retrying", "delayed"],
+  ["done", "done"], ["failed", "failed"], ["dead", "dead"], ["cancelled", "cancelled"],
+  ["discarded", "discarded"], ["lease expired", "lease_expired"]];
+// A worker that went stays in the table this long (seconds), with how it ended.
+const GONE_SHOWN = 300;
 
 function counts(tasks) {
-  return el("div", { class: "cards" }, COUNTS.map((name) => {
-    const bad = (name === "failed" || name === "dead") && tasks && tasks[name] > 0;
-    return el("div", { class: "card" + (bad ? " bad" : ""), "data-count": name },
-      el("div", { class: "value", id: `count-${name}` }, field(tasks, name)),
+  return el("div", { class: "cards" }, COUNTS.map(([name, key]) => {
+    const bad = (key === "failed" || key === "dead") && tasks && tasks[key] > 0;
+    return el("div", { class: "card" + (bad ? " bad" : ""), "data-count": key },
+      el("div", { class: "value", id: `count-${key}` }, field(tasks, key)),
       el("div", { class: "name" }, name));
   }));
 }
@@ -116,18 +121,21 @@ function workers(list, gone) {
   const rows = list.map((w) => ({
     attrs: { "data-worker": w.id, class: "worker" },
     cells: [w.id, w.host, w.pid, w.slots, w.done, field(w, "leased"),
-      field(w, "oldest_running", duration), field(w, "since_heartbeat", duration),
+      field(w, "oldest_running", duration), field(w, "heartbeat_ago", duration),
       field(w, "connected_for", duration), w.leaving ? "leaving" : "connected",
       (w.quarantined || []).length === 0 ? "–" :
         el("ul", { class: "plain" }, w.quarantined.map((q) =>
           el("li", null, el("code", null, q.function), ": ", q.error)))],
   }));
-  for (const w of gone || []) {
+  const now = lastUpdate ? lastUpdate.at : Date.now() / 1000;
+  const recent = (gone || []).filter((w) => typeof w.at === "number" && now - w.at <= GONE_SHOWN);
+  for (const w of recent.reverse()) {  // the latest first
+    const left = w.ended === "left";
     rows.push({
       attrs: { "data-worker": w.id, class: "worker gone" },
       cells: [w.id, w.host, w.pid, w.slots, w.done, "–", "–", "–", "–",
-        el("span", { class: "ended" }, `${w.ended} ${duration(w.gone_for)} ago`,
-          el("span", { class: "how" }, " · how: ", field(w, "how"))),
+        el("span", { class: "ended" }, `${left ? "left" : "lost"} ${duration(now - w.at)} ago`,
+          left ? null : el("span", { class: "how" }, ": ", w.ended)),
         "–"],
     });
   }
@@ -140,7 +148,7 @@ function deadLetters(list, canRequeue) {
     const button = el("button", {
       class: "requeue", type: "button", disabled: !canRequeue,
       title: canRequeue ? "put this task back on the queue" :
-        "this service cannot requeue dead letters (it needs distproc dead-letters --requeue)",
+        "this dashboard cannot requeue dead letters",
       onclick: () => requeue(d.task, button),
     }, "Requeue");
     const attempts = (d.attempts || []).map(([worker, how]) => el("li", null, worker, ": ", how));
@@ -152,8 +160,9 @@ function deadLetters(list, canRequeue) {
       el("p", { class: "reason" }, d.reason || ""),
       el("details", null, el("summary", null, `workers it took down (${attempts.length})`),
         el("ul", { class: "plain" }, attempts)),
-      el("details", null, el("summary", null, "traceback"),
-        "traceback" in d ? el("pre", null, d.traceback || "–") : absent()));
+      el("details", null, el("summary", null, "traceback"), d.traceback
+        ? el("pre", null, d.traceback)
+        : el("p", { class: "dim" }, "none: its workers were lost before they could send one")));
   });
   return section("Dead letters", list.length, el("ul", { class: "plain dead-letters", id: "dead-letters" }, items));
 }
@@ -167,7 +176,7 @@ function taskService(service, view) {
     el("h2", null, "Task service ", el("span", { class: "dim" }, service.address || "")),
     counts(t), throughput,
     chart((view && view.throughput) || []),
-    workers(service.workers || [], view && view.gone_workers),
+    workers(service.workers || [], "gone_workers" in service ? service.gone_workers : null),
     deadLetters(service.dead_letters, lastUpdate && lastUpdate.requeue));
 }
 
