@@ -80,8 +80,10 @@ class StandIn:
             "address": "stand-in",
             "pid": os.getpid(),
             "uptime": 1.0,
-            "tasks": {"queued": 0, "leased": 0, "done": 0, "failed": 0, "dead": len(self.dead),
-                      "cancelled": 0, "discarded": 0},  # fmt: skip
+            "tasks": {
+                "queued": 0, "leased": 0, "done": 0, "failed": 0, "dead": len(self.dead),
+                "cancelled": 0, "discarded": 0,
+            },
             "throughput_1m": 0.0,
             "masters": 0,
             "workers": [],

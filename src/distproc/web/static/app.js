@@ -142,6 +142,16 @@ function workers(list, gone) {
   return section("Workers", list.length, table(columns, rows, { id: "workers" }));
 }
 
+// The <details> a person opened stay open across redraws (keyed "task:part").
+const opened = new Set();
+
+function details(key, summary, ...content) {
+  return el("details", {
+    open: opened.has(key),
+    ontoggle: (event) => { if (event.target.open) opened.add(key); else opened.delete(key); },
+  }, el("summary", null, summary), ...content);
+}
+
 function deadLetters(list, canRequeue) {
   if (!list || list.length === 0) return section("Dead letters", 0, el("p", { class: "dim" }, "none"));
   const items = [...list].reverse().map((d) => {
@@ -158,9 +168,9 @@ function deadLetters(list, canRequeue) {
         el("span", { class: "dim" }, d.at ? " · " + new Date(d.at * 1000).toLocaleString() : ""),
         button),
       el("p", { class: "reason" }, d.reason || ""),
-      el("details", null, el("summary", null, `workers it took down (${attempts.length})`),
+      details(`${d.task}:attempts`, `workers it took down (${attempts.length})`,
         el("ul", { class: "plain" }, attempts)),
-      el("details", null, el("summary", null, "traceback"), d.traceback
+      details(`${d.task}:traceback`, "traceback", d.traceback
         ? el("pre", null, d.traceback)
         : el("p", { class: "dim" }, "none: its workers were lost before they could send one")));
   });
