@@ -12,18 +12,11 @@ import dp_taskfns as fns
 import pytest
 from hub import Hub
 from shared_fixtures import AUTHKEY, wait_until
-from webtools import request
+from webtools import csrf_of, request
 
 import distproc
 from distproc.addresses import format_address
 from distproc.errors import WorkerLostError
-
-
-def csrf_of(url: str) -> str:
-    page = request(url).body.decode()
-    marker = 'name="csrf-token" content="'
-    start = page.index(marker) + len(marker)
-    return page[start : page.index('"', start)]
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from shared_fixtures import AUTHKEY, wait_until
-from webtools import DashboardFn, StandIn, request
+from webtools import DashboardFn, StandIn, csrf_of, request
 
 from distproc.cli.status import fetch_status
 from distproc.managers import BaseManager
@@ -18,13 +18,6 @@ from distproc.web import derive_token
 TOKEN = "a-token-of-the-test-0123456789"
 DEAD = {"task": 17, "function": "jobs:crunch", "reason": "took down 3 worker(s): ...",
         "attempts": [["w1 (a pid 1)", "connection lost"]], "at": 1.0}  # fmt: skip
-
-
-def csrf_of(url: str, headers: dict[str, str] | None = None) -> str:
-    page = request(url, headers=headers).body.decode()
-    marker = 'name="csrf-token" content="'
-    start = page.index(marker) + len(marker)
-    return page[start : page.index('"', start)]
 
 
 # ------------------------------------------------------------------ the report

@@ -21,7 +21,7 @@ from distproc.web import HttpSide, attach, bind
 DashboardFn = Callable[..., HttpSide]
 
 #: Screenshots and other artefacts of the browser tests (listed in .gitignore).
-RESULTS = Path(os.environ.get("DISTPROC_TEST_RESULTS", Path(__file__).parents[2] / "test-results"))
+RESULTS = Path(os.environ.get("DISTPROC_TEST_RESULTS", Path(__file__).parents[1] / "test-results"))
 
 
 @dataclass
@@ -61,6 +61,14 @@ def request(
     except urllib.error.HTTPError as exc:
         with exc:
             return Reply(exc.code, dict(exc.headers), exc.read())
+
+
+def csrf_of(url: str, headers: dict[str, str] | None = None) -> str:
+    """The CSRF token in the page at ``url`` (what the page's requeue button sends)."""
+    page = request(url, headers=headers).body.decode()
+    marker = 'name="csrf-token" content="'
+    start = page.index(marker) + len(marker)
+    return page[start : page.index('"', start)]
 
 
 @dataclass
