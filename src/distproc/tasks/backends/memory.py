@@ -340,13 +340,14 @@ class MemoryBackend(TaskBackend):
             return
         self._saw_worker_end(wid)
         lost = list(worker.leases)
+        ended = how
         if (worker.leaving and not lost) or self.closing:
             log.info("worker %s left", worker.label)
-            how = "left"
+            ended = "left"
         else:
             log.warning("worker %s lost (%s) holding %d task(s)", worker.label, how, len(lost))
         self.gone.append({"id": wid, "host": worker.host, "pid": worker.pid,
-                          "slots": worker.slots, "done": worker.done, "ended": how,
+                          "slots": worker.slots, "done": worker.done, "ended": ended,
                           "at": time.time()})  # fmt: skip
         strike = 0 if worker.absent else policy.strikes_for(len(lost))
         back: list[TaskState] = []
