@@ -70,6 +70,7 @@ def lines_of(output: str, name: str) -> list[str]:
     return [line[len(tag) :] for line in output.splitlines() if line.startswith(tag)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_manager_and_worker_exchange_ten_squares(tmp_path: Path) -> None:
     result = subprocess.run(
