@@ -75,3 +75,8 @@ def flaky(directory: str, failures: int) -> str:
     if count < failures:
         raise ConnectionError(f"attempt {count} fails")
     return f"ok after {count}"
+
+
+def singleton(x: int) -> set[int]:
+    """A value that a weak reference can follow (a set), for tests of who keeps results."""
+    return {x}

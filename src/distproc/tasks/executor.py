@@ -26,17 +26,21 @@ import secrets
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..addresses import format_address, is_loopback
 from ..errors import FrameTooLargeError, TaskImportError, TaskTimeoutError, WorkerLostError
 from ..server import ServerConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
+from .blockmap import READ_AHEAD, BlockReader, BlockRun, LinesOut, input_size
 from .fleet import Fleet, child_command
 from .host import ServiceHost, ServiceManager, connect_service
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
 from .service import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, split_by_size
+
+if TYPE_CHECKING:
+    from .progress import ProgressBar
 
 __all__ = ["Executor"]
 
@@ -44,6 +48,8 @@ log = logging.getLogger("distproc.tasks")
 
 #: Room left in a frame for what travels with a task's payload (ids, options).
 ENVELOPE = 64 * 1024
+#: Room left in a block's payload for its first line number and flags.
+ENVELOPE_OF_BLOCK = 1024
 
 
 class _Pending:
@@ -248,12 +254,12 @@ class Executor(concurrent.futures.Executor):
             payload = encode(((fn, *args), kwargs), PICKLE)
         else:
             payload = encode((args, kwargs), self._codec)
-        self._check_size(payload)
+        self._check_size(len(payload))
         return payload
 
-    def _check_size(self, payload: bytes) -> None:
+    def _check_size(self, size: int) -> None:
         """Refuse, here, a task that could never reach a worker (rather than lose workers)."""
-        if len(payload) <= self.max_task_bytes:
+        if size <= self.max_task_bytes:
             return
         limit = self._frame_limit
         if limit < DEFAULT_MAX_FRAME:
@@ -262,7 +268,7 @@ class Executor(concurrent.futures.Executor):
         else:
             how = "pass"
         raise FrameTooLargeError(
-            f"the task's arguments take {len(payload):,} bytes encoded; a task can take at "
+            f"the task's arguments take {size:,} bytes encoded; a task can take at "
             f"most {self.max_task_bytes:,} (the frame limit of {limit:,} bytes, less room for "
             f"the task's envelope): {how} large data another way, such as a path or URL "
             "that the workers can read"
@@ -435,17 +441,61 @@ class Executor(concurrent.futures.Executor):
             chunksize = 1  # per-call timeouts and retries need a task per call
         if chunksize is not None and chunksize > 1 and not ref:
             raise TypeError("chunksize > 1 needs an importable function")
+        run = MapRun(self, fn, ref, iterable, timeout=timeout, chunksize=chunksize,
+                     bar=self._bar(progress, total), total=total,
+                     return_exceptions=return_exceptions)  # fmt: skip
+        return iter(run)
+
+    def map_lines(
+        self,
+        fn: Callable[..., Any],
+        stream: IO[bytes],
+        *,
+        star: bool = False,
+        records: bool = False,
+        read_ahead: int = READ_AHEAD,
+        block_lines: int | None = None,
+        progress: bool | None = None,
+        total: int | None = None,
+        offset: int = 0,
+        first_line: int = 1,
+        hasher: Any = None,
+    ) -> Iterator[LinesOut]:
+        """``fn`` on each JSON line of ``stream``: its JSON output lines, in order, in blocks.
+
+        What ``distproc map`` runs (see :mod:`distproc.tasks.blockmap`): each
+        item holds the output lines of consecutive input lines, a result or
+        an error record for each non-blank one, the number of error records,
+        and the input offset after them.  ``star`` spreads each line's array
+        as the arguments; ``records`` writes ``{"result": VALUE}``.
+        ``read_ahead`` bounds the input bytes in flight; ``block_lines``
+        fixes the lines per task.  ``offset`` and ``first_line`` say where
+        in the input ``stream`` starts, for a resumed run; ``hasher`` (a
+        :mod:`hashlib` object) is updated with the input's bytes, and the
+        last item of each block carries a copy (``LinesOut.checkpoint``).
+        """
+        if block_lines is not None and block_lines < 1:
+            raise ValueError("block_lines must be >= 1")
+        ref = self._ref(fn)
+        if not ref:
+            raise TypeError("map_lines needs an importable function")
+        reader = BlockReader(stream, max_line=self.max_task_bytes - ENVELOPE_OF_BLOCK,
+                             offset=offset, first_line=first_line, hasher=hasher)  # fmt: skip
+        left = input_size(stream)
+        run = BlockRun(self, ref, reader, star=star, records=records, read_ahead=read_ahead,
+                       block_lines=block_lines, input_end=None if left is None else offset + left,
+                       bar=self._bar(progress, total))  # fmt: skip
+        return iter(run)
+
+    def _bar(self, progress: bool | None, total: int | None) -> ProgressBar | None:
         show = self._progress if progress is None else progress
         if show is None:
             show = sys.stderr.isatty()
-        bar = None
-        if show:
-            from .progress import ProgressBar  # rich is imported only to draw a bar
+        if not show:
+            return None
+        from .progress import ProgressBar  # rich is imported only to draw a bar
 
-            bar = ProgressBar(total, self._count_workers)
-        run = MapRun(self, fn, ref, iterable, timeout=timeout, chunksize=chunksize, bar=bar,
-                     total=total, return_exceptions=return_exceptions)  # fmt: skip
-        return iter(run)
+        return ProgressBar(total, self._count_workers)
 
     # ------------------------------------------------------------- status
     def _count_workers(self) -> int | None:

@@ -50,6 +50,7 @@ from typing import Any
 from ..addresses import format_address
 from ..errors import DistprocError, FrameTooLargeError, ProtocolError, TaskTimeoutError
 from ..wire.framing import DEFAULT_MAX_FRAME
+from .blocks import BLOCK_OPTION, run_block
 from .host import connect_service, describe_refusal
 from .payloads import (
     PICKLE,
@@ -81,6 +82,8 @@ LONG_TASK = 1.0
 EXIT_TIMEOUT = 75
 #: A result larger than this (encoded) cannot reach the service in one frame.
 MAX_RESULT = DEFAULT_MAX_FRAME - 64 * 1024
+#: Room left in a block's result for what travels with its output lines.
+BLOCK_ENVELOPE = 1024
 
 
 class _Unavailable(Exception):
@@ -377,6 +380,9 @@ class _Slot:
                 raise ValueError(f"a task of {ref!r} came without its pickled callable")
             if isinstance(opts, dict) and opts.get("chunk"):
                 value = run_chunk(fn, *args)
+            elif isinstance(opts, dict) and opts.get(BLOCK_OPTION):
+                data, first_line, star, records = args
+                value = run_block(fn, data, first_line, star, records, MAX_RESULT - BLOCK_ENVELOPE)
             else:
                 value = fn(*args, **kwargs)
             status, out = OK, encode(value, codec)
