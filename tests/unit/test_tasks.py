@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
-import gc
 import functools
+import gc
 import os
 import sys
 import threading
