@@ -11,9 +11,12 @@ line in half.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import select
 import stat
 import sys
+import termios
 from types import FrameType
 from typing import IO
 
@@ -21,7 +24,10 @@ import click
 
 from .errors import CliUsageError
 
-__all__ = ["BlockWriter", "HeldSignals", "count_calls", "open_input"]
+__all__ = ["BlockWriter", "HeldSignals", "count_calls", "lines_at_hand", "open_input"]
+
+#: An input this small that has all arrived is looked at before any worker starts.
+AT_HAND = 8192
 
 
 def open_input(path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
@@ -53,6 +59,37 @@ def count_calls(stream: IO[bytes]) -> int | None:
     except (OSError, ValueError):  # no fileno (an in-memory stream), or not seekable after all
         return None
     return count
+
+
+def lines_at_hand(stream: IO[bytes]) -> int | None:
+    """The number of non-blank lines of ``stream`` if all of it has arrived and it is small.
+
+    ``None`` when more may come (a pipe whose writer has not closed it, a
+    terminal) or when it is larger than :data:`AT_HAND`; nothing is consumed.
+    """
+    peek = getattr(stream, "peek", None)
+    try:
+        fd = stream.fileno()
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            left = os.fstat(fd).st_size - stream.tell()
+        elif stat.S_ISFIFO(mode):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            events = poller.poll(0)
+            if not events or not events[0][1] & select.POLLHUP:
+                return None  # the writer may write more
+            left = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+        else:
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    if peek is None or left > AT_HAND:
+        return None
+    data = peek(AT_HAND)[:left] if left else b""
+    if len(data) < left:
+        return None
+    return sum(1 for line in data.split(b"\n") if line.strip())
 
 
 class HeldSignals:

@@ -8,10 +8,6 @@ import click
 
 from .._version import __version__
 from .group import DistprocGroup, configure_logging
-from .map import map_command
-from .serve import serve
-from .status import status
-from .worker import worker
 
 __all__ = ["cli", "main"]
 
@@ -40,10 +36,14 @@ def cli(verbose: int, quiet: int, debug: bool) -> None:
     configure_logging(verbose - quiet, debug)
 
 
-cli.add_command(serve)
-cli.add_command(map_command)
-cli.add_command(status)
-cli.add_command(worker)
+cli.lazy = {
+    "map": ".map:map_command",
+    "serve": ".serve:serve",
+    "status": ".status:status",
+    "worker": ".worker:worker",
+}
+
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,7 +44,7 @@ from ..tasks.blockmap import InputReadError, LinesOut
 from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
 from .hosts import WILDCARDS, host_addresses
-from .lines import BlockWriter, count_calls, open_input
+from .lines import BlockWriter, count_calls, lines_at_hand, open_input
 from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
 from .resume import Checkpoints, ResumePoint, prepare_resume
 from .targets import load_attribute
@@ -163,7 +163,7 @@ def _check_sendable(fn: Any, target: str) -> None:
 
 
 # ------------------------------------------------------------------- running
-def _start_executor(factory: Callable[..., ExecutorLike], **kwargs: Any) -> ExecutorLike:
+def _start_executor(factory: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return factory(**kwargs)
     except OSError as exc:
@@ -403,9 +403,12 @@ def map_command(
         output = _Output(writer, checkpoints, point.out_size)
         stopped: str | None = "interrupted"
         try:
-            if bind is None and _at_end(stream):
+            at_hand = lines_at_hand(stream)
+            if bind is None and (at_hand == 0 or _at_end(stream)):
                 stopped = None  # nothing to run: no worker is started for it
             else:
+                if at_hand is not None and bind is None:
+                    count = min(count, at_hand)  # an input all at hand: a worker per line at most
                 stopped = _start_and_run(
                     hooks, fn, stream, output, point, key=key, generated=generated, bind=bind,
                     count=count, target=target, options={
@@ -443,18 +446,42 @@ def _start_and_run(
             _announce(executor.address, key if generated else None)
 
     # SIGTERM stops the run as Ctrl-C does, from here on (until _run takes over).
+    fleet: Any = None
     try:
         with handle_signals(raise_keyboard_interrupt, signal.SIGINT, signal.SIGTERM):
-            # The Executor starts local workers with the current directory on PYTHONPATH.
-            executor = _start_executor(
-                hooks.executor,
-                address=bind,
-                authkey=key.encode() if key is not None else None,
-                workers=count,
-            )
-    except KeyboardInterrupt:
-        raise Interrupted("stopped while the workers were starting") from None
+            kwargs: dict[str, Any] = {
+                "address": bind, "authkey": key.encode() if key is not None else None,
+                "workers": count,
+            }  # fmt: skip
+            if hooks.executor is _distproc_executor and count:
+                # The workers start first, and import while this process does.
+                kwargs["authkey"] = kwargs["authkey"] or os.urandom(16).hex().encode()
+                kwargs["sock"], fleet = _start_executor(_early_workers, **kwargs)
+                name = kwargs["sock"].getsockname()
+                kwargs.update(address=(name[0], name[1]), workers=0, fleet=fleet)
+            # The local workers get the current directory on PYTHONPATH.
+            executor = _start_executor(hooks.executor, **kwargs)
+    except BaseException as exc:
+        if fleet is not None:
+            fleet.kill()
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted("stopped while the workers were starting") from None
+        raise
     return _run(executor, fn, stream, output, point, options, announce)
+
+
+def _early_workers(*, address: Any, authkey: bytes, workers: int) -> tuple[Any, Any]:
+    """A listening socket for the service, and the local workers started for it at once."""
+    from ..addresses import listen_on
+    from ..tasks.fleet import local_workers
+
+    sock = listen_on(address or ("127.0.0.1", 0), 128)
+    name = sock.getsockname()
+    try:
+        return sock, local_workers((name[0], name[1]), authkey, workers)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _at_end(stream: IO[bytes]) -> bool:

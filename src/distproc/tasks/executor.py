@@ -23,17 +23,18 @@ import itertools
 import logging
 import os
 import secrets
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
-from ..addresses import format_address, is_loopback
+from ..addresses import is_loopback
 from ..errors import FrameTooLargeError, TaskImportError, TaskTimeoutError, WorkerLostError
 from ..server import ServerConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
 from .blockmap import READ_AHEAD, BlockReader, BlockRun, LinesOut, input_size
-from .fleet import Fleet, child_command
+from .fleet import Fleet, local_workers
 from .host import ServiceHost, ServiceManager, connect_service
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
@@ -109,6 +110,8 @@ class Executor(concurrent.futures.Executor):
         retry_backoff: float = 0.5,
         progress: bool | None = None,
         server_config: ServerConfig | None = None,
+        sock: socket.socket | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         if serializer not in ("native", "pickle"):
             raise ValueError(f"serializer must be 'native' or 'pickle', not {serializer!r}")
@@ -120,9 +123,11 @@ class Executor(concurrent.futures.Executor):
             raise ValueError("max_pending must be at least 1")
         if workers < 0:
             raise ValueError("workers must be 0 or more")
-        if connect is not None and (address is not None or workers):
+        if connect is not None and (address is not None or workers or sock or fleet):
             raise ValueError("connect= submits to another service: leave address and workers out")
-        if connect is None and address is None and not workers:
+        if fleet is not None and workers:
+            raise ValueError("fleet= is the local workers, already started: leave workers out")
+        if connect is None and address is None and not workers and fleet is None:
             raise ValueError(
                 "nothing would run the tasks: pass workers=N for local worker processes, "
                 "address=(host, port) for remote workers, or connect=(host, port)"
@@ -174,9 +179,13 @@ class Executor(concurrent.futures.Executor):
         if connect is not None:
             self._connect_remote(connect)
         else:
-            self._host_service(address, max_attempts, heartbeat_timeout, server_config)
+            self._host_service(address, max_attempts, heartbeat_timeout, server_config, sock)
             if workers:
-                self._start_workers(workers)
+                assert self.address is not None
+                self._fleet = local_workers(self.address, self.authkey, workers,
+                                            allow_pickle=self._allow_pickle)  # fmt: skip
+            elif fleet is not None:
+                self._fleet = fleet
 
     # ------------------------------------------------------------- set-up
     def _host_service(
@@ -185,10 +194,11 @@ class Executor(concurrent.futures.Executor):
         max_attempts: int,
         heartbeat_timeout: float,
         config: ServerConfig | None,
+        sock: socket.socket | None,
     ) -> None:
         host = ServiceHost(
             address or ("127.0.0.1", 0), self.authkey, max_attempts=max_attempts,
-            heartbeat_timeout=heartbeat_timeout, config=config,
+            heartbeat_timeout=heartbeat_timeout, config=config, sock=sock,
         )  # fmt: skip
         host.start()
         self._host = host
@@ -208,27 +218,6 @@ class Executor(concurrent.futures.Executor):
                                           daemon=True)  # fmt: skip
         self._sender.start()
         self._receiver.start()
-
-    def _start_workers(self, count: int) -> None:
-        assert self.address is not None
-        extra = ["--parent", str(os.getpid()), "--exit-on-disconnect"]
-        if self._allow_pickle:
-            extra.append("--allow-pickle")
-        main = getattr(sys.modules.get("__main__"), "__file__", None)
-        if isinstance(main, str) and main.endswith(".py") and os.path.exists(main):
-            extra += ["--main", os.path.abspath(main)]
-        env = dict(os.environ)
-        env["DISTPROC_AUTHKEY"] = self.authkey.decode("utf-8", "surrogateescape")
-        # The master's sys.path, as multiprocessing's spawn hands it to children:
-        # workers import the task functions the way the master did.
-        paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        host = self.address[0]
-        connect_to = ("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host,
-                      self.address[1])  # fmt: skip
-        command = child_command(format_address(connect_to), extra)
-        self._fleet = Fleet(command, count, env, relay_stderr=True)
-        self._fleet.start()
 
     # ------------------------------------------------------------ submitting
     def _ref(self, fn: Callable[..., Any]) -> str:

@@ -10,6 +10,7 @@ talks to the service on the loop directly, without a connection.
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -105,13 +106,14 @@ class ServiceHost:
         max_attempts: int = 3,
         heartbeat_timeout: float = 10.0,
         config: ServerConfig | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         check_options(max_attempts, heartbeat_timeout)  # here, not later on the loop
         self._max_attempts = max_attempts
         self._heartbeat_timeout = heartbeat_timeout
         self.service: TaskService | None = None
         registry = {"TaskService": (self._get_service, SERVICE_METHODS, None, None)}
-        self.server = Server(registry, address, authkey, "native", config=config)
+        self.server = Server(registry, address, authkey, "native", config=config, sock=sock)
         self.server.on_start.append(self._create_service)
         self.address: tuple[str, int] = self.server.address
         self._thread: threading.Thread | None = None
