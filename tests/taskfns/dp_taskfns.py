@@ -80,3 +80,11 @@ def flaky(directory: str, failures: int) -> str:
 def singleton(x: int) -> set[int]:
     """A value that a weak reference can follow (a set), for tests of who keeps results."""
     return {x}
+
+
+def square_or_fail(x: int) -> int:
+    """``x * x`` after a short wait; a ValueError for multiples of 97 (error records)."""
+    time.sleep(0.0005)
+    if x % 97 == 0:
+        raise ValueError(f"{x} is a multiple of 97")
+    return x * x

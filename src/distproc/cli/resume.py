@@ -143,8 +143,8 @@ def prepare_resume(
         _read_prefix(stream, last["end"], point.hasher, out_path)
         if point.hasher.hexdigest() != last["sha256"]:
             raise _different_input(out_path)
-        point = ResumePoint(last["end"], last["line"], last["lines"], last["failed"],
-                            point.hasher)  # fmt: skip
+        point = ResumePoint(offset=last["end"], first_line=last["line"], written=last["lines"],
+                            failed=last["failed"], hasher=point.hasher)  # fmt: skip
         start = last["out"]
     else:
         start = 0
