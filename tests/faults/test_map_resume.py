@@ -77,7 +77,7 @@ def _kill_while_writing(args: list[str], out: Path, at: int, stdin: bytes | None
             if stdin is not None:
                 proc.stdin.write(stdin)
             proc.stdin.close()
-            wait_for(lambda: proc.poll() is not None or out.exists() and out.stat().st_size >= at,
+            wait_for(lambda: proc.poll() is not None or (out.exists() and out.stat().st_size >= at),
                      60, "OUT to grow")  # fmt: skip
             assert proc.poll() is None, proc.stderr.read().decode()
             os.kill(proc.pid, signal.SIGKILL)
@@ -173,7 +173,7 @@ def test_a_resume_that_cannot_be_right_is_refused(
     _kill_while_writing([str(inputs)], out, len(full) // 3)
     args = [sys.executable, "-m", "distproc", "map", FN, str(inputs), "-o", str(out), "--resume"]
     if change == "no -o":
-        args = args[:-3] + ["--resume"]
+        args = [*args[:-3], "--resume"]
     elif change == "no record":
         (tmp_path / f"out.jsonl{SUFFIX}").unlink()
     elif change == "another input":
