@@ -155,7 +155,10 @@ def _fallback(value: Any, depth: int) -> str:
 def _key(key: Any) -> str:
     if isinstance(key, int) and not isinstance(key, bool):
         return f'"{int(key)}"'
-    return _fallback({key: 0}, 0)[1:-3]  # orjson's way with every other key
+    try:  # orjson's way with every other key: '{KEY:0}' less its braces and value
+        return orjson.dumps({key: 0}, option=orjson.OPT_NON_STR_KEYS)[1:-3].decode("utf-8")
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(str(exc)) from None
 
 
 def _non_finite(value: Any, depth: int) -> bool:
