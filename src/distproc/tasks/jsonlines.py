@@ -37,21 +37,32 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "EXACT_FROM",
+    "OPTIONS",
     "InputError",
     "dumps_line",
     "error_line",
     "exception_line",
     "loads_line",
+    "needs_exact",
+    "not_array",
     "type_name",
 ]
 
-_OPTIONS = (
+#: orjson's options for an output line (with its newline).
+OPTIONS = _OPTIONS = (
     orjson.OPT_NON_STR_KEYS
     | orjson.OPT_APPEND_NEWLINE
     | orjson.OPT_PASSTHROUGH_DATACLASS
     | orjson.OPT_PASSTHROUGH_DATETIME
 )
-_DIGITS = re.compile(rb"\d{20}")
+#: A line this long or longer may hold an int beyond 64 bits (20 digits or more).
+EXACT_FROM = 20
+_DIGITS = re.compile(rb"\d{%d}" % EXACT_FROM)
+
+def needs_exact(raw: bytes) -> bool:
+    """Whether ``raw`` may hold an int that orjson would read as a float."""
+    return _DIGITS.search(raw) is not None
 _MAX_DEPTH = 254  # orjson's own limit of nesting
 
 
@@ -89,16 +100,21 @@ def loads_line(raw: bytes, number: int, star: bool) -> Any:
     """The call arguments of input line ``number``, or :class:`InputError`."""
     try:
         value = orjson.loads(raw)
-        if len(raw) >= 20 and _DIGITS.search(raw):
+        if len(raw) >= EXACT_FROM and needs_exact(raw):
             value = json.loads(raw)  # an integer beyond 64 bits stays exact
     except ValueError as exc:
         raise InputError(_not_json(raw, number, exc)) from None
     if star and not isinstance(value, list):
-        raise InputError(
-            f"input line {number} is a JSON {_json_kind(value)}; "
-            "--star takes a JSON array of arguments on each line"
-        )
+        raise InputError(not_array(value, number))
     return value
+
+
+def not_array(value: Any, number: int) -> str:
+    """Why line ``number``, ``value``, is no call under ``--star``."""
+    return (
+        f"input line {number} is a JSON {_json_kind(value)}; "
+        "--star takes a JSON array of arguments on each line"
+    )
 
 
 def _not_json(raw: bytes, number: int, exc: ValueError) -> str:
