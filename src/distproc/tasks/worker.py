@@ -413,11 +413,13 @@ class _Slot:
         """Report results and refill the buffer in the background; watch the running task.
 
         Results wait at most ``REPORT_EVERY`` (about, at ``MONITOR_TICK``), the
-        buffer is refilled when it runs down to half the prefetch, a task that
+        buffer is refilled when it runs down to half the prefetch (and while a
+        task runs, it holds the next one, so that a slot whose tasks take longer
+        than the prefetch does not wait a round trip between them), a task that
         runs long hands back the prefetched ones (other workers may take them),
         and a task past its deadline is stopped.
         """
-        handed = 0
+        handed = asked = 0
         while not self.closed.wait(MONITOR_TICK):
             now = time.perf_counter()
             try:
@@ -439,10 +441,16 @@ class _Slot:
                 with self.lock:
                     held = len(self.buffer)
                     due = bool(self.results) and now - self.results_since >= REPORT_EVERY
-                if due or 0 < held <= want // 2:
+                # Low: half the prefetch left, or none while a task runs (the next one is
+                # then at hand when it ends: asked once per task, unless it runs long).
+                running = current is not None and current[0] not in (handed, asked)
+                low = held <= want // 2 and (held > 0 or running)
+                if low and held == 0 and current is not None:
+                    asked = current[0]
+                if due or low:
                     with self.refilling:  # _goodbye waits for this: no task lands after it
-                        low = 0 < held <= want // 2 and not self.worker.stopping.is_set()
-                        self._exchange(want - held if low else 0, 0.0)
+                        low = low and not self.worker.stopping.is_set()
+                        self._exchange(max(1, want - held) if low else 0, 0.0)
             except Exception as exc:
                 log.debug("monitor: %s", exc)  # the connection is gone: the slot finds out
 
