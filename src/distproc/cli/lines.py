@@ -124,8 +124,7 @@ class BlockWriter:
 
     Each block is written and counted inside ``with self.stop:``, so a
     signal never cuts a line in half and :attr:`written` is always the lines
-    written.  ``resume`` (a :class:`~.resume.Checkpoints`) is told where the
-    output stands after each whole input block.
+    written.  ``append`` adds to OUTPUT (a resumed run) instead of starting it anew.
     """
 
     def __init__(self, path: str, *, append: bool = False) -> None:

@@ -360,9 +360,10 @@ def map_command(
     does, and so are the local workers (-w, default: one per CPU).
 
     A call that raises writes an error record in its place,
-    {"error": {"type", "message", "traceback", "line"}}, and the run goes on;
+    {"error":{"type","message","traceback","line"}}, and the run goes on;
     the exit status is then 1 and the last line on stderr says how many
-    failed. Ctrl-C stops the run (status 130) with the results so far written.
+    failed. Ctrl-C stops the run (status 130) with the results so far written;
+    with -o OUT, --resume then runs only the lines with no result in OUT.
 
     With --address, remote `distproc worker HOST:PORT` processes join the run;
     they need the authkey, from $DISTPROC_AUTHKEY or --authkey-file.
