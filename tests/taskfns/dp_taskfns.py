@@ -88,3 +88,9 @@ def square_or_fail(x: int) -> int:
     if x % 97 == 0:
         raise ValueError(f"{x} is a multiple of 97")
     return x * x
+
+
+def slow_square(x: int, seconds: float) -> int:
+    """``x * x`` after ``seconds``: a task that keeps a run going while a test hits it."""
+    time.sleep(seconds)
+    return x * x
