@@ -539,7 +539,8 @@ class _WorkerSlot:
         Results wait at most ``REPORT_EVERY`` (about, at ``MONITOR_TICK``), the
         buffer is refilled when it runs down to half the prefetch (and while a
         task runs, it holds the next one, so that a slot whose tasks take longer
-        than the prefetch does not wait a round trip between them), a task that
+        than the prefetch does not wait a round trip between them; not before a
+        task has been seen to end, as one of unknown length may run for good), a task that
         runs long hands back the prefetched ones (other workers may take them),
         and a task past its deadline is stopped.
         """
@@ -567,7 +568,9 @@ class _WorkerSlot:
                     due = bool(self.results) and now - self.results_since >= REPORT_EVERY
                 # Low: half the prefetch left, or none while a task runs (the next one is
                 # then at hand when it ends: asked once per task, unless it runs long).
-                running = current is not None and current[0] not in (handed, asked)
+                running = (
+                    current is not None and self.avg > 0 and current[0] not in (handed, asked)
+                )
                 low = held <= want // 2 and (held > 0 or running)
                 if low and held == 0 and current is not None:
                     asked = current[0]
