@@ -10,9 +10,9 @@ joins at ``--address``.
 
 A line that cannot be a call (not JSON, not an array under ``--star``) and a
 call that raises or returns something that is not JSON get an *error record*
-in their place, ``{"error": {"type", "message", "traceback", "line"}}``, and
+in their place, ``{"error":{"type","message","traceback","line"}}``, and
 the run goes on; the exit status is then 1 and the last line on stderr says
-how many failed.  With ``--records`` every line is ``{"result": VALUE}`` or an
+how many failed.  With ``--records`` every line is ``{"result":VALUE}`` or an
 error record, so that a result can never be mistaken for one.
 
 Ctrl-C (or SIGTERM) stops the run: the results so far are written, the local
@@ -306,7 +306,7 @@ master's address on the network (0.0.0.0 listens on every interface):
 @click.option(
     "--records",
     is_flag=True,
-    help='Write {"result": VALUE} for a result, so it cannot look like an error record.',
+    help='Write {"result":VALUE} for a result, so it cannot look like an error record.',
 )
 @click.option(
     "--chunksize",

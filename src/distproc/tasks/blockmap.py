@@ -22,7 +22,7 @@ holds its block, and the others wait behind it within that bound: the
 output never piles up.  Nothing is kept per line.
 
 **Nothing lost.**  A block is one task.  A block whose worker is lost is
-put back at the front of the queue at once by the service (:mod:`.service`);
+put back at the front of the queue at once by the task backend (:mod:`.backends`);
 once it is known to have taken a worker down (a strike), its master splits
 it in halves at a line boundary and sends both at the front, so the line
 that kills workers is narrowed down while the others run.  A block of one
