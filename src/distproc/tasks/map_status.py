@@ -46,12 +46,17 @@ class MapStatus:
         results: Iterator[_T],
         shown: Callable[[MapStatus], None],
         gone: Callable[[MapStatus], None],
+        weight: Callable[[_T], int] | None = None,
     ) -> Iterator[_T]:
-        """``results``, counted; ``shown(self)`` at the first step, ``gone(self)`` at the end."""
+        """``results``, counted; ``shown(self)`` at the first step, ``gone(self)`` at the end.
+
+        Each result counts ``weight(result)`` calls (one without ``weight``):
+        a block of lines counts its lines.
+        """
         shown(self)
         try:
             for value in results:
-                self.done += 1
+                self.done += 1 if weight is None else weight(value)
                 yield value
         finally:
             close = getattr(results, "close", None)
