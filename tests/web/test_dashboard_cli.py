@@ -61,3 +61,19 @@ def test_the_dashboard_of_a_service_elsewhere_requeues_a_dead_letter(hub: Hub) -
             proc.wait(30)
             if proc.stderr is not None:
                 proc.stderr.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_distproc_map_with_http_announces_its_dashboard_and_runs() -> None:
+    taskfns = os.path.dirname(fns.__file__)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([taskfns, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "distproc", "map", "dp_taskfns:square", "-w", "1",
+         "--http", "127.0.0.1:0"],
+        input="".join(f"{x}\n" for x in range(50)), env=env, capture_output=True, text=True,
+        timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(x * x) for x in range(50)]
+    assert "distproc: dashboard at http://127.0.0.1:" in done.stderr
