@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -501,5 +502,37 @@ def test_a_full_store_fails_the_calls_in_hand_serves_reads_and_loses_nothing(
     try:
         counts = again.status()["tasks"]
         assert counts["queued"] + counts["leased"] == len(stored)  # nothing stored was lost
+    finally:
+        again.close()
+
+
+def test_a_reopened_store_keeps_retry_times_dead_letters_and_counts_and_ids_never_repeat(
+    loop: asyncio.AbstractEventLoop, tmp_path: Any
+) -> None:
+    path = str(tmp_path / "tasks.db")
+    h = Harness(loop, open_backend(path, max_attempts=1, heartbeat_timeout=60.0))
+    conn, mid, base = _remote_master(h)
+    retried, poison = base + 1, base + 2
+    options = {"retry_on": ["builtins:ConnectionError"], "retries": 2, "backoff": 30.0}
+    submit = FakeCall(conn)
+    h.service.submit(submit, mid, [[retried, "m:f", b"r", options], [poison, "m:f", b"p", None]])
+    h.run()
+    assert submit.value is None
+    wid, worker_conn = h.worker()
+    [task] = h.exchange(wid).value
+    h.exchange(wid, [[retried, task[1], RETRY, b"e"]], want=0)  # back in 30 s
+    assert [t[0] for t in h.exchange(wid).value] == [poison]
+    h.drop(worker_conn)  # it took the worker down: dead-lettered (max_attempts=1)
+    before = h.backend.status()["tasks"]
+    assert (before["delayed"], before["dead"]) == (1, 1), before
+    h.backend.close()  # what a kill -9 leaves: every step above was committed
+    again = open_backend(path, max_attempts=1, heartbeat_timeout=60.0)
+    try:
+        assert again.status()["tasks"] == before  # the counters, and the delayed task
+        assert [d.task for d in again.dead_letters()] == [poison]
+        assert 25.0 < again.next_due() - time.monotonic() <= 30.0  # the retry's time, kept
+        new_mid, _ = again.add_master(0.0)
+        joined = again.add_worker(records.WorkerHello.from_wire({"host": "h", "pid": 2}))
+        assert new_mid > mid and joined.worker != wid
     finally:
         again.close()
