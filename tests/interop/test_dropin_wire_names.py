@@ -93,27 +93,21 @@ def client(runner: Runner, port: int, authkey: bytes) -> dict[str, Any]:
 
 
 @needs_peer
-def test_two_stdlib_peers_exchange_every_name(serve: Any) -> None:
-    """The scenario itself, between two stdlib 3.12 processes."""
+@pytest.mark.parametrize(
+    ("server_side", "client_side"),
+    [
+        pytest.param(with_peer, with_peer, id="stdlib-server-stdlib-client"),
+        pytest.param(under_distproc, with_peer, id="installed-server", marks=WIRE_NAMES_XFAIL),
+        pytest.param(with_peer, under_distproc, id="installed-client", marks=WIRE_NAMES_XFAIL),
+    ],
+)
+def test_every_name_travels_to_a_stdlib_peer(
+    serve: Any, server_side: Runner, client_side: Runner
+) -> None:
+    """Between two stdlib 3.12 processes (the scenario itself), and with an installed one."""
     key = secrets.token_bytes(16)
-    server = serve(with_peer, key)
-    assert client(with_peer, server.port, key) == EXPECTED
-
-
-@needs_peer
-@WIRE_NAMES_XFAIL
-def test_stdlib_client_loads_what_an_installed_server_sends(serve: Any) -> None:
-    key = secrets.token_bytes(16)
-    server = serve(under_distproc, key)
-    assert client(with_peer, server.port, key) == EXPECTED
-
-
-@needs_peer
-@WIRE_NAMES_XFAIL
-def test_stdlib_server_loads_what_an_installed_client_sends(serve: Any) -> None:
-    key = secrets.token_bytes(16)
-    server = serve(with_peer, key)
-    assert client(under_distproc, server.port, key) == EXPECTED
+    server = serve(server_side, key)
+    assert client(client_side, server.port, key) == EXPECTED
 
 
 def wire_objects() -> list[Any]:

@@ -110,28 +110,37 @@ needs_python27 = pytest.mark.skipif(not PYTHON27.exists(), reason=f"{PYTHON27} i
 
 @needs_python27
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19 phase 2: the server answers every stdlib-protocol client in pickle "
-    "protocol 4; Python 2.7 reads up to 2 (ValueError: unsupported pickle protocol: 4 at the "
-    "worker's m.connect()). Fix in server/connection.py: the codec of each connection follows "
-    "the protocol of its client's first request",
+@pytest.mark.parametrize(
+    "python2_side",
+    [
+        pytest.param(
+            "--worker",
+            id="python2-worker",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="issue 19 phase 2: the server answers every stdlib-protocol client in "
+                "pickle protocol 4; Python 2.7 reads up to 2 (ValueError: unsupported pickle "
+                "protocol: 4 at the worker's m.connect()). Fix in server/connection.py: the "
+                "codec of each connection follows the protocol of its client's first request",
+            ),
+        ),
+        pytest.param(
+            "--manager",
+            id="python2-manager",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="issue 19 phase 2: a distproc client pickles its requests in protocol 4, "
+                "which the stdlib 2.7 server cannot read (RemoteError: ValueError: unsupported "
+                "pickle protocol: 4 at connect()). Fix in client/connection.py: a first request "
+                "in protocol 2 to an address not yet heard from, then the protocol of the "
+                "server's replies",
+            ),
+        ),
+    ],
 )
-def test_the_seeds_python2_worker_against_a_distproc_manager(tmp_path: Path) -> None:
-    assert_ten_squares(run_seed(tmp_path, "--worker", "python2", "--python2", str(PYTHON27)))
-
-
-@needs_python27
-@pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19 phase 2: a distproc client pickles its requests in protocol 4, which the "
-    "stdlib 2.7 server cannot read (RemoteError: ValueError: unsupported pickle protocol: 4 at "
-    "connect()). Fix in client/connection.py: a first request in protocol 2 to an address not "
-    "yet heard from, then the protocol of the server's replies",
-)
-def test_distproc_worker_against_the_seeds_python2_manager(tmp_path: Path) -> None:
-    assert_ten_squares(run_seed(tmp_path, "--manager", "python2", "--python2", str(PYTHON27)))
+def test_the_seeds_python2_program_with_a_distproc_one(tmp_path: Path, python2_side: str) -> None:
+    """The seed's Python 2 worker (or manager), as it prints it, with distproc's other half."""
+    assert_ten_squares(run_seed(tmp_path, python2_side, "python2", "--python2", str(PYTHON27)))
 
 
 @pytest.mark.timeout(60)
