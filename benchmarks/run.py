@@ -299,11 +299,14 @@ def cpu_list(cpus: list[int]) -> str:
 
 
 # ---------------------------------------------------------------- measuring
-def measure(placement: Placement, workload: Workload, side: Side) -> Result:
+def measure(
+    placement: Placement, workload: Workload, side: Side, python: str = sys.executable
+) -> Result:
+    """One measurement in a fresh process of ``python`` (this one's, unless told)."""
     impl, variant = side
     cmd = [
         *placement.prefix,
-        sys.executable,
+        python,
         str(WORKLOAD),
         "--workload", workload.workload,
         "--impl", impl,

@@ -16,18 +16,33 @@ from .errors import (
     ConnectionLostError,
     DistprocError,
     FrameTooLargeError,
+    NotAServerError,
+    NoTaskServiceError,
     ProtocolError,
     RemoteError,
     RemoteTraceback,
     StartError,
+    TaskImportError,
     TaskTimeoutError,
     WorkerLostError,
 )
-from .managers import BaseManager, BaseProxy, Manager, SharedMemoryManager, SyncManager, Token
+from .managers import BaseManager, BaseProxy, SharedMemoryManager, SyncManager, Token
 from .server import ServerConfig
 
 if _typing.TYPE_CHECKING:
+    from multiprocessing.context import BaseContext as _BaseContext
+
+if _typing.TYPE_CHECKING:
     from .tasks import Executor
+
+
+def Manager(*, ctx: "_BaseContext | None" = None) -> SyncManager:
+    """A started :class:`SyncManager`, as ``multiprocessing.Manager()`` returns."""
+    import multiprocessing
+
+    manager = SyncManager(ctx=ctx or multiprocessing.get_context())
+    manager.start()
+    return manager
 
 
 def __getattr__(name: str) -> _typing.Any:
@@ -53,6 +68,8 @@ __all__ = [
     "Executor",
     "FrameTooLargeError",
     "Manager",
+    "NoTaskServiceError",
+    "NotAServerError",
     "ProtocolError",
     "RemoteError",
     "RemoteTraceback",
@@ -60,6 +77,7 @@ __all__ = [
     "SharedMemoryManager",
     "StartError",
     "SyncManager",
+    "TaskImportError",
     "TaskTimeoutError",
     "Token",
     "WorkerLostError",

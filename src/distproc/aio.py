@@ -10,7 +10,7 @@
             await tasks.put(1)
             print(await tasks.get(timeout=5))
 
-It speaks the native protocol (:mod:`distproc.server.native`) over asyncio
+It speaks the native protocol (:mod:`distproc.server.native_session`) over asyncio
 streams: one connection per :class:`AsyncManager`, any number of calls in
 flight, replies matched by request id by a reader task.  A call cancelled by
 asyncio (``asyncio.wait_for``, task cancellation) sends ``CANCEL``, so a
@@ -26,75 +26,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import os
 import weakref
 from typing import Any
 
+from .client.connect import AsyncStream, codec_for, connect_async
 from .client.connection import convert_to_error
-from .errors import AuthenticationError, ConnectionLostError, DistprocError
-from .wire import handshake, local
-from .wire.codecs import Codec, PickleCodec
-from .wire.framing import DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME, FrameDecoder, encode_header
-from .wire.messages import PROXY, RETURN, Token
-from .wire.records import (
-    CALL,
-    CANCEL,
-    DEFERRED,
-    HELLO,
-    KINDS,
-    NOREPLY,
-    REPLY,
-    iter_records,
-    record,
-)
+from .errors import ConnectionLostError, DistprocError
+from .wire.codecs import Codec
+from .wire.handshake import FLAG_PICKLE
+from .wire.messages import KIND_PROXY, KIND_RETURN, Token
+from .wire.records import CALL, CANCEL, DEFERRED, KINDS, NOREPLY, REPLY, iter_records, record
 
 __all__ = ["AsyncManager", "AsyncProxy", "connect"]
-
-log = logging.getLogger("distproc.client")
-
-
-class _Stream:
-    """Frames over an asyncio stream pair."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
-        self.frames: list[bytes] = []
-
-    def send(self, payload: bytes) -> None:
-        self.writer.write(encode_header(len(payload)) + payload)
-
-    async def recv(self) -> bytes:
-        while not self.frames:
-            data = await self.reader.read(1 << 18)
-            if not data:
-                raise ConnectionLostError("the server closed the connection")
-            self.frames.extend(self.decoder.feed(data))
-        return self.frames.pop(0)
-
-
-async def _handshake(stream: _Stream, authkey: bytes, flags: int) -> int | None:
-    """The client's half of the handshake (see :mod:`distproc.wire.handshake`)."""
-    message = await stream.recv()
-    if not message.startswith(handshake.CHALLENGE):
-        raise AuthenticationError("protocol error: expected a challenge")
-    message = message[len(handshake.CHALLENGE) :]
-    stream.send(handshake.create_response(authkey, message))
-    if await stream.recv() != handshake.WELCOME:
-        raise AuthenticationError("digest sent was rejected")
-    ours = handshake.make_challenge(marker=handshake.make_marker(flags))
-    stream.send(handshake.CHALLENGE + ours)
-    handshake.verify_response(authkey, ours, await stream.recv())
-    stream.send(handshake.WELCOME)
-    return handshake.read_marker(message)
-
 
 class AsyncManager:
     """A connection to a distproc server, with the typeids of a manager class."""
 
-    def __init__(self, stream: _Stream, codec: Codec, address: Any, registry: dict[str, Any]):
+    def __init__(self, stream: AsyncStream, codec: Codec, address: Any, registry: dict[str, Any]):
         self._stream = stream
         self._codec = codec
         self._address = address
@@ -149,9 +98,9 @@ class AsyncManager:
                 self._stream.send(b"".join(record(CANCEL, rid)))
             raise
         value = self._codec.loads(blob)
-        if kind == RETURN:
+        if kind == KIND_RETURN:
             return value
-        if kind == PROXY:
+        if kind == KIND_PROXY:
             exposed, token = value
             return self._proxy(token, exposed, {})
         raise convert_to_error(kind, value)
@@ -239,73 +188,36 @@ class AsyncProxy:
         return f"<AsyncProxy object, typeid {self._token.typeid!r} at {id(self):#x}>"
 
 
-async def _move_local(
-    stream: _Stream, authkey: bytes, flags: int, server_flags: int
-) -> _Stream | None:
-    """The asyncio twin of :func:`distproc.client.mux._move_local`: read the
-    server's same-host socket name and connect there, or return ``None``."""
-    name = local.parse_name_frame(await stream.recv())
-    writer: asyncio.StreamWriter | None = None
-    try:
-        opened = await asyncio.wait_for(asyncio.open_unix_connection(name), local.TIMEOUT)
-        writer = opened[1]
-        moved = _Stream(*opened)
-        there = await asyncio.wait_for(_handshake(moved, authkey, flags), local.TIMEOUT)
-        local.check_same_server(there, server_flags)
-    except (OSError, EOFError, asyncio.TimeoutError, DistprocError) as exc:
-        if writer is not None:
-            writer.close()
-        log.debug("staying on TCP: the same-host socket %r: %s", name, exc)
-        return None
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        raise
-    return moved
-
-
 async def connect(
     address: Any,
     authkey: bytes | str,
     manager: Any = None,
     *,
     serializer: str = "pickle",
+    allow_md5: bool = True,
+    handshake_timeout: float | None = None,
 ) -> AsyncManager:
-    """Connect to a distproc server; typeids come from ``manager`` (a BaseManager subclass)."""
-    key = authkey.encode("utf-8") if isinstance(authkey, str) else bytes(authkey)
-    host, port = address[0] or "127.0.0.1", address[1]
-    reader, writer = await asyncio.open_connection(host, port)
-    stream = _Stream(reader, writer)
-    try:
-        flags = handshake.FLAG_PICKLE if serializer == "pickle" else 0
-        if local.client_asks(writer.get_extra_info("socket")):
-            flags |= handshake.FLAG_LOCAL
-        server_flags = await _handshake(stream, key, flags)
-        if server_flags is None:
-            raise DistprocError(
-                f"{address!r} is not a distproc server: distproc.aio needs request ids; "
-                "for a stdlib server, call a regular proxy with loop.run_in_executor"
-            )
-        if server_flags & flags & handshake.FLAG_LOCAL:
-            moved = await _move_local(stream, key, flags & ~handshake.FLAG_LOCAL, server_flags)
-            if moved is not None:
-                writer.write_eof()  # then wait for the server to close: see client.mux
-                with contextlib.suppress(OSError, asyncio.TimeoutError):
-                    while await asyncio.wait_for(reader.read(4096), local.TIMEOUT):
-                        pass
-                writer.close()
-                stream, writer = moved, moved.writer
-        codec: Codec
-        if flags and server_flags & handshake.FLAG_PICKLE:
-            codec = PickleCodec()
-        else:
-            from .wire.native import NativeCodec
+    """Connect to a distproc server; typeids come from ``manager`` (a BaseManager subclass).
 
-            codec = NativeCodec()
-        stream.decoder.max_size = DEFAULT_MAX_FRAME
-        stream.send(b"".join(record(HELLO, 0, blob=os.urandom(16))))
-    except BaseException:
-        writer.close()
-        raise
+    ``allow_md5=False`` refuses a server that authenticates with HMAC-MD5 only;
+    ``handshake_timeout`` (seconds) bounds the handshake, as in
+    :func:`distproc.client.connect.handshake_timeout`.
+    """
+    key = authkey.encode("utf-8") if isinstance(authkey, str) else bytes(authkey)
+    flags = FLAG_PICKLE if serializer == "pickle" else 0
+    stream, agreement = await connect_async(
+        address,
+        key,
+        flags=flags,
+        allow_md5=allow_md5,
+        timeout=handshake_timeout,
+        session_id=os.urandom(16),
+    )
+    if not agreement.native:
+        stream.writer.close()
+        raise DistprocError(
+            f"{address!r} is not a distproc server: distproc.aio needs request ids; "
+            "for a stdlib server, call a regular proxy with loop.run_in_executor"
+        )
     registry = dict(getattr(manager, "_registry", {}) or {})
-    return AsyncManager(stream, codec, address, registry)
+    return AsyncManager(stream, codec_for(agreement), address, registry)

@@ -5,14 +5,20 @@
     DistprocError
     ├── AuthenticationError      (also multiprocessing.AuthenticationError)
     ├── ProtocolError            a peer broke the wire protocol
-    │   └── FrameTooLargeError   a length prefix over the configured limit
+    │   ├── FrameTooLargeError   a length prefix over the configured limit
+    │   └── NotAServerError      what a client reached is no distproc or
+    │                            multiprocessing.managers server (silent, or
+    │                            it speaks something else)
     ├── ConnectionLostError      (also ConnectionResetError and EOFError)
     │                            the server went away while a call was pending
     ├── RemoteError              (also multiprocessing.managers.RemoteError)
     │                            the server reported a failure with its traceback
     ├── StartError               a manager's server could not be started
     ├── WorkerLostError          a task took down max_attempts workers (dead letter)
-    └── TaskTimeoutError         (also TimeoutError) a task ran past its timeout
+    ├── TaskTimeoutError         (also TimeoutError) a task ran past its timeout
+    ├── TaskImportError          (also ImportError) no connected worker can import
+    │                            a task's function
+    └── NoTaskServiceError       the server reached is not a task service
 
 ``RemoteTraceback`` is not raised: it is the ``__cause__`` of an exception
 that a task raised on a worker, and its text is the worker's traceback.
@@ -34,10 +40,13 @@ __all__ = [
     "ConnectionLostError",
     "DistprocError",
     "FrameTooLargeError",
+    "NoTaskServiceError",
+    "NotAServerError",
     "ProtocolError",
     "RemoteError",
     "RemoteTraceback",
     "StartError",
+    "TaskImportError",
     "TaskTimeoutError",
     "WorkerLostError",
 ]
@@ -57,6 +66,15 @@ class ProtocolError(DistprocError, OSError):
 
 class FrameTooLargeError(ProtocolError):
     """A frame's length prefix is larger than this side accepts."""
+
+
+class NotAServerError(ProtocolError):
+    """A client's peer is no distproc or multiprocessing.managers server.
+
+    It did not go through the handshake within the client's handshake timeout,
+    or its first bytes were not a handshake's.  Trying again will not help
+    unless the address is changed (or a stuck server recovers).
+    """
 
 
 class ConnectionLostError(DistprocError, ConnectionResetError, EOFError):
@@ -94,6 +112,22 @@ class WorkerLostError(DistprocError):
 
 class TaskTimeoutError(DistprocError, TimeoutError):
     """A task ran longer than its ``timeout`` and was stopped."""
+
+
+class TaskImportError(DistprocError, ImportError):
+    """Every connected worker failed to import a task's function.
+
+    ``workers`` lists each worker that tried and what it said, as
+    ``(worker, error)`` pairs of strings.
+    """
+
+    def __init__(self, message: str, workers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.workers = list(workers or [])
+
+
+class NoTaskServiceError(DistprocError):
+    """The server reached is not a task service (a manager, or not distproc at all)."""
 
 
 class RemoteTraceback(Exception):

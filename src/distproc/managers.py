@@ -25,7 +25,6 @@ from __future__ import annotations
 import array
 import multiprocessing
 import multiprocessing.connection as _mp_connection
-import os
 import queue
 import signal
 import threading
@@ -46,7 +45,8 @@ from .client.connection import (
     convert_to_error as convert_to_error,
     dispatch as dispatch,
 )
-from .client.mux import Multiplexer, close_multiplexers, get_multiplexer
+from .client.mux import Multiplexer
+from .client.mux_cache import close_multiplexers, get_multiplexer
 from .errors import RemoteError as RemoteError, StartError
 from .proxies import (
     AcquirerProxy as AcquirerProxy,
@@ -67,14 +67,15 @@ from .proxies import (
     ProcessLocalSet as ProcessLocalSet,
     RebuildProxy as RebuildProxy,
     ValueProxy as ValueProxy,
-    _AuthenticationString,
     adopt_proxy,
     client_factory,
 )
-from .server.core import CHEAP_CONSTRUCTORS, Server as Server, ServerConfig
+from .server import ServerConfig
+from .server.core import Server as Server
 from .server.objects import all_methods as all_methods, public_methods as public_methods
-from .wire.codecs import register_pickle_alias, register_pickle_reducer
-from .wire.messages import RETURN, Token as Token
+from .server.shared_memory_server import SharedMemoryServer as SharedMemoryServer
+from .server.sync_types import Array as Array, Namespace as Namespace, Value as Value
+from .wire.messages import KIND_RETURN, Token as Token
 
 try:
     from multiprocessing import shared_memory
@@ -86,6 +87,9 @@ except ImportError:  # pragma: no cover - every supported platform has it
 from multiprocessing import get_context as get_context
 
 __all__ = ["BaseManager", "BaseProxy", "SharedMemoryManager", "SyncManager", "Token"]
+
+# typeshed lacks AuthenticationString; it exists on every version.
+_AuthenticationString: Any = getattr(process, "AuthenticationString")  # noqa: B009
 
 
 def reduce_array(a: array.array[Any]) -> tuple[Any, ...]:
@@ -195,20 +199,33 @@ class BaseManager:
     def _native(self) -> Multiplexer | None:
         return get_multiplexer(self._address, bytes(self._authkey), self._serializer)
 
-    def _server_call(self, method: str, args: tuple[Any, ...] = (), kwds: Any = None) -> Any:
-        """Call a server method, on the native connection when the server is distproc."""
+    # distproc's own, for programs such as ``distproc status``; the stdlib's
+    # BaseManager has none of these.
+    def server_protocol(self) -> str:
+        """How this manager talks to its server: ``'native'`` (a distproc server) or
+        ``'stdlib'``.  It connects on first use, with the errors of :meth:`connect`."""
+        return "stdlib" if self._native() is None else "native"
+
+    def server_call(self, method: str, /, *args: Any, **kwds: Any) -> Any:
+        """Call server method ``method`` (``status``, ``debug_info``,
+        ``number_of_objects``...) and return its result; on the native connection
+        when the server is distproc's, else on a connection of its own."""
         mux = self._native()
         if mux is None:
             with self._Client(self._address, authkey=self._authkey) as conn:
                 return dispatch(conn, None, method, args, kwds)
         kind, value = mux.call(None, method, args, kwds)
-        if kind != RETURN:
+        if kind != KIND_RETURN:
             raise convert_to_error(kind, value)
         return value
 
+    def close_connections(self) -> None:
+        """Close this process's native connections to the server (the next call opens one)."""
+        close_multiplexers(self._address)
+
     def connect(self) -> None:
         """Connect to a manager's server that already runs (at ``address``)."""
-        self._server_call("dummy")
+        self.server_call("dummy")
         self._state.value = State.STARTED
 
     def start(
@@ -325,7 +342,7 @@ class BaseManager:
 
     def _create(self, typeid: str, /, *args: Any, **kwds: Any) -> tuple[Token, tuple[str, ...]]:
         """Create a new shared object; return its token and exposed methods."""
-        ident, exposed, *_ = self._server_call("create", (typeid, *args), kwds)
+        ident, exposed, *_ = self.server_call("create", typeid, *args, **kwds)
         return Token(typeid, self._address, ident), exposed
 
     def _make_proxy(self, typeid: str, proxytype: Any, args: Any, kwds: Any) -> Any:
@@ -338,7 +355,7 @@ class BaseManager:
             with self._Client(token.address, authkey=self._authkey) as conn:
                 dispatch(conn, None, "decref", (token.id,))
             return proxy
-        ident, exposed, hints = self._server_call("create", (typeid, *args), kwds)
+        ident, exposed, hints = self.server_call("create", typeid, *args, **kwds)
         token = Token(typeid, self._address, ident)
         return adopt_proxy(
             proxytype, token, self._serializer, self, self._authkey, exposed, hints.get("defer", ())
@@ -352,10 +369,10 @@ class BaseManager:
                 self._process = None
 
     def _debug_info(self) -> str:
-        return str(self._server_call("debug_info"))
+        return str(self.server_call("debug_info"))
 
     def _number_of_objects(self) -> int:
-        return int(self._server_call("number_of_objects"))
+        return int(self.server_call("number_of_objects"))
 
     def shutdown(self) -> None:
         """Stop the server process started by :meth:`start`; safe to call again."""
@@ -436,73 +453,25 @@ class BaseManager:
 
 
 # ---------------------------------------------------------------- SyncManager
-class Namespace:
-    """A plain object with attributes, shared through a NamespaceProxy."""
-
-    def __init__(self, /, **kwds: Any) -> None:
-        self.__dict__.update(kwds)
-
-    def __repr__(self) -> str:
-        items = sorted(f"{k}={v!r}" for k, v in self.__dict__.items() if not k.startswith("_"))
-        return f"{type(self).__name__}({', '.join(items)})"
-
-
-class Value:
-    """A value with a typecode, shared through a ValueProxy."""
-
-    def __init__(self, typecode: str, value: Any, lock: bool = True) -> None:
-        self._typecode = typecode
-        self._value = value
-
-    def get(self) -> Any:
-        return self._value
-
-    def set(self, value: Any) -> None:
-        self._value = value
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._typecode!r}, {self._value!r})"
-
-    value = property(get, set)
-
-
-def Array(typecode: str, sequence: Any, lock: bool = True) -> array.array[Any]:
-    return array.array(typecode, sequence)
-
-
-import multiprocessing.managers  # noqa: E402  (after our own classes on purpose)
-
-_mp: Any = multiprocessing.managers
-
-register_pickle_reducer(Namespace, lambda ns: (_mp.Namespace, (), dict(ns.__dict__)))
-register_pickle_reducer(Value, lambda v: (_mp.Value, (v._typecode, v._value)))
-register_pickle_alias("multiprocessing.managers", "Namespace", Namespace)
-register_pickle_alias("multiprocessing.managers", "Value", Value)
-
-
-CHEAP_CONSTRUCTORS.extend((Namespace, Value, Array))
-
-
 class SyncManager(BaseManager):
     """A manager with the shared types of ``multiprocessing.Manager()``."""
 
     # The methods that register() adds below, declared for type checkers.
-    if True:
-        Queue: Callable[..., Any]
-        JoinableQueue: Callable[..., Any]
-        Event: Callable[..., EventProxy]
-        Lock: Callable[..., AcquirerProxy]
-        RLock: Callable[..., AcquirerProxy]
-        Semaphore: Callable[..., AcquirerProxy]
-        BoundedSemaphore: Callable[..., AcquirerProxy]
-        Condition: Callable[..., ConditionProxy]
-        Barrier: Callable[..., BarrierProxy]
-        Pool: Callable[..., Any]
-        list: Callable[..., Any]
-        dict: Callable[..., Any]
-        Value: Callable[..., ValueProxy]
-        Array: Callable[..., Any]
-        Namespace: Callable[..., NamespaceProxy]
+    Queue: Callable[..., Any]
+    JoinableQueue: Callable[..., Any]
+    Event: Callable[..., EventProxy]
+    Lock: Callable[..., AcquirerProxy]
+    RLock: Callable[..., AcquirerProxy]
+    Semaphore: Callable[..., AcquirerProxy]
+    BoundedSemaphore: Callable[..., AcquirerProxy]
+    Condition: Callable[..., ConditionProxy]
+    Barrier: Callable[..., BarrierProxy]
+    Pool: Callable[..., Any]
+    list: Callable[..., Any]
+    dict: Callable[..., Any]
+    Value: Callable[..., ValueProxy]
+    Array: Callable[..., Any]
+    Namespace: Callable[..., NamespaceProxy]
 
 
 SyncManager.register("Queue", queue.Queue)
@@ -525,66 +494,6 @@ SyncManager.register("AsyncResult", create_method=False)
 
 
 # ------------------------------------------------------- SharedMemoryManager
-class _SegmentTracker:
-    """The shared memory segments a SharedMemoryServer unlinks when it stops."""
-
-    def __init__(self, name: str) -> None:
-        self.shared_memory_context_name = name
-        self.segment_names: list[str] = []
-
-    def register_segment(self, segment_name: str) -> None:
-        self.segment_names.append(segment_name)
-
-    def destroy_segment(self, segment_name: str) -> None:
-        self.segment_names.remove(segment_name)
-        segment = shared_memory.SharedMemory(segment_name)
-        segment.close()
-        segment.unlink()
-
-    def unlink(self) -> None:
-        for name in list(self.segment_names):
-            self.destroy_segment(name)
-
-
-class SharedMemoryServer(Server):
-    """A server that also tracks shared memory segments and unlinks them at shutdown."""
-
-    public = [*Server.public, "track_segment", "release_segment", "list_segments"]
-    loop_methods = Server.loop_methods | {"track_segment", "list_segments"}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        address = self.address
-        if isinstance(address, bytes):
-            address = os.fsdecode(address)
-        self.shared_memory_context = _SegmentTracker(f"shm_{address}_{getpid()}")
-
-    def create(
-        self, c: Any, typeid: str, /, *args: Any, **kwargs: Any
-    ) -> tuple[str, tuple[str, ...]]:
-        if hasattr(self.registry[typeid][-1], "_shared_memory_proxy"):
-            kwargs["shared_memory_context"] = self.shared_memory_context
-        return super().create(c, typeid, *args, **kwargs)
-
-    def shutdown(self, c: Any) -> None:
-        self.shared_memory_context.unlink()
-
-    def serve(self) -> None:
-        try:
-            super().serve()
-        finally:
-            self.shared_memory_context.unlink()
-
-    def track_segment(self, c: Any, segment_name: str) -> None:
-        self.shared_memory_context.register_segment(segment_name)
-
-    def release_segment(self, c: Any, segment_name: str) -> None:
-        self.shared_memory_context.destroy_segment(segment_name)
-
-    def list_segments(self, c: Any) -> list[str]:
-        return self.shared_memory_context.segment_names
-
-
 class SharedMemoryManager(BaseManager):
     """A manager that hands out shared memory blocks and unlinks them at shutdown."""
 
@@ -618,9 +527,3 @@ class SharedMemoryManager(BaseManager):
                 raise
         return sl
 
-
-def Manager(*, ctx: BaseContext | None = None) -> SyncManager:
-    """A started :class:`SyncManager`, as ``multiprocessing.Manager()`` returns."""
-    manager = SyncManager(ctx=ctx or get_context())
-    manager.start()
-    return manager

@@ -2,8 +2,8 @@
 
 A process that blocks in ``recv()`` or ``epoll_wait()`` gives up its CPU; when
 the reply comes, the kernel must wake it, and on a virtual machine an idle CPU
-takes tens of microseconds to wake (measured here: 63 µs for a loopback
-round trip of two blocking processes on two CPUs, 11 µs when both poll).  A
+takes tens of microseconds to wake, several times a loopback round trip
+between two processes that poll (the README gives the figures).  A
 request/reply protocol pays that twice per call.
 
 So, where another CPU may be running the peer, a client that waits for a reply

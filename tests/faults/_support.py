@@ -10,48 +10,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared_fixtures import RunningServer, start_serving
+
 from distproc.server import Server
 
-from ._wire import Address
-
-AUTHKEY = b"fault-test-authkey"
 CHILD_SCRIPT = Path(__file__).with_name("_child_client.py")
 
 
 @dataclass
-class RunningServer:
-    """A :class:`Server` whose ``serve()`` runs in a thread of the test process."""
+class QueueServer(RunningServer):
+    """A fault test's server, whose ``get_queue`` typeid serves one queue to every client."""
 
-    server: Server
-    thread: threading.Thread
-    authkey: bytes
     #: The queue that the ``get_queue`` typeid serves to every client.
-    shared_queue: queue.Queue[Any]
-
-    @property
-    def address(self) -> Address:
-        host, port = self.server.address
-        return (host, port)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.server.stop()
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the server thread did not stop"
-        assert self.server.stopped.is_set()
+    shared_queue: queue.Queue[Any] = field(default_factory=queue.Queue)
 
 
-def start_server_thread(server: Server, authkey: bytes, shared: queue.Queue[Any]) -> RunningServer:
+def start_server_thread(server: Server, shared: queue.Queue[Any]) -> QueueServer:
     """Run ``server.serve()`` in a thread; return once it accepts connections."""
-    thread = threading.Thread(target=server.serve, name="fault-test-server", daemon=True)
-    thread.start()
-    running = RunningServer(server, thread, authkey, shared)
-    for _ in range(200):
-        if server.started.wait(0.05) or not thread.is_alive():
-            break
-    if not server.started.is_set():
-        running.stop()
-        raise RuntimeError("the server thread did not start")
-    return running
+    return QueueServer(server, start_serving(server, name="fault-test-server"), shared)
 
 
 @dataclass
@@ -119,5 +95,5 @@ class Child:
                 stream.close()
 
 
-ServerFactory = Callable[..., RunningServer]
+ServerFactory = Callable[..., QueueServer]
 ChildFactory = Callable[..., Child]

@@ -15,9 +15,10 @@ import pickle
 import socket
 import struct
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
+
+from shared_fixtures import Address
 
 __all__ = [
     "CHALLENGE",
@@ -31,10 +32,7 @@ __all__ = [
     "reset_close",
     "round_trip",
     "server_call",
-    "wait_until",
 ]
-
-Address = tuple[str, int]
 
 HEADER = struct.Struct("!i")
 HEADER64 = struct.Struct("!Q")
@@ -263,14 +261,3 @@ def round_trip(address: Address, authkey: bytes, *, deadline: float = 2.0) -> fl
     assert got == token
     assert elapsed < deadline, f"a good client's round trip took {elapsed:.2f}s"
     return elapsed
-
-
-def wait_until(
-    predicate: Callable[[], bool], timeout: float, message: str, *, interval: float = 0.005
-) -> None:
-    """Poll ``predicate`` until it is true; fail with ``message`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} (waited {timeout}s)")
-        time.sleep(interval)  # a poll interval, not a wait for an event

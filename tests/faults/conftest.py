@@ -7,24 +7,25 @@ import queue
 import resource
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hub import Hub
+from shared_fixtures import AUTHKEY, Address
 
 from distproc.server import Server, ServerConfig
 
 from ._objects import make_registry
+from ._procs import Proc
 from ._support import (
-    AUTHKEY,
     CHILD_SCRIPT,
     Child,
     ChildFactory,
-    RunningServer,
+    QueueServer,
     ServerFactory,
     start_server_thread,
 )
-from ._wire import Address
 
 
 @pytest.fixture(autouse=True)
@@ -41,9 +42,9 @@ def _collect_garbage() -> Iterator[None]:
 @pytest.fixture
 def server_factory() -> Iterator[ServerFactory]:
     """``make(config=None, authkey=AUTHKEY)`` starts a server; all are stopped at teardown."""
-    running: list[RunningServer] = []
+    running: list[QueueServer] = []
 
-    def make(config: ServerConfig | None = None, *, authkey: bytes = AUTHKEY) -> RunningServer:
+    def make(config: ServerConfig | None = None, *, authkey: bytes = AUTHKEY) -> QueueServer:
         shared: queue.Queue[Any] = queue.Queue()
         server = Server(
             make_registry(shared),
@@ -52,7 +53,7 @@ def server_factory() -> Iterator[ServerFactory]:
             "pickle",
             config=config or ServerConfig(handshake_timeout=10.0),
         )
-        srv = start_server_thread(server, authkey, shared)
+        srv = start_server_thread(server, shared)
         running.append(srv)
         return srv
 
@@ -62,7 +63,7 @@ def server_factory() -> Iterator[ServerFactory]:
 
 
 @pytest.fixture
-def server(server_factory: ServerFactory) -> RunningServer:
+def server(server_factory: ServerFactory) -> QueueServer:
     return server_factory()
 
 
@@ -108,3 +109,25 @@ def spawn_child() -> Iterator[ChildFactory]:
     yield spawn
     for child in children:
         child.close()
+
+
+@pytest.fixture
+def hub() -> Iterator[Hub]:
+    """Tasks of :func:`dp_taskfns.hold` report to it and wait for its release."""
+    with Hub() as running:
+        yield running
+
+
+@pytest.fixture
+def procs() -> Iterator[Callable[..., Proc]]:
+    """``procs(*args, **options)`` starts a :class:`Proc`; all are stopped at teardown."""
+    started: list[Proc] = []
+
+    def start(*args: str, **options: Any) -> Proc:
+        proc = Proc(*args, **options)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

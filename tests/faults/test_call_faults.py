@@ -15,12 +15,12 @@ import pytest
 from distproc.client.connection import Client, Connection, dispatch
 from distproc.errors import RemoteError
 
-from ._support import RunningServer
+from ._support import QueueServer
 from ._wire import round_trip
 
 
 @pytest.fixture
-def thing(server: RunningServer) -> Iterator[str]:
+def thing(server: QueueServer) -> Iterator[str]:
     """The ident of a ``Thing`` on ``server``, released at teardown."""
     with Client(server.address, server.authkey) as conn:
         ident, exposed = dispatch(conn, None, "create", ("Thing",))
@@ -31,7 +31,7 @@ def thing(server: RunningServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def channel(server: RunningServer) -> Iterator[Connection]:
+def channel(server: QueueServer) -> Iterator[Connection]:
     """An object-call channel on ``server``, as a proxy's per-thread connection."""
     with Client(server.address, server.authkey) as conn:
         dispatch(conn, None, "accept_connection", ("fault-test",))
@@ -46,7 +46,7 @@ def _assert_remote_error(exc: BaseException, *names: str) -> None:
         assert name in text, f"{name!r} not in {text!r}"
 
 
-def test_unknown_typeid(server: RunningServer) -> None:
+def test_unknown_typeid(server: QueueServer) -> None:
     with Client(server.address, server.authkey) as conn, pytest.raises(RemoteError) as info:
         dispatch(conn, None, "create", ("NoSuchTypeid",))
     _assert_remote_error(info.value, "NoSuchTypeid")
@@ -56,13 +56,13 @@ def test_unknown_typeid(server: RunningServer) -> None:
 
 
 @pytest.mark.parametrize("typeid", [None, 42, ("Queue",), ""])
-def test_typeid_of_the_wrong_type(server: RunningServer, typeid: object) -> None:
+def test_typeid_of_the_wrong_type(server: QueueServer, typeid: object) -> None:
     with Client(server.address, server.authkey) as conn, pytest.raises(RemoteError):
         dispatch(conn, None, "create", (typeid,))
     round_trip(server.address, server.authkey)
 
 
-def test_create_with_bad_constructor_arguments(server: RunningServer) -> None:
+def test_create_with_bad_constructor_arguments(server: QueueServer) -> None:
     with Client(server.address, server.authkey) as conn, pytest.raises(RemoteError) as info:
         dispatch(conn, None, "create", ("Queue", "not-an-int", "extra"))
     _assert_remote_error(info.value, "TypeError")
@@ -71,7 +71,7 @@ def test_create_with_bad_constructor_arguments(server: RunningServer) -> None:
 
 @pytest.mark.parametrize("methodname", ["hidden", "_private", "__init__", "no_such_method"])
 def test_method_not_exposed(
-    server: RunningServer, thing: str, channel: Connection, methodname: str
+    server: QueueServer, thing: str, channel: Connection, methodname: str
 ) -> None:
     with pytest.raises(RemoteError) as info:
         dispatch(channel, thing, methodname)
@@ -81,7 +81,7 @@ def test_method_not_exposed(
     round_trip(server.address, server.authkey)
 
 
-def test_unknown_ident_on_a_channel(server: RunningServer, channel: Connection) -> None:
+def test_unknown_ident_on_a_channel(server: QueueServer, channel: Connection) -> None:
     with pytest.raises(RemoteError) as info:
         dispatch(channel, "12345abc", "ok")
     _assert_remote_error(info.value, "12345abc")
@@ -97,7 +97,7 @@ def test_unknown_ident_on_a_channel(server: RunningServer, channel: Connection) 
     ],
 )
 def test_unpicklable_result(
-    server: RunningServer, thing: str, channel: Connection, methodname: str, what: str
+    server: QueueServer, thing: str, channel: Connection, methodname: str, what: str
 ) -> None:
     for _ in range(3):
         with pytest.raises(RemoteError) as info:
@@ -108,7 +108,7 @@ def test_unpicklable_result(
     round_trip(server.address, server.authkey)
 
 
-def test_unpicklable_getvalue(server: RunningServer, channel: Connection) -> None:
+def test_unpicklable_getvalue(server: QueueServer, channel: Connection) -> None:
     """``#GETVALUE`` of a queue (which holds locks) cannot be sent back."""
     with Client(server.address, server.authkey) as conn:
         ident, _ = dispatch(conn, None, "create", ("Queue",))
@@ -122,7 +122,7 @@ def test_unpicklable_getvalue(server: RunningServer, channel: Connection) -> Non
 
 
 def test_result_that_fails_to_unpickle_on_the_client(
-    server: RunningServer, thing: str, channel: Connection
+    server: QueueServer, thing: str, channel: Connection
 ) -> None:
     """The reply arrives whole and fails to load: the connection stays in step."""
     with pytest.raises(ValueError, match="refuses to be unpickled"):
@@ -141,7 +141,7 @@ def test_result_that_fails_to_unpickle_on_the_client(
     ],
 )
 def test_bad_server_method_arguments(
-    server: RunningServer, method: str, args: tuple[object, ...]
+    server: QueueServer, method: str, args: tuple[object, ...]
 ) -> None:
     with Client(server.address, server.authkey) as conn, pytest.raises(RemoteError):
         dispatch(conn, None, method, args)

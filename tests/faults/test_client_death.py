@@ -14,32 +14,39 @@ import threading
 import time
 
 import pytest
+from shared_fixtures import wait_until
 
 from distproc.client.connection import Client, dispatch
 from distproc.errors import ConnectionLostError
 
 from ._objects import waiting_getters
-from ._support import ChildFactory, RunningServer
-from ._wire import open_channel, round_trip, server_call, wait_until
+from ._support import ChildFactory, QueueServer
+from ._wire import open_channel, round_trip, server_call
 
 PROMPT = 2.0
 
 
-def _shared_queue_ident(server: RunningServer) -> str:
+def _shared_queue_ident(server: QueueServer) -> str:
     ident, _ = server_call(server.address, server.authkey, "create", ("get_queue",))
     assert isinstance(ident, str)
     return ident
 
 
-def _assert_live_consumer_gets_next_item(server: RunningServer, ident: str) -> None:
+def _assert_live_consumer_gets_next_item(server: QueueServer, ident: str) -> None:
     """No getter is left in line; a live consumer's ``get()`` receives the next put."""
     q = server.shared_queue
     wait_until(
-        lambda: waiting_getters(q) == 0, 5.0, "the server still holds the dead client's get()"
+        lambda: waiting_getters(q) == 0,
+        "the server still holds the dead client's get()",
+        timeout=5.0,
     )
     with open_channel(server.address, server.authkey, name="consumer") as consumer:
         consumer.send_request(ident, "get")
-        wait_until(lambda: waiting_getters(q) == 1, 5.0, "the consumer's get() is not waiting")
+        wait_until(
+            lambda: waiting_getters(q) == 1,
+            "the consumer's get() is not waiting",
+            timeout=5.0,
+        )
         with open_channel(server.address, server.authkey, name="producer") as producer:
             producer.call(ident, "put", ("item-1",))
         consumer.timeout = PROMPT
@@ -49,7 +56,7 @@ def _assert_live_consumer_gets_next_item(server: RunningServer, ident: str) -> N
 
 @pytest.mark.parametrize("mode", ["raw-get", "proxy-get"])
 def test_client_killed_while_blocked_in_get(
-    server: RunningServer, spawn_child: ChildFactory, mode: str
+    server: QueueServer, spawn_child: ChildFactory, mode: str
 ) -> None:
     ident = _shared_queue_ident(server)
     child = spawn_child(mode, server.address, server.authkey, ident)
@@ -58,8 +65,8 @@ def test_client_killed_while_blocked_in_get(
     child.expect("READY")
     wait_until(
         lambda: waiting_getters(server.shared_queue) == 1,
-        5.0,
         "the child's get() never reached the server",
+        timeout=5.0,
     )
     child.proc.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
@@ -69,7 +76,7 @@ def test_client_killed_while_blocked_in_get(
 
 
 def test_two_clients_killed_in_line_before_a_live_one(
-    server: RunningServer, spawn_child: ChildFactory
+    server: QueueServer, spawn_child: ChildFactory
 ) -> None:
     ident = _shared_queue_ident(server)
     children = []
@@ -77,14 +84,22 @@ def test_two_clients_killed_in_line_before_a_live_one(
         child = spawn_child("raw-get", server.address, server.authkey, ident)
         child.expect("READY")
         children.append(child)
-        wait_until(lambda: waiting_getters(server.shared_queue) == len(children), 5.0, "no get()")
+        wait_until(
+            lambda: waiting_getters(server.shared_queue) == len(children),
+            "no get()",
+            timeout=5.0,
+        )
     with open_channel(server.address, server.authkey, name="consumer") as consumer:
         consumer.send_request(ident, "get")
-        wait_until(lambda: waiting_getters(server.shared_queue) == 3, 5.0, "no live get()")
+        wait_until(lambda: waiting_getters(server.shared_queue) == 3, "no live get()", timeout=5.0)
         for child in children:
             child.proc.kill()
             child.wait()
-        wait_until(lambda: waiting_getters(server.shared_queue) == 1, 5.0, "dead get()s kept")
+        wait_until(
+            lambda: waiting_getters(server.shared_queue) == 1,
+            "dead get()s kept",
+            timeout=5.0,
+        )
         with open_channel(server.address, server.authkey, name="producer") as producer:
             producer.call(ident, "put", ("for-the-living",))
         consumer.timeout = PROMPT
@@ -93,7 +108,7 @@ def test_two_clients_killed_in_line_before_a_live_one(
 
 
 def test_client_interrupted_in_get_by_sigint(
-    server: RunningServer, spawn_child: ChildFactory
+    server: QueueServer, spawn_child: ChildFactory
 ) -> None:
     ident = _shared_queue_ident(server)
     child = spawn_child("proxy-sigint", server.address, server.authkey)
@@ -101,8 +116,8 @@ def test_client_interrupted_in_get_by_sigint(
     child.expect("READY")
     wait_until(
         lambda: waiting_getters(server.shared_queue) == 1,
-        5.0,
         "the child's get() never reached the server",
+        timeout=5.0,
     )
     child.proc.send_signal(signal.SIGINT)
     child.expect("INTERRUPTED")
@@ -124,7 +139,7 @@ def test_client_interrupted_in_get_by_sigint(
 class _BlockedGetter:
     """A thread of this process blocked in ``get()`` through distproc's client."""
 
-    def __init__(self, server: RunningServer, ident: str) -> None:
+    def __init__(self, server: QueueServer, ident: str) -> None:
         self.error: BaseException | None = None
         self.result: object = None
         self.done = threading.Event()
@@ -148,11 +163,15 @@ class _BlockedGetter:
 
 
 @pytest.mark.parametrize("how", ["server.stop()", "shutdown request"])
-def test_server_stops_while_clients_wait_in_get(server: RunningServer, how: str) -> None:
+def test_server_stops_while_clients_wait_in_get(server: QueueServer, how: str) -> None:
     ident = _shared_queue_ident(server)
     getters = [_BlockedGetter(server, ident) for _ in range(3)]
     try:
-        wait_until(lambda: waiting_getters(server.shared_queue) == 3, 5.0, "getters not waiting")
+        wait_until(
+            lambda: waiting_getters(server.shared_queue) == 3,
+            "getters not waiting",
+            timeout=5.0,
+        )
         start = time.monotonic()
         if how == "server.stop()":
             server.server.stop()

@@ -8,10 +8,11 @@ import struct
 import time
 
 import pytest
+from shared_fixtures import wait_until
 
 from distproc.server import ServerConfig
 
-from ._support import RunningServer, ServerFactory
+from ._support import QueueServer, ServerFactory
 from ._wire import (
     PeerClosed,
     WireClient,
@@ -20,7 +21,6 @@ from ._wire import (
     reset_close,
     round_trip,
     server_call,
-    wait_until,
 )
 
 PROMPT = 2.0
@@ -55,7 +55,7 @@ def _expect_traceback_or_close(c: WireClient) -> bool:
 
 # ---------------------------------------------------------------- garbage
 @pytest.mark.parametrize("payload", GARBAGE)
-def test_garbage_first_request(server: RunningServer, payload: bytes) -> None:
+def test_garbage_first_request(server: QueueServer, payload: bytes) -> None:
     with WireClient(server.address) as c:
         c.handshake(server.authkey)
         c.send_frame(payload)
@@ -65,7 +65,7 @@ def test_garbage_first_request(server: RunningServer, payload: bytes) -> None:
 
 
 @pytest.mark.parametrize("payload", GARBAGE)
-def test_garbage_on_a_channel(server: RunningServer, payload: bytes) -> None:
+def test_garbage_on_a_channel(server: QueueServer, payload: bytes) -> None:
     ident, _ = server_call(server.address, server.authkey, "create", ("Queue",))
     with open_channel(server.address, server.authkey) as ch:
         ch.call(ident, "put", ("before",))
@@ -78,7 +78,7 @@ def test_garbage_on_a_channel(server: RunningServer, payload: bytes) -> None:
     server_call(server.address, server.authkey, "decref", (ident,))
 
 
-def test_garbage_pipelined_between_good_requests(server: RunningServer) -> None:
+def test_garbage_pipelined_between_good_requests(server: QueueServer) -> None:
     """Good, bad, good in one write: the replies come back in order, one per request."""
     ident, _ = server_call(server.address, server.authkey, "create", ("Queue",))
     with open_channel(server.address, server.authkey) as ch:
@@ -94,7 +94,7 @@ def test_garbage_pipelined_between_good_requests(server: RunningServer) -> None:
     server_call(server.address, server.authkey, "decref", (ident,))
 
 
-def test_unknown_server_method(server: RunningServer) -> None:
+def test_unknown_server_method(server: QueueServer) -> None:
     with WireClient(server.address) as c:
         c.handshake(server.authkey)
         kind, result = c.request(None, "no_such_server_method")
@@ -107,7 +107,7 @@ def test_unknown_server_method(server: RunningServer) -> None:
     round_trip(server.address, server.authkey)
 
 
-def test_request_for_unknown_ident_keeps_channel(server: RunningServer) -> None:
+def test_request_for_unknown_ident_keeps_channel(server: QueueServer) -> None:
     ident, _ = server_call(server.address, server.authkey, "create", ("Queue",))
     with open_channel(server.address, server.authkey) as ch:
         for bad in ("ffffffff", None, 12, ("tuple",)):
@@ -118,7 +118,7 @@ def test_request_for_unknown_ident_keeps_channel(server: RunningServer) -> None:
     round_trip(server.address, server.authkey)
 
 
-def test_decref_of_unknown_ident(server: RunningServer) -> None:
+def test_decref_of_unknown_ident(server: QueueServer) -> None:
     with WireClient(server.address) as c:
         c.handshake(server.authkey)
         kind, result = c.request(None, "decref", ("dead",))
@@ -139,7 +139,7 @@ def test_decref_of_unknown_ident(server: RunningServer) -> None:
 )
 @pytest.mark.parametrize("stage", ["first-request", "channel"])
 def test_peer_closes_mid_frame(
-    server: RunningServer, stage: str, partial: bytes, close: str
+    server: QueueServer, stage: str, partial: bytes, close: str
 ) -> None:
     c = WireClient(server.address)
     try:
@@ -153,10 +153,14 @@ def test_peer_closes_mid_frame(
         else:
             c.close()
     round_trip(server.address, server.authkey)
-    wait_until(lambda: not server.server.connections, 5.0, "the server kept a closed connection")
+    wait_until(
+        lambda: not server.server.connections,
+        "the server kept a closed connection",
+        timeout=5.0,
+    )
 
 
-def test_peer_closes_while_its_reply_is_being_computed(server: RunningServer) -> None:
+def test_peer_closes_while_its_reply_is_being_computed(server: QueueServer) -> None:
     """The client sends a request that runs on a pool thread and disconnects at once."""
     ident, _ = server_call(server.address, server.authkey, "create", ("Thing",))
     for close in (WireClient.close, lambda c: reset_close(c.sock)):
@@ -278,7 +282,7 @@ def test_first_request_in_the_same_write_as_welcome(
     round_trip(srv.address, srv.authkey)
 
 
-def test_client_that_never_reads_replies(server: RunningServer) -> None:
+def test_client_that_never_reads_replies(server: QueueServer) -> None:
     """A client that pipelines requests and never reads does not stall the loop."""
     ident, _ = server_call(server.address, server.authkey, "create", ("Thing",))
     blob = b"y" * 200_000

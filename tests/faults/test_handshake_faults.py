@@ -15,12 +15,13 @@ import struct
 import time
 
 import pytest
+from shared_fixtures import wait_until
 
 from distproc.client.connection import Client, dispatch
 from distproc.errors import AuthenticationError
 from distproc.server import ServerConfig
 
-from ._support import RunningServer, ServerFactory
+from ._support import QueueServer, ServerFactory
 from ._wire import (
     CHALLENGE,
     FAILURE,
@@ -30,7 +31,6 @@ from ._wire import (
     frame,
     reset_close,
     round_trip,
-    wait_until,
 )
 
 #: How fast a connection must be dropped when the server can tell from the bytes.
@@ -45,7 +45,7 @@ def _server_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord
 
 # --------------------------------------------------------------- wrong authkey
 def test_wrong_authkey_raises_and_logs_one_warning(
-    server: RunningServer, caplog: pytest.LogCaptureFixture
+    server: QueueServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="distproc.server")
     with pytest.raises(multiprocessing.AuthenticationError) as info:
@@ -61,7 +61,7 @@ def test_wrong_authkey_raises_and_logs_one_warning(
     assert "not-the-authkey" not in message and server.authkey.decode() not in message
 
 
-def test_wrong_authkey_raw_gets_failure_then_close(server: RunningServer) -> None:
+def test_wrong_authkey_raw_gets_failure_then_close(server: QueueServer) -> None:
     with WireClient(server.address) as c:
         message = c.recv_challenge()
         assert len(message) >= 20
@@ -80,7 +80,7 @@ def test_client_refuses_server_with_other_key(server_factory: ServerFactory) -> 
 
 
 def test_dispatch_works_after_many_wrong_keys(
-    server: RunningServer, caplog: pytest.LogCaptureFixture
+    server: QueueServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="distproc.server")
     for i in range(20):
@@ -106,7 +106,7 @@ def test_dispatch_works_after_many_wrong_keys(
     ],
 )
 def test_garbage_answer_to_challenge(
-    server: RunningServer, answer: bytes, caplog: pytest.LogCaptureFixture
+    server: QueueServer, answer: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="distproc.server")
     with WireClient(server.address) as c:
@@ -127,7 +127,7 @@ def test_garbage_answer_to_challenge(
         pytest.param(b"SSH-2.0-OpenSSH_9.6\r\n", id="ssh-banner"),
     ],
 )
-def test_other_protocols_are_dropped(server: RunningServer, raw: bytes) -> None:
+def test_other_protocols_are_dropped(server: QueueServer, raw: bytes) -> None:
     with WireClient(server.address) as c:
         c.recv_challenge()
         start = time.monotonic()
@@ -148,7 +148,7 @@ def test_other_protocols_are_dropped(server: RunningServer, raw: bytes) -> None:
         pytest.param(b"", id="empty-frame"),
     ],
 )
-def test_garbage_challenge_from_client(server: RunningServer, second_half: bytes) -> None:
+def test_garbage_challenge_from_client(server: QueueServer, second_half: bytes) -> None:
     """The client passed the server's challenge, then sent garbage instead of its own."""
     with WireClient(server.address) as c:
         c.answer_challenge(server.authkey)
@@ -159,7 +159,7 @@ def test_garbage_challenge_from_client(server: RunningServer, second_half: bytes
 
 
 @pytest.mark.parametrize("verdict", [FAILURE, b"#WELCOME", b"", os.urandom(40)])
-def test_client_does_not_welcome_the_server(server: RunningServer, verdict: bytes) -> None:
+def test_client_does_not_welcome_the_server(server: QueueServer, verdict: bytes) -> None:
     """Step 6 is not ``#WELCOME#``: the server must close, not start serving."""
     with WireClient(server.address) as c:
         c.answer_challenge(server.authkey)
@@ -235,7 +235,7 @@ def test_handshake_length_over_256_in_second_half(server_factory: ServerFactory)
     ],
 )
 def test_truncated_handshake_frame_then_close(
-    server: RunningServer, partial: bytes, close: str
+    server: QueueServer, partial: bytes, close: str
 ) -> None:
     c = WireClient(server.address)
     try:
@@ -248,15 +248,23 @@ def test_truncated_handshake_frame_then_close(
         else:
             c.close()
     round_trip(server.address, server.authkey)
-    wait_until(lambda: not server.server.connections, 5.0, "the server kept a closed connection")
+    wait_until(
+        lambda: not server.server.connections,
+        "the server kept a closed connection",
+        timeout=5.0,
+    )
 
 
-def test_close_before_reading_the_challenge(server: RunningServer) -> None:
+def test_close_before_reading_the_challenge(server: QueueServer) -> None:
     for _ in range(50):
         reset_close(socket.create_connection(server.address, timeout=5.0))
         socket.create_connection(server.address, timeout=5.0).close()
     round_trip(server.address, server.authkey)
-    wait_until(lambda: not server.server.connections, 5.0, "the server kept a closed connection")
+    wait_until(
+        lambda: not server.server.connections,
+        "the server kept a closed connection",
+        timeout=5.0,
+    )
 
 
 # ---------------------------------------------------------- silent and slow peers
@@ -264,6 +272,7 @@ def test_close_before_reading_the_challenge(server: RunningServer) -> None:
     "stage",
     ["silent", "half-header", "half-frame", "answered-only", "challenged-only"],
 )
+@pytest.mark.slow
 def test_stalled_handshake_dropped_after_timeout(server_factory: ServerFactory, stage: str) -> None:
     timeout = 0.5
     srv = server_factory(ServerConfig(handshake_timeout=timeout))
@@ -283,6 +292,7 @@ def test_stalled_handshake_dropped_after_timeout(server_factory: ServerFactory, 
     round_trip(srv.address, srv.authkey)
 
 
+@pytest.mark.slow
 def test_authenticated_idle_client_is_not_dropped(server_factory: ServerFactory) -> None:
     """handshake_timeout covers the handshake only, not a quiet authenticated client."""
     timeout = 0.3
@@ -296,6 +306,7 @@ def test_authenticated_idle_client_is_not_dropped(server_factory: ServerFactory)
     round_trip(srv.address, srv.authkey)
 
 
+@pytest.mark.slow
 def test_many_silent_peers_all_dropped(server_factory: ServerFactory) -> None:
     timeout = 0.5
     srv = server_factory(ServerConfig(handshake_timeout=timeout))
@@ -311,6 +322,7 @@ def test_many_silent_peers_all_dropped(server_factory: ServerFactory) -> None:
     round_trip(srv.address, srv.authkey)
 
 
+@pytest.mark.slow
 def test_thousand_idle_peers_do_not_delay_a_client(
     server_factory: ServerFactory, many_fds: int
 ) -> None:
@@ -326,7 +338,9 @@ def test_thousand_idle_peers_do_not_delay_a_client(
             for _ in range(min(64, n - len(peers))):
                 peers.append(socket.create_connection(srv.address, timeout=10.0))
             wait_until(
-                lambda: len(srv.server.connections) >= len(peers), 5.0, "peers were not accepted"
+                lambda: len(srv.server.connections) >= len(peers),
+                "peers were not accepted",
+                timeout=5.0,
             )
         elapsed = round_trip(srv.address, srv.authkey, deadline=2.0)
         # All of them were accepted (each got its challenge) and are still connected.
@@ -345,10 +359,10 @@ def test_thousand_idle_peers_do_not_delay_a_client(
         for sock in peers:
             sock.close()
     assert elapsed < 2.0
-    wait_until(lambda: not srv.server.connections, 10.0, "closed peers were not released")
+    wait_until(lambda: not srv.server.connections, "closed peers were not released", timeout=10.0)
 
 
-def test_peer_vanishing_mid_handshake_does_not_stop_others(server: RunningServer) -> None:
+def test_peer_vanishing_mid_handshake_does_not_stop_others(server: QueueServer) -> None:
     """Interleave: a good handshake in progress while bad peers come and go."""
     good = WireClient(server.address)
     try:

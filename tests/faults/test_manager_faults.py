@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from shared_fixtures import AUTHKEY, wait_until
 
 from distproc.client.connection import Client, dispatch
 from distproc.errors import AuthenticationError, ConnectionLostError, RemoteError
@@ -25,14 +26,13 @@ from distproc.managers import BaseManager
 from distproc.server import ServerConfig
 
 from ._objects import IMPORT_ROOT, THING_EXPOSED, StartedManager, Thing, waiting_getters
-from ._support import RunningServer, start_server_thread
-from ._wire import WireClient, round_trip, wait_until
+from ._support import QueueServer, start_server_thread
+from ._wire import WireClient, round_trip
 
-AUTHKEY = b"manager-fault-authkey"
 PROMPT = 2.0
 TYPEIDS = ("Queue", "get_queue", "Thing")
 
-ManagerServerFactory = Callable[..., RunningServer]
+ManagerServerFactory = Callable[..., QueueServer]
 
 
 def _server_manager_class() -> type[BaseManager]:
@@ -47,9 +47,9 @@ def _server_manager_class() -> type[BaseManager]:
 @pytest.fixture
 def manager_server() -> Iterator[ManagerServerFactory]:
     """``make(authkey=AUTHKEY, config=None)``: a manager's server, served in a thread."""
-    running: list[RunningServer] = []
+    running: list[QueueServer] = []
 
-    def make(authkey: bytes | str = AUTHKEY, config: ServerConfig | None = None) -> RunningServer:
+    def make(authkey: bytes | str = AUTHKEY, config: ServerConfig | None = None) -> QueueServer:
         cls = _server_manager_class()
         shared: queue.Queue[Any] = queue.Queue()
 
@@ -59,7 +59,7 @@ def manager_server() -> Iterator[ManagerServerFactory]:
         cls.register("get_queue", get_queue)
         manager = cls(address=("127.0.0.1", 0), authkey=authkey, config=config)
         server = manager.get_server()
-        srv = start_server_thread(server, server.authkey, shared)
+        srv = start_server_thread(server, shared)
         running.append(srv)
         return srv
 
@@ -303,7 +303,11 @@ def test_server_stop_while_proxies_wait_in_get(manager_server: ManagerServerFact
     try:
         for g in getters:
             assert g.connected.wait(5.0)
-        wait_until(lambda: waiting_getters(srv.shared_queue) == 3, 5.0, "getters not waiting")
+        wait_until(
+            lambda: waiting_getters(srv.shared_queue) == 3,
+            "getters not waiting",
+            timeout=5.0,
+        )
         start = time.monotonic()
         srv.server.stop()
         _check_getters_told(getters, start)
@@ -340,7 +344,7 @@ def test_manager_shutdown_while_proxies_wait_in_get(monkeypatch: pytest.MonkeyPa
         getters = [_ProxyGetter(q) for _ in range(3)]
         for g in getters:
             assert g.connected.wait(5.0)
-        wait_until(lambda: probe.getters() == 3, 5.0, "getters not waiting in the server")
+        wait_until(lambda: probe.getters() == 3, "getters not waiting in the server", timeout=5.0)
         start = time.monotonic()
         manager.shutdown()
         _check_getters_told(getters, start)
@@ -361,7 +365,11 @@ def test_shutdown_request_from_a_client_while_proxies_wait(
     try:
         for g in getters:
             assert g.connected.wait(5.0)
-        wait_until(lambda: waiting_getters(srv.shared_queue) == 3, 5.0, "getters not waiting")
+        wait_until(
+            lambda: waiting_getters(srv.shared_queue) == 3,
+            "getters not waiting",
+            timeout=5.0,
+        )
         start = time.monotonic()
         with Client(srv.address, srv.authkey, timeout=5.0) as conn:
             dispatch(conn, None, "shutdown")

@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import dp_taskfns as fns
 import pytest
@@ -24,86 +18,13 @@ from hub import Hub
 import distproc
 from distproc.errors import WorkerLostError
 
+from ._procs import AUTHKEY, Proc, free_port, wait_for
+
 pytestmark = pytest.mark.timeout(120)
-
-AUTHKEY = b"task-fault-authkey"
-TASKFNS = Path(fns.__file__).parent
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    """Wait until ``predicate()`` holds, checking on a short interval (state read over the wire)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        threading.Event().wait(0.02)
-
-
-@pytest.fixture
-def hub() -> Iterator[Hub]:
-    with Hub() as running:
-        yield running
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Proc:
-    """A ``distproc`` subprocess (serve or worker), stopped at the end of the test."""
-
-    def __init__(self, *args: str) -> None:
-        env = dict(os.environ, DISTPROC_AUTHKEY=AUTHKEY.decode())
-        env["PYTHONPATH"] = os.pathsep.join([str(TASKFNS), *sys.path])
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "distproc", *args],
-            env=env,
-            cwd=TASKFNS,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._listening = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stderr is not None
-        for line in self.popen.stderr:
-            self.lines.append(line)
-            if "serving" in line or "worker with" in line:
-                self._listening.set()
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        assert self._listening.wait(timeout), "".join(self.lines)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(30)
-        self._reader.join(10)
-        assert self.popen.stderr is not None
-        self.popen.stderr.close()
-
-
-@pytest.fixture
-def procs() -> Iterator[Callable[..., Proc]]:
-    started: list[Proc] = []
-
-    def start(*args: str) -> Proc:
-        proc = Proc(*args)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 # --------------------------------------------------------------------------- tests
+@pytest.mark.slow
 def test_kill_9_of_a_worker_mid_task_loses_nothing(hub: Hub) -> None:
     with distproc.Executor(workers=2, progress=False) as ex:
         futures = [ex.submit(fns.hold, hub.port, x) for x in range(20)]
@@ -117,6 +38,7 @@ def test_kill_9_of_a_worker_mid_task_loses_nothing(hub: Hub) -> None:
         wait_for(lambda: len(ex.status()["workers"]) == 2, what="a replacement worker")
 
 
+@pytest.mark.slow
 def test_sigstop_past_the_heartbeat_timeout_moves_tasks_and_discards_late_results(
     hub: Hub,
 ) -> None:
@@ -141,6 +63,7 @@ def test_sigstop_past_the_heartbeat_timeout_moves_tasks_and_discards_late_result
         assert list(ex.map(fns.square, range(10))) == [x * x for x in range(10)]
 
 
+@pytest.mark.slow
 def test_a_task_that_exits_is_dead_lettered_and_the_fleet_goes_on() -> None:
     with distproc.Executor(workers=2, max_attempts=3, progress=False) as ex:
         poison = ex.submit(fns.die, 1)
@@ -155,6 +78,7 @@ def test_a_task_that_exits_is_dead_lettered_and_the_fleet_goes_on() -> None:
         assert [d["function"] for d in status["dead_letters"]] == ["dp_taskfns:die"]
 
 
+@pytest.mark.slow
 def test_a_poison_call_in_a_map_fails_alone() -> None:
     with distproc.Executor(workers=2, max_attempts=3, progress=False) as ex:
         out = list(ex.map(fns.die_on, range(40), [13] * 40, return_exceptions=True))
@@ -163,6 +87,7 @@ def test_a_poison_call_in_a_map_fails_alone() -> None:
         assert ex.status()["tasks"]["dead"] == 1
 
 
+@pytest.mark.slow
 def test_master_shutdown_while_workers_are_busy(hub: Hub, procs: Callable[..., Proc]) -> None:
     port = free_port()
     ex = distproc.Executor(address=("127.0.0.1", port), authkey=AUTHKEY, progress=False)
@@ -180,6 +105,7 @@ def test_master_shutdown_while_workers_are_busy(hub: Hub, procs: Callable[..., P
         assert list(ex2.map(fns.square, range(10))) == [x * x for x in range(10)]
 
 
+@pytest.mark.slow
 def test_workers_reconnect_after_the_service_restarts(procs: Callable[..., Proc]) -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
@@ -199,6 +125,7 @@ def test_workers_reconnect_after_the_service_restarts(procs: Callable[..., Proc]
     assert worker.popen.poll() is None
 
 
+@pytest.mark.slow
 def test_sigterm_lets_running_tasks_finish_and_hands_back_the_rest(
     hub: Hub, procs: Callable[..., Proc]
 ) -> None:
@@ -218,6 +145,7 @@ def test_sigterm_lets_running_tasks_finish_and_hands_back_the_rest(
         assert ex.status()["tasks"]["dead"] == 0
 
 
+@pytest.mark.slow
 def test_two_masters_share_one_service(procs: Callable[..., Proc]) -> None:
     port = free_port()
     service = procs("serve", "--address", f"127.0.0.1:{port}")
@@ -232,3 +160,22 @@ def test_two_masters_share_one_service(procs: Callable[..., Proc]) -> None:
         assert [f.result(60) for f in fa] == [x + 1 for x in range(50)]
         assert [f.result(60) for f in fb] == [x + 2 for x in range(50)]
         assert a.status()["masters"] == 2
+
+
+@pytest.mark.parametrize("mode", [[], ["--threads"]])
+def test_a_second_sigterm_stops_a_worker_at_once(
+    hub: Hub, procs: Callable[..., Proc], mode: list[str]
+) -> None:
+    port = free_port()
+    with distproc.Executor(address=("127.0.0.1", port), authkey=AUTHKEY, progress=False) as ex:
+        worker = procs("-v", "worker", f"127.0.0.1:{port}", "-c", "1", *mode)
+        worker.wait_ready()
+        future = ex.submit(fns.hold, hub.port, 1)
+        hub.next_started()  # the task runs, held: a graceful stop would wait for it
+        worker.popen.send_signal(signal.SIGTERM)
+        worker.wait_line("stopping")  # the first one was handled; now the second
+        worker.popen.send_signal(signal.SIGTERM)
+        assert worker.finish(timeout=30) in (0, 128 + signal.SIGTERM), worker.text
+        assert not future.done()  # stopped at once: the task was not waited for
+        hub.release()
+        ex.shutdown(wait=False, cancel_futures=True)

@@ -11,17 +11,25 @@ other form would have sent.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import secrets
 from typing import Any
 
 import pytest
 
+import distproc.aio
 from distproc import managers as distproc_managers
+from distproc.client.connection import Client
+from distproc.client.mux_cache import get_multiplexer
+from distproc.errors import AuthenticationError, DistprocError
 
 from .conftest import DistprocServerFactory, StdlibServerFactory
 from .harness import PeerPython, run_stdlib_client
 from .peers import peer_common
+
+#: Real interpreters in subprocesses, six versions over: seconds in all.
+pytestmark = pytest.mark.slow
 
 #: distproc speaks the 3.12+ forms: it challenges with ``{sha256}``.
 DISTPROC_MODERN = True
@@ -196,3 +204,31 @@ def test_distproc_client_wrong_authkey(
 
     manager = distproc_connect(server.port, authkey)
     assert dict_round_trip(manager) == {"ok": 1}
+
+
+def test_native_clients_can_refuse_md5(
+    peer_python: PeerPython, stdlib_server: StdlibServerFactory, authkey: bytes
+) -> None:
+    """``allow_md5=False`` on the multiplexer and on distproc.aio, as on ``Client()``:
+    a 3.8-3.11 server, which authenticates with HMAC-MD5 only, is refused."""
+    server = stdlib_server(peer_python)
+    address = (peer_common.HOST, server.port)
+
+    async def aio_connect() -> Any:
+        return await distproc.aio.connect(address, authkey, allow_md5=False)
+
+    if peer_python.modern_handshake:
+        # {sha256}: the handshake passes; a stdlib server then has no multiplexer.
+        assert get_multiplexer(address, authkey, "pickle", allow_md5=False) is None
+        with pytest.raises(DistprocError, match="not a distproc server"):
+            asyncio.run(aio_connect())
+    else:
+        with pytest.raises(AuthenticationError, match="allow_md5=False refuses"):
+            get_multiplexer(address, authkey, "pickle", allow_md5=False)
+        with pytest.raises(AuthenticationError, match="allow_md5=False refuses"):
+            asyncio.run(aio_connect())
+        with pytest.raises(AuthenticationError, match="allow_md5=False refuses"):
+            Client(address, authkey, allow_md5=False)
+    # The same server, with MD5 allowed: served over the stdlib's protocol.
+    assert get_multiplexer(address, authkey, "pickle") is None
+    assert dict_round_trip(distproc_connect(server.port, authkey)) == {"ok": 1}

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import queue
+from collections.abc import Callable
+from multiprocessing.managers import BaseManager as StdlibManager
 from typing import Any
 
 import pytest
+from shared_fixtures import AUTHKEY, ServeFn
 
 import distproc.aio
 from distproc.errors import DistprocError
 from distproc.managers import BaseManager
-
-AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
-ServeFn = Any
 
 
 class QM(BaseManager):
@@ -83,19 +83,31 @@ def test_many_calls_in_flight(serve: ServeFn) -> None:
     assert asyncio.run(main()) == list(range(20))
 
 
-def test_stdlib_server_is_refused_clearly() -> None:
-    import threading
-    from multiprocessing.managers import BaseManager as StdlibManager
+class StdlibQM(StdlibManager):
+    pass
 
-    class SM(StdlibManager):
-        pass
 
-    server = SM(address=("127.0.0.1", 0), authkey=AUTHKEY).get_server()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def test_stdlib_server_is_refused_clearly(stdlib_manager: Callable[..., Any]) -> None:
+    server = stdlib_manager(StdlibQM)
 
     async def main() -> None:
         with pytest.raises(DistprocError, match="not a distproc server"):
             await distproc.aio.connect(server.address, AUTHKEY)
 
     asyncio.run(main())
+
+
+def test_native_serializer_uses_the_native_codec_on_the_same_host(serve: ServeFn) -> None:
+    """``serializer='native'`` never sends pickle, also after the move to the
+    same-host socket (a pickle server then serves this client with msgpack)."""
+    server, _ = serve(QM)
+
+    async def main() -> tuple[Any, str]:
+        async with await distproc.aio.connect(
+            server.address, AUTHKEY, QM, serializer="native"
+        ) as m:
+            q = await m.Queue()
+            await q.put({"a": (1, 2)})
+            return await q.get(timeout=5), type(m._codec).__name__
+
+    assert asyncio.run(main()) == ({"a": (1, 2)}, "NativeCodec")

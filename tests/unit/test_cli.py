@@ -18,8 +18,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 import distproc
+from distproc.addresses import is_loopback
 from distproc.cli.main import cli, main
-from distproc.cli.serve import is_loopback, parse_address, read_authkey
+from distproc.cli.options import parse_address, read_authkey
 from distproc.errors import AuthenticationError
 from distproc.managers import BaseManager
 
@@ -386,6 +387,7 @@ def environ(**changes: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("authkey_from", "stop_with"),

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -412,6 +413,7 @@ def test_verbose_logs_one_timestamped_line_per_event(runner: CliRunner, module_d
     assert quiet.stderr == ""
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_in_process_on_real_workers(runner: CliRunner, module_dir: Path) -> None:
     result = runner.invoke(
@@ -466,6 +468,7 @@ def distproc(*args: str, cwd: Path, input: str, **env: str) -> subprocess.Comple
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_the_readme_example_from_the_repository_root() -> None:
     result = distproc(
@@ -480,6 +483,7 @@ def test_the_readme_example_from_the_repository_root() -> None:
     assert lines(result.stdout) == [i * i for i in range(1, 201)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_failures_end_to_end(tmp_path: Path) -> None:
     (tmp_path / "funcs.py").write_text(FUNCTIONS)
@@ -513,6 +517,7 @@ def _gone(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
 def test_ctrl_c_end_to_end(tmp_path: Path) -> None:
@@ -551,6 +556,7 @@ def test_ctrl_c_end_to_end(tmp_path: Path) -> None:
     assert all(_gone(pid) for pid in workers)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_remote_worker_joins_at_the_address(tmp_path: Path) -> None:
     (tmp_path / "funcs.py").write_text(FUNCTIONS)
@@ -578,3 +584,83 @@ def test_a_remote_worker_joins_at_the_address(tmp_path: Path) -> None:
                 worker.send_signal(signal.SIGTERM)
                 worker.communicate(timeout=20)
     assert (master.returncode, lines(out)) == (0, [2, 4, 6]), err
+
+
+# ------------------------------------------------- what a new user ran into
+def test_a_line_that_is_not_utf8_says_so(runner: CliRunner, module_dir: Path) -> None:
+    hooks = MapHooks(executor=Started())
+    result = runner.invoke(
+        cli, ["map", "funcs:double"], input=b"1\n\xff\xfe\n2\n", env={"DISTPROC_AUTHKEY": None},
+        obj=hooks,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    out = lines(result.stdout)
+    assert [out[0], out[2]] == [2, 4]
+    message = out[1]["error"]["message"]
+    assert message.startswith("input line 2 is not UTF-8 (byte 0xff at position 0)")
+    assert "UTF-16" not in message and "utf-16" not in message
+
+
+def test_results_with_non_ascii_text_are_written_as_utf8(
+    runner: CliRunner, module_dir: Path
+) -> None:
+    result = run_map(runner, "funcs:double", input='"é"\n"日本"\n')
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == '"éé"\n"日本日本"\n'
+
+
+def test_the_functions_offered_are_ones_that_workers_could_import(
+    runner: CliRunner, module_dir: Path
+) -> None:
+    result = run_map(runner, "funcs:triple")
+    line = one_line_error(result, 2)
+    assert line.endswith(
+        "no function 'triple'; its functions: add, as_set, double, fail_on_odd, make_nested, nap"
+    )
+
+
+@pytest.mark.parametrize("target", ["funcs:lambda_function", "funcs:nested"])
+def test_a_function_workers_cannot_import_is_not_offered_pickle(
+    runner: CliRunner, module_dir: Path, target: str
+) -> None:
+    line = one_line_error(run_map(runner, target), 2, "cannot be sent to workers")
+    assert "pickle" not in line  # distproc map has no such option
+
+
+def test_the_join_hint_for_every_interface_names_this_host(
+    runner: CliRunner, module_dir: Path
+) -> None:
+    class Bound(FakeExecutor):
+        def __init__(self, address: Any = None, **kwargs: Any) -> None:
+            super().__init__(address, **kwargs)
+            self.address = (address[0], 4321)
+
+    result = run_map(
+        runner, "funcs:double", "--address", "0.0.0.0:0", input="1\n",
+        env={"DISTPROC_AUTHKEY": "k"}, started=Started(Bound),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    [hint] = result.stderr.splitlines()
+    assert hint.startswith("distproc: remote workers can join with: distproc worker ")
+    assert "0.0.0.0" not in hint
+    assert f"{socket.gethostname()}:4321" in hint
+    helped = runner.invoke(cli, ["map", "--help"])
+    assert "0.0.0.0:" not in helped.stdout.replace("(0.0.0.0 listens", "")
+
+
+@pytest.mark.timeout(60)
+def test_a_reader_that_stops_early_is_not_a_failure() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "distproc", "map", "examples.squares:square", "-w", "1"],
+        cwd=REPO, env=environ(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    ) as proc:  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write("".join(f"{i}\n" for i in range(1, 100_001)))
+        proc.stdin.close()
+        head = [proc.stdout.readline() for _ in range(3)]  # as `| head -3` does
+        proc.stdout.close()
+        err = proc.stderr.read()
+        assert proc.wait(50) == 0, err
+    assert head == ["1\n", "4\n", "9\n"]
+    assert "Traceback" not in err and "error" not in err

@@ -325,6 +325,7 @@ def environ(**changes: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("flags", "stop_with"), [(["--json"], signal.SIGINT), ([], signal.SIGTERM)]
@@ -360,6 +361,7 @@ def test_watch_end_to_end(serve: ServeFn, flags: list[str], stop_with: signal.Si
     del held
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_status_of_a_running_map(tmp_path: Path, runner: CliRunner) -> None:
     (tmp_path / "naps.py").write_text(

@@ -1,6 +1,6 @@
 """Same-host native clients move from loopback TCP to the server's Unix socket.
 
-See :mod:`distproc.wire.local`.  Real servers on port 0, real sockets.
+See :mod:`distproc.wire.same_host`.  Real servers on port 0, real sockets.
 """
 
 from __future__ import annotations
@@ -14,23 +14,20 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from shared_fixtures import AUTHKEY, ServeFn, serve_in_thread, wait_until
 
 import distproc.aio
 from distproc.client.connection import Client, dispatch
-from distproc.client.mux import close_multiplexers
+from distproc.client.mux_cache import close_multiplexers
 from distproc.errors import AuthenticationError, ConnectionLostError
 from distproc.managers import BaseManager
 from distproc.server import ServerConfig
-from distproc.wire import handshake, local
+from distproc.wire import handshake, same_host
 from distproc.wire.framing import recv_frame
-
-AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
-ServeFn = Any
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="abstract Unix sockets are Linux's"
@@ -46,7 +43,7 @@ QM.register("Queue", queue.Queue)
 
 @pytest.fixture(autouse=True)
 def _fresh_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(local.ENV, raising=False)
+    monkeypatch.delenv(same_host.ENV, raising=False)
     close_multiplexers()
     yield
     close_multiplexers()
@@ -86,16 +83,13 @@ def test_a_client_waiting_in_the_backlog_is_offered_it_too() -> None:
     start): the Unix socket must be ready before the first TCP accept."""
     server = QM(address=("127.0.0.1", 0), authkey=AUTHKEY).get_server()
     with socket.create_connection(server.address, timeout=10) as early:
-        thread = threading.Thread(target=server.serve, daemon=True)
-        thread.start()
+        running = serve_in_thread(server)
         try:
             challenge = recv_frame(early, 256)
             flags = handshake.read_marker(challenge[len(handshake.CHALLENGE) :])
             assert flags is not None and flags & handshake.FLAG_LOCAL
         finally:
-            server.stop()
-            thread.join(10)
-    assert not thread.is_alive()
+            running.stop()
 
 
 @pytest.mark.parametrize(("server", "client"), [("pickle", "native"), ("native", "native")])
@@ -140,7 +134,7 @@ def test_a_server_killed_under_a_waiting_get_is_noticed(
     ConnectionLostError at once (the kernel ends the socket), not a hang and
     not the bare ConnectionResetError of a socket that had unread bytes."""
     if family == socket.AF_INET:
-        monkeypatch.setenv(local.ENV, "0")  # the server process inherits it
+        monkeypatch.setenv(same_host.ENV, "0")  # the server process inherits it
     manager = QM(address=("127.0.0.1", 0), authkey=AUTHKEY)
     manager.start()
     try:
@@ -159,17 +153,12 @@ def test_a_server_killed_under_a_waiting_get_is_noticed(
 
         waiter = threading.Thread(target=wait, daemon=True)
         waiter.start()
-        deadline = time.monotonic() + 10
-        while not mux._slots:  # the get() is sent and waits for its reply
-            assert time.monotonic() < deadline, "the get() was never sent"
-            time.sleep(0.001)  # poll interval, bounded by the deadline
+        wait_until(lambda: mux._slots, "the get() was never sent")  # it waits for its reply
         process = manager._process
         # Stopped, the server cannot read the put below: it dies with bytes
         # unread, and the kernel resets the connection instead of ending it.
         os.kill(process.pid, signal.SIGSTOP)
-        while _state(process.pid) != "T":  # stopped: the signal has taken effect
-            assert time.monotonic() < deadline, "the server did not stop"
-            time.sleep(0.001)  # poll interval, bounded by the deadline
+        wait_until(lambda: _state(process.pid) == "T", "the server did not stop")  # stopped
         q.put("never read")  # an unbounded queue's put does not wait for its reply
         os.kill(process.pid, signal.SIGKILL)
         assert done.wait(5), "the waiting get() did not notice the server's death"
@@ -262,7 +251,7 @@ def test_turned_off_on_either_side(serve: ServeFn, monkeypatch: pytest.MonkeyPat
 
     offering, other = serve(QM)
     assert offering.local_address is not None
-    monkeypatch.setenv(local.ENV, "0")
+    monkeypatch.setenv(same_host.ENV, "0")
     close_multiplexers()  # connect() may have opened one already
     assert _family_of(other.Queue()) == socket.AF_INET
 
@@ -270,7 +259,7 @@ def test_turned_off_on_either_side(serve: ServeFn, monkeypatch: pytest.MonkeyPat
 def test_a_name_that_is_not_on_this_host_keeps_tcp(serve: ServeFn) -> None:
     """As behind a tunnel (``ssh -L``): loopback both ways, but another host's name."""
     server, client = serve(QM)
-    server.local_address = local.new_name()  # nothing listens there
+    server.local_address = same_host.new_name()  # nothing listens there
     close_multiplexers()  # connect() may have opened one already
     q: Any = client.Queue()
     assert _family_of(q) == socket.AF_INET
@@ -278,3 +267,21 @@ def test_a_name_that_is_not_on_this_host_keeps_tcp(serve: ServeFn) -> None:
     assert q.get() == 3
     [conn] = server.connections
     assert conn.protocol == "native"
+
+
+def test_the_asyncio_client_keeps_tcp_when_the_name_is_not_on_this_host(
+    serve: ServeFn,
+) -> None:
+    server, _ = serve(QM)
+    server.local_address = same_host.new_name()  # nothing listens there
+
+    async def main() -> tuple[int, Any]:
+        manager = await distproc.aio.connect(server.address, AUTHKEY, QM)
+        try:
+            q = await manager.Queue()
+            await q.put("x")
+            return manager._stream.writer.get_extra_info("socket").family, await q.get()
+        finally:
+            await manager.aclose()
+
+    assert asyncio.run(main()) == (socket.AF_INET, "x")

@@ -7,19 +7,15 @@ import pickle
 import queue
 import socket
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from shared_fixtures import AUTHKEY, ServeFn, serve_in_thread, wait_until
 
 import distproc
 from distproc.client.connection import Client, dispatch
 from distproc.errors import RemoteError
 from distproc.managers import BaseManager, BaseProxy, SyncManager
-
-AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
-ServeFn = Any  # the serve fixture: (manager class) -> (server, connected manager)
 
 
 class Counter:
@@ -198,10 +194,8 @@ def test_xmlrpclib_serializer(serve: ServeFn) -> None:
     XM.register("Queue", queue.Queue)
     XM.register("dict", dict)
     server = XM(address=("127.0.0.1", 0), authkey=AUTHKEY, serializer="xmlrpclib").get_server()
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
+    running = serve_in_thread(server)
     try:
-        assert server.started.wait(10)
         client = XM(address=server.address, authkey=AUTHKEY, serializer="xmlrpclib")
         client.connect()
         q: Any = client.Queue()  # type: ignore[attr-defined]
@@ -209,8 +203,7 @@ def test_xmlrpclib_serializer(serve: ServeFn) -> None:
         assert q.get() == [1, "two"]  # xmlrpc has no tuples
         del q
     finally:
-        server.stop()
-        thread.join(10)
+        running.stop()
 
 
 def test_str_authkey_is_utf8(serve: ServeFn) -> None:
@@ -349,17 +342,9 @@ def test_systemexit_while_unpickling_does_not_stop_the_server(serve: ServeFn) ->
     assert client.Counter().incr() == 1
 
 
-def _wait_until(reached: Callable[[], Any], what: str) -> None:
-    """Until ``reached()`` is true: a state with no event to wait on, checked every ms."""
-    deadline = time.monotonic() + 10
-    while not reached():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.001)  # poll interval, bounded by the deadline
-
-
 def _wait_for_waiters(cond: Any, n: int) -> None:
     """Until ``n`` threads wait on ``cond``."""
-    _wait_until(lambda: len(cond._waiters) >= n, "the thread never started waiting")
+    wait_until(lambda: len(cond._waiters) >= n, "the thread never started waiting")
 
 
 def test_served_queues_still_wake_threads_of_the_server_process(serve: ServeFn) -> None:
@@ -397,7 +382,7 @@ def test_served_queues_still_wake_threads_of_the_server_process(serve: ServeFn) 
     waiter = threading.Thread(target=lambda: got.append(q.get(timeout=10)))
     waiter.start()
     lq: Any = shared._distproc_waiters  # type: ignore[attr-defined]  # set by the server
-    _wait_until(lambda: lq.getters, "the client's get() was never parked")
+    wait_until(lambda: lq.getters, "the client's get() was never parked")
     shared.put("c")
     waiter.join(10)
     assert got[-1] == "c"

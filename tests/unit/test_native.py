@@ -10,25 +10,28 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from multiprocessing.managers import BaseManager as StdlibManager
 from typing import Any
 
 import pytest
+from shared_fixtures import AUTHKEY, ServeFn, serve_in_thread
 
 import distproc.aio
-from distproc.client.connection import Client, dispatch, open_socket
-from distproc.client.mux import PILE_LIMIT, Multiplexer, close_multiplexers
+from distproc.client.connect import connect
+from distproc.client.connection import Client, dispatch
+from distproc.client.mux import PILE_LIMIT, Multiplexer
+from distproc.client.mux_cache import close_multiplexers
 from distproc.errors import DistprocError
 from distproc.managers import BaseManager, SyncManager
-from distproc.server import ServerConfig, native as server_native
+from distproc.server import ServerConfig, native_session as server_native
 from distproc.server.connection import ServerConnection
-from distproc.server.native import NativeSession
+from distproc.server.native_session import NativeSession
 from distproc.wire import handshake
 from distproc.wire.codecs import PickleCodec
-from distproc.wire.framing import FrameReader, encode_header, recv_frame, send_frame
-from distproc.wire.records import BATCH_LIMIT, CALL, HELLO, KINDS, REPLY, iter_records, record
-
-AUTHKEY = b"unit-test-key"  # the key the serve fixture uses
-ServeFn = Any  # the serve fixture: (manager class) -> (server, connected manager)
+from distproc.wire.framing import FrameReader, encode_header
+from distproc.wire.handshake import FLAG_PICKLE
+from distproc.wire.records import BATCH_LIMIT, CALL, KINDS, REPLY, iter_records, record
 
 
 class Unloadable:
@@ -250,33 +253,22 @@ def test_references_of_a_dead_process_are_released(serve: ServeFn) -> None:
     q: Any = client.Queue()
     assert len(server.table) == 1
     # ... and this process "dies": its connection goes, its session never comes back.
-    from distproc.client import mux
+    from distproc.client import mux_cache
 
-    monkey_session = mux._session
-    mux._session = (0, b"")  # a new process identity for the next connection
+    monkey_session = mux_cache._session
+    mux_cache._session = (0, b"")  # a new process identity for the next connection
     try:
         close_multiplexers(server.address)
         assert client._number_of_objects() == 0  # released after the (zero) grace period
     finally:
-        mux._session = monkey_session
+        mux_cache._session = monkey_session
     del q
 
 
 def _native_socket(address: Any) -> socket.socket:
-    sock = open_socket(address)
-
-    class Raw:
-        def send_bytes(self, data: bytes) -> None:
-            send_frame(sock, data)
-
-        def recv_bytes(self, maxlength: int | None = None) -> bytes:
-            return recv_frame(sock, 256)
-
-    flags = handshake.client_handshake(
-        Raw(), AUTHKEY, marker=handshake.make_marker(handshake.FLAG_PICKLE)
-    )
+    sock, agreement = connect(address, AUTHKEY, flags=FLAG_PICKLE, session_id=b"raw-session")
+    flags = agreement.peer_flags
     assert flags is not None and flags & handshake.FLAG_PICKLE
-    send_frame(sock, b"".join(record(HELLO, 0, blob=b"raw-session")))
     return sock
 
 
@@ -326,6 +318,7 @@ class EchoManager(BaseManager):
 EchoManager.register("Echo", _Echo)
 
 
+@pytest.mark.slow
 def test_a_client_that_reads_no_replies_is_no_longer_read(serve: ServeFn) -> None:
     """A peer that sends calls but reads none of their replies: once the replies
     waiting for it pass the transport's limit, the server stops reading it (as
@@ -373,15 +366,17 @@ def test_native_serializer_never_sends_pickle(serve: ServeFn) -> None:
         q.put(Custom())
 
 
-def test_native_serializer_against_a_stdlib_server_is_refused() -> None:
-    from multiprocessing.managers import BaseManager as StdlibManager
+class StdlibQM(StdlibManager):
+    pass
 
-    class SM(StdlibManager):
-        pass
 
-    SM.register("Queue", queue.Queue)
-    server = SM(address=("127.0.0.1", 0), authkey=AUTHKEY).get_server()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+StdlibQM.register("Queue", queue.Queue)
+
+
+def test_native_serializer_against_a_stdlib_server_is_refused(
+    stdlib_manager: Callable[..., Any],
+) -> None:
+    server = stdlib_manager(StdlibQM)
     client = QM(address=server.address, authkey=AUTHKEY, serializer="native")
     with pytest.raises(DistprocError, match="not a distproc server"):
         client.connect()
@@ -504,6 +499,7 @@ def test_replies_read_at_once_go_out_in_frames_within_the_batch_limit(
     assert max(sent) <= BATCH_LIMIT
 
 
+@pytest.mark.slow
 def test_a_thread_waits_for_the_sender_once_too_much_is_left_to_it(serve: ServeFn) -> None:
     """Calls sent without waiting pile up while another thread is sending; past a
     bound, a thread waits for the socket like a thread sending alone would."""
@@ -531,6 +527,7 @@ def test_a_thread_waits_for_the_sender_once_too_much_is_left_to_it(serve: ServeF
     assert [q.get(timeout=5) for _ in range(count)] == list(range(count))
 
 
+@pytest.mark.slow
 def test_many_threads_sending_at_once_lose_nothing(serve: ServeFn) -> None:
     _, client = serve(QM)
     q: Any = client.Queue()
@@ -578,6 +575,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_a_forked_child_opens_its_own_connection() -> None:
     """A child never reads or writes its parent's socket: its proxies reconnect."""
     out = subprocess.run(
@@ -621,21 +619,13 @@ def test_no_connection_is_left_for_the_interpreter_to_collect() -> None:
     assert "ResourceWarning" not in out.stderr, out.stderr
 
 
-def _serve_in_thread(address: tuple[str, int]) -> tuple[Any, threading.Thread]:
-    server = QM(address=address, authkey=AUTHKEY).get_server()
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    assert server.started.wait(10)
-    return server, thread
-
-
 @pytest.mark.parametrize("transport", ["unix", "tcp"])
 def test_a_new_manager_reaches_a_server_restarted_at_the_same_address(
     transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if transport == "tcp":
         monkeypatch.setenv("DISTPROC_LOCAL_SOCKET", "0")
-    first, thread = _serve_in_thread(("127.0.0.1", 0))
+    first = serve_in_thread(QM(address=("127.0.0.1", 0), authkey=AUTHKEY).get_server())
     address = first.address
     try:
         old: Any = QM(address=address, authkey=AUTHKEY)
@@ -648,9 +638,7 @@ def test_a_new_manager_reaches_a_server_restarted_at_the_same_address(
         assert mux.sock.family == family
     finally:
         first.stop()
-        thread.join(10)
-    assert not thread.is_alive()
-    second, thread = _serve_in_thread(address)  # the same port, now free
+    second = serve_in_thread(QM(address=address, authkey=AUTHKEY).get_server())  # the same port
     try:
         new: Any = QM(address=address, authkey=AUTHKEY)
         new.connect()  # not on the dead server's connection
@@ -658,11 +646,10 @@ def test_a_new_manager_reaches_a_server_restarted_at_the_same_address(
         q2.put(2)
         assert q2.get() == 2
         assert mux.broken is not None and q2._native() is not mux
-        assert len(second.connections) == 1
+        assert len(second.server.connections) == 1
     finally:
         close_multiplexers(address)
         second.stop()
-        thread.join(10)
 
 
 def test_queue_calls_served_at_once_make_no_call_object(

@@ -97,6 +97,7 @@ def assert_ten_squares(result: subprocess.CompletedProcess[str]) -> None:
     assert lines_of(result.stdout, "run.py") == ["manager exited with 0, worker exited with 0"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_manager_and_worker_exchange_ten_squares(tmp_path: Path) -> None:
     assert_ten_squares(run_seed(tmp_path))

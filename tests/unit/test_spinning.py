@@ -38,6 +38,7 @@ def budget_in_child(env: dict[str, str], cpus: set[int] | None = None) -> float:
     return float(out)
 
 
+@pytest.mark.slow
 def test_budget_from_the_environment() -> None:
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs")

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from distproc.tasks.service import ERROR, LOST, OK, RETRY, TaskService
+from distproc.tasks import service as service_module
+from distproc.tasks.service import ERROR, LOST, OK, RETRY, UNAVAILABLE, TaskService
 
 
 class FakeConnection:
@@ -242,3 +243,110 @@ def test_a_worker_that_holds_leases_is_not_kept_waiting(h: Harness) -> None:
     assert len(h.exchange(wid, want=2).value) == 2  # a background refill took both
     blocking = h.exchange(wid, want=10, wait=30)  # the task thread found its buffer empty
     assert blocking.value == []  # answered at once: the refilled tasks are waiting there
+
+
+# ---------------------------------------------------- functions a worker cannot import
+def test_a_task_a_worker_cannot_import_goes_back_first_with_no_strike(h: Harness) -> None:
+    tids = h.submit(3)
+    bad, _ = h.worker()
+    good, _ = h.worker()
+    [task] = h.exchange(bad).value
+    h.exchange(bad, [[task[0], task[1], UNAVAILABLE, b"ModuleNotFoundError: No module named 'm'"]],
+               want=0)  # fmt: skip
+    service = h.service
+    assert service.tasks[tids[0]].strikes == 0 and not service.tasks[tids[0]].history
+    assert list(service.ready)[:1] == [tids[0]]  # at the front, in its place
+    assert h.exchange(bad, want=5).value == []  # the bad worker gets none of them again
+    leased = [t[0] for t in h.exchange(good, want=5).value]  # a fair share: two of three
+    leased += [t[0] for t in h.exchange(good, want=5).value]
+    assert leased == tids
+    [report] = [w for w in service.__distproc_status__()["workers"] if w["id"] == bad]
+    assert report["quarantined"] == [
+        {"function": "m:f", "error": "ModuleNotFoundError: No module named 'm'"}
+    ]
+    assert h.outcomes() == {}
+
+
+def test_when_every_worker_quarantined_a_function_its_tasks_fail_naming_them(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "UNAVAILABLE_GRACE", 0.05)
+    tids = h.submit(2)
+    said = {}
+    for error in ("ModuleNotFoundError: No module named 'm'", "RuntimeError: no GPU"):
+        wid, _ = h.worker()
+        [task] = h.exchange(wid).value
+        h.exchange(wid, [[task[0], task[1], UNAVAILABLE, error.encode()]], want=0)
+        said[wid] = error
+    h.run(0.2)
+    assert h.outcomes() == dict.fromkeys(tids, UNAVAILABLE)
+    payload = h.results[0][2]
+    assert payload["reason"].startswith("no connected worker can import m:f: ")
+    assert [error for _, error in payload["workers"]] == list(said.values())
+    # Later tasks of it fail at once, until a worker that might import it joins.
+    [late] = h.submit(1)
+    assert h.outcomes()[late] == UNAVAILABLE
+    h.worker()
+    [kept] = h.submit(1)
+    h.run(0.2)
+    assert kept not in h.outcomes()
+
+
+def test_a_worker_joining_within_the_grace_saves_the_tasks(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "UNAVAILABLE_GRACE", 0.1)
+    [tid] = h.submit(1)
+    bad, _ = h.worker()
+    [task] = h.exchange(bad).value
+    h.exchange(bad, [[tid, task[1], UNAVAILABLE, b"ImportError: x"]], want=0)
+    good, _ = h.worker()  # joined before the grace ran out
+    h.run(0.3)
+    assert h.outcomes() == {}
+    [again] = h.exchange(good).value
+    h.exchange(good, [[tid, again[1], OK, b"r"]], want=0)
+    assert h.outcomes() == {tid: OK}
+
+
+def test_front_tasks_are_queued_before_the_others(h: Harness) -> None:
+    back = h.submit(3)
+    front = h.submit(2, front=True)
+    wid, _ = h.worker()
+    assert [t[0] for t in h.exchange(wid, want=10).value] == front + back
+
+
+def test_a_leaving_worker_is_answered_at_once(h: Harness) -> None:
+    wid, _ = h.worker()
+    waiting = h.exchange(wid, want=1, wait=30)
+    heartbeat = FakeCall(FakeConnection())
+    h.service.heartbeat(heartbeat, wid, 30.0)
+    assert not waiting.answered and not heartbeat.answered
+    h.service.goodbye(FakeCall(FakeConnection()), wid, [])
+    # Not at the end of their 30 s: the worker can stop now.
+    assert waiting.value == [] and heartbeat.value == {}
+
+
+def test_a_lease_holds_a_bounded_number_of_bytes(h: Harness) -> None:
+    big = b"n" + b"x" * (service_module.BATCH_BYTES // 2)
+    tids = list(range(h.next_id, h.next_id + 4))
+    h.next_id += 4
+    h.service.add_tasks(h.mid, [[t, "m:f", big, None] for t in tids])
+    wid, _ = h.worker()
+    assert len(h.exchange(wid, want=4).value) == 2
+
+
+def test_when_the_last_worker_that_could_import_it_leaves_its_tasks_fail(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "UNAVAILABLE_GRACE", 0.05)
+    tids = h.submit(2)
+    bad, _ = h.worker()
+    _, good_conn = h.worker()
+    [task] = h.exchange(bad).value
+    h.exchange(bad, [[task[0], task[1], UNAVAILABLE, b"ImportError: x"]], want=0)
+    h.run(0.2)
+    assert h.outcomes() == {}  # the good worker may still run them
+    good_conn.drop()
+    h.run(0.2)
+    assert h.outcomes() == dict.fromkeys(tids, UNAVAILABLE)
+    assert h.results[0][2]["workers"] == [[f"{bad} (h pid 1)", "ImportError: x"]]

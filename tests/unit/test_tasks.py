@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dp_taskfns as fns
 import pytest
+from shared_fixtures import wait_until
 
 import distproc
 from distproc.errors import RemoteTraceback, TaskTimeoutError
@@ -95,6 +96,7 @@ def test_the_native_codec_refuses_objects_that_need_pickle(ex: distproc.Executor
         ex.submit(fns.echo, Path("not/plain/data"))
 
 
+@pytest.mark.slow
 def test_pickle_is_an_opt_in_for_arbitrary_objects() -> None:
     with distproc.Executor(workers=1, serializer="pickle", progress=False) as ex:
         path = Path("carried/by/pickle")
@@ -112,6 +114,7 @@ def test_per_task_timeout_stops_the_task(ex: distproc.Executor) -> None:
     assert list(ex.map(fns.square, range(10))) == [x * x for x in range(10)]
 
 
+@pytest.mark.slow
 def test_retries_for_named_exception_types(tmp_path: Path) -> None:
     with distproc.Executor(
         workers=1, retry_on=(ConnectionError,), max_retries=3, retry_backoff=0.01, progress=False
@@ -124,12 +127,14 @@ def test_retries_for_named_exception_types(tmp_path: Path) -> None:
         assert len(list(other.glob("attempt-*"))) == 4  # the first try and three retries
 
 
+@pytest.mark.slow
 def test_errors_are_not_retried_unless_named(tmp_path: Path) -> None:
     with distproc.Executor(workers=1, progress=False) as ex, pytest.raises(ConnectionError):
         ex.submit(fns.flaky, str(tmp_path), 1).result(60)
     assert len(list(tmp_path.glob("attempt-*"))) == 1
 
 
+@pytest.mark.slow
 def test_submit_blocks_at_max_pending() -> None:
     from dp_taskfns import hold
     from hub import Hub
@@ -171,6 +176,8 @@ def test_shutdown_with_cancel_futures_returns_promptly() -> None:
 
 def test_status_lists_workers_and_counts(ex: distproc.Executor) -> None:
     list(ex.map(fns.square, range(10), chunksize=1))
+    # The fleet's workers join in the background: the second may still be on its way.
+    wait_until(lambda: len(ex.status()["workers"]) == 2, "the second worker never joined")
     status = ex.status()
     assert status["kind"] == "tasks"
     assert status["tasks"]["done"] >= 10
@@ -179,6 +186,7 @@ def test_status_lists_workers_and_counts(ex: distproc.Executor) -> None:
     assert all(w["host"] and w["slots"] == 1 for w in status["workers"])
 
 
+@pytest.mark.slow
 def test_progress_bar_on_request(capfd: pytest.CaptureFixture[str]) -> None:
     with distproc.Executor(workers=1) as ex:
         assert list(ex.map(fns.square, range(30), progress=True)) == [x * x for x in range(30)]
@@ -189,12 +197,19 @@ def test_progress_bar_on_request(capfd: pytest.CaptureFixture[str]) -> None:
 def test_executor_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="nothing would run the tasks"):
         distproc.Executor()
-    with pytest.raises(TypeError, match="bytes"):
-        distproc.Executor(workers=1, authkey="text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bytes or str"):
+        distproc.Executor(workers=1, authkey=1234)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="serializer"):
         distproc.Executor(workers=1, serializer="json")
 
 
+def test_a_str_authkey_is_utf8_as_for_base_manager() -> None:
+    with distproc.Executor(workers=1, authkey="clé", progress=False) as ex:
+        assert ex.authkey == "clé".encode()
+        assert ex.submit(fns.square, 3).result(60) == 9
+
+
+@pytest.mark.slow
 def test_functions_of_the_main_script_run_on_local_workers(tmp_path: Path) -> None:
     import subprocess
 

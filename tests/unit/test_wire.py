@@ -277,6 +277,7 @@ def test_pickle_codec_pickles_on_many_threads_at_once() -> None:
     assert not wrong
 
 
+@pytest.mark.slow
 def test_frame_reader_cuts_out_every_whole_frame_at_once() -> None:
     payloads = [b"a", b"", b"bc" * 10, os.urandom(300_000), b"d" * 5000, b"e"]
     data = b"".join(encode_header(len(p)) + p for p in payloads)

@@ -41,7 +41,14 @@ def open_input(path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
     if path == "-":
         if sys.stdin.isatty():
             click.echo("distproc: reading JSON lines from the terminal; end with Ctrl-D", err=True)
-        return contextlib.nullcontext(sys.stdin.buffer)
+        try:
+            # A file of our own on the same input, never closed: a run stopped while
+            # its reader thread waits for input must not leave the lock of a file
+            # that is closed later taken (closing sys.stdin at exit is then a
+            # fatal error, and closing this one would wait forever).
+            return contextlib.nullcontext(open(os.dup(sys.stdin.fileno()), "rb"))
+        except (OSError, ValueError, AttributeError):  # not a real file (a test's stand-in)
+            return contextlib.nullcontext(sys.stdin.buffer)
     try:
         return open(path, "rb")  # the caller's `with` closes it
     except OSError as exc:
@@ -71,8 +78,8 @@ def exception_record(exc: BaseException, line: int) -> ErrorRecord:
     if cls.__module__ != "builtins":
         kind = f"{cls.__module__}.{kind}"
     cause = exc.__cause__
-    tb = getattr(cause, "tb", str(cause)) if cause is not None else None
-    return error_record(kind, str(exc), line, tb if isinstance(tb, str) else str(tb))
+    tb = None if cause is None else getattr(cause, "tb", None) or str(cause)
+    return error_record(kind, str(exc), line, tb if isinstance(tb, str) else None)
 
 
 class CallReader:
@@ -98,8 +105,17 @@ class CallReader:
                 if not raw.strip():
                     continue
                 try:
-                    value = json.loads(raw)
-                except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    message = (
+                        f"input line {number} is not UTF-8 (byte {raw[exc.start]:#04x} at "
+                        f"position {exc.start}): JSON lines are UTF-8 text"
+                    )
+                    self.order.append((number, error_record("InputError", message, number)))
+                    continue
+                try:
+                    value = json.loads(text)
+                except ValueError as exc:
                     message = f"input line {number} is not JSON: {exc}"
                     self.order.append((number, error_record("InputError", message, number)))
                     continue
@@ -168,9 +184,12 @@ class ResultWriter:
                     f"cannot write OUTPUT {path!r}: {exc.strerror or exc}"
                 ) from None
         elif not sys.stdout.isatty():
-            # Not looked up again: while a progress bar shows on a terminal, rich
-            # redirects sys.stdout to it, which is only right when stdout is that terminal.
+            # Not looked up again: while a progress bar shows on a terminal, it stands
+            # in for sys.stdout, which is only right when stdout is that terminal.
             self.file = sys.stdout
+            reconfigure = getattr(self.file, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(encoding="utf-8")  # JSON lines are UTF-8, whatever the locale
         self.written = 0
         self.failed = 0
         self.stop = HeldSignals()
@@ -184,11 +203,13 @@ class ResultWriter:
             self.failed += failed
 
     def error(self, record: ErrorRecord) -> None:
-        self._write(json.dumps(record), failed=True)
+        self._write(json.dumps(record, ensure_ascii=False), failed=True)
 
     def result(self, value: Any, line: int) -> None:
         try:
-            text = json.dumps({"result": value} if self.records else value, allow_nan=False)
+            text = json.dumps(
+                {"result": value} if self.records else value, allow_nan=False, ensure_ascii=False
+            )
         except (TypeError, ValueError) as exc:
             message = f"the result is not JSON: {exc}"
             self.error(error_record("TypeError", message, line))

@@ -27,27 +27,24 @@ import inspect
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import IO, Any, Protocol
 
 import click
 
+from ..addresses import format_address, is_loopback
 from ..errors import DistprocError
 from .errors import CliError, CliUsageError
-from .group import handle_signals
+from .group import handle_signals, raise_keyboard_interrupt
+from .hosts import WILDCARDS, host_addresses
 from .lines import CallReader, ResultWriter, count_calls, exception_record, open_input
-from .serve import (
-    AUTHKEY_ENV,
-    authkey_options,
-    format_address,
-    is_loopback,
-    load_attribute,
-    parse_address,
-    read_authkey,
-)
+from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
+from .targets import load_attribute
 
 __all__ = ["ExecutorLike", "MapHooks", "load_function", "map_command"]
 
@@ -122,6 +119,7 @@ def load_function(target: str) -> Callable[..., Any]:
             inspect.isfunction(value)
             and value.__module__ == target.partition(":")[0]
             and not name.startswith("_")
+            and _sendable(value)
         ),
         limit=12,
     )
@@ -129,6 +127,17 @@ def load_function(target: str) -> Callable[..., Any]:
         raise CliUsageError(f"{target} is a {type(obj).__name__} object, not a function")
     _check_sendable(obj, target)
     return obj  # type: ignore[no-any-return]  # callable(obj) holds
+
+
+def _sendable(fn: Any) -> bool:
+    """Whether workers could import ``fn`` by its name (not a lambda, not a closure)."""
+    from ..tasks.payloads import function_ref
+
+    try:
+        function_ref(fn)
+    except TypeError:
+        return False
+    return True
 
 
 def _check_sendable(fn: Any, target: str) -> None:
@@ -184,12 +193,14 @@ def _run(
     chunksize: int | None,
     progress: bool | None,
     total: int | None,
+    announce: Callable[[], None] = lambda: None,
 ) -> str | None:
     """Run every call; shut the executor down; return why the run stopped early, if it did."""
     stopped: str | None = None
     results: Iterator[Any] | None = None
     try:
         with handle_signals(writer.stop, signal.SIGINT, signal.SIGTERM):
+            announce()
             options: dict[str, Any] = {
                 "chunksize": chunksize,
                 "progress": progress,
@@ -213,14 +224,36 @@ def _run(
     except DistprocError as exc:
         stopped = f"the run failed: {exc}"
     finally:
-        # A second Ctrl-C must not cut the clean-up short (and print a traceback).
-        with handle_signals(signal.SIG_IGN, signal.SIGINT, signal.SIGTERM):
+        stopped = _shut_down(executor, results, stopped)
+    return stopped
+
+
+def _shut_down(
+    executor: ExecutorLike, results: Iterator[Any] | None, stopped: str | None
+) -> str | None:
+    """Stop the workers: gently after a run that ended, at once after a stop or a signal.
+
+    A signal during a gentle stop makes it one at once.  Signals are never
+    ignored here (SIG_IGN): worker processes started meanwhile would inherit
+    that, and never see the SIGTERM that stops them.
+    """
+    try:
+        with handle_signals(raise_keyboard_interrupt, signal.SIGINT, signal.SIGTERM):
             close = getattr(results, "close", None)
             if close is not None:
                 with contextlib.suppress(Exception):
                     close()
             executor.shutdown(wait=stopped is None, cancel_futures=stopped is not None)
+    except KeyboardInterrupt:
+        # More signals must not cut this short (and print a traceback).
+        with handle_signals(_ignore, signal.SIGINT, signal.SIGTERM):
+            executor.shutdown(wait=False, cancel_futures=True)
+        return stopped or "interrupted"
     return stopped
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A signal handler that does nothing (unlike SIG_IGN, exec'd children do not inherit it)."""
 
 
 _EPILOG = """\b
@@ -234,9 +267,10 @@ Examples, from the root of the distproc repository:
 
 \b
 With remote workers as well (on each other machine, the same key in
-DISTPROC_AUTHKEY and the module importable there):
-  $ distproc map mymodule:work inputs.jsonl -o results.jsonl --address 0.0.0.0:50000
-  other-host$ distproc worker master-host:50000
+DISTPROC_AUTHKEY and the module importable there), listening on the
+master's address on the network (0.0.0.0 listens on every interface):
+  $ distproc map mymodule:work inputs.jsonl -o results.jsonl --address 192.168.0.9:50000
+  other-host$ distproc worker 192.168.0.9:50000
 """
 
 
@@ -333,20 +367,25 @@ def map_command(
         total = count_calls(stream)
         source = CallReader(stream, star)
         writer = ResultWriter(output_path, records)
-        try:
-            try:
-                # The Executor starts local workers with the current directory on PYTHONPATH.
-                executor = _start_executor(
-                    hooks.executor,
-                    address=bind,
-                    authkey=key.encode() if key is not None else None,
-                    workers=count,
-                )
-            except KeyboardInterrupt:
-                raise Interrupted("stopped while the workers were starting") from None
+
+        def announce() -> None:
             log.info("started %d local worker(s) for %s", count, target)
             if bind is not None:
                 _announce(executor.address, key if generated else None)
+
+        # SIGTERM stops the run as Ctrl-C does, from here on (until _run takes over).
+        try:
+            try:
+                with handle_signals(raise_keyboard_interrupt, signal.SIGINT, signal.SIGTERM):
+                    # The Executor starts local workers with the current directory on PYTHONPATH.
+                    executor = _start_executor(
+                        hooks.executor,
+                        address=bind,
+                        authkey=key.encode() if key is not None else None,
+                        workers=count,
+                    )
+            except KeyboardInterrupt:
+                raise Interrupted("stopped while the workers were starting") from None
             stopped = _run(
                 executor,
                 fn,
@@ -356,6 +395,7 @@ def map_command(
                 chunksize=chunksize,
                 progress=progress,
                 total=total,
+                announce=announce,
             )
         finally:
             writer.close()
@@ -364,6 +404,13 @@ def map_command(
 
 def _announce(address: Any, generated_key: str | None) -> None:
     where = format_address(address) if address is not None else "?"
+    if address is not None and address[0] in WILDCARDS:
+        # Listening on every interface: tell the addresses that others can use.
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        hosts = [format_address((h, address[1])) for h in host_addresses(family)]
+        if hosts:
+            others = f" (or {', '.join(hosts[1:])})" if len(hosts) > 1 else ""
+            where = hosts[0] + others
     if generated_key is not None:
         click.echo(
             f"distproc: no authkey given, using a random one; workers need "
@@ -380,7 +427,7 @@ def _conclude(writer: ResultWriter, source: CallReader, stopped: str | None, ela
         raise Interrupted(f"wrote {done} result line(s){failures} before stopping")
     if stopped == "broken pipe":
         log.info("the output was closed after %d line(s)", done)
-        return 1
+        return 0  # the reader chose to stop reading (`| head`): not a failure
     if stopped is not None:
         raise CliError(f"{stopped} (after {done} result line(s){failures})")
     if source.read_error is not None:

@@ -15,43 +15,25 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
-import ipaddress
 import multiprocessing.managers
 import os
 import signal
-import sys
 import threading
-import traceback
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterator
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
 from ..addresses import format_address, is_loopback
 from .errors import CliError, CliUsageError
+from .options import AUTHKEY_ENV, DEFAULT_ADDRESS, authkey_options, parse_address, read_authkey
+from .targets import load_attribute
 
 if TYPE_CHECKING:
     from ..managers import BaseManager
 
-__all__ = [
-    "AUTHKEY_ENV",
-    "DEFAULT_ADDRESS",
-    "authkey_options",
-    "format_address",
-    "is_loopback",
-    "load_attribute",
-    "load_manager_class",
-    "parse_address",
-    "read_authkey",
-    "serve",
-]
-
-AUTHKEY_ENV = "DISTPROC_AUTHKEY"
-DEFAULT_ADDRESS = "127.0.0.1:50000"
-_ADDRESS_HINT = "expected HOST:PORT, e.g. 127.0.0.1:50000 or [::1]:50000"
+__all__ = ["load_manager_class", "serve"]
 
 
 class _Server(Protocol):
@@ -62,113 +44,6 @@ class _Server(Protocol):
     def serve(self) -> None: ...
 
     def stop(self) -> None: ...
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPV6]:PORT`` as a ``(host, port)`` tuple; port 0 is allowed."""
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or not rest.startswith(":"):
-            raise CliUsageError(f"bad address {text!r}: {_ADDRESS_HINT}")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise CliUsageError(f"bad address {text!r}: {host!r} is not an IPv6 address") from None
-        port_text = rest[1:]
-    else:
-        host, colon, port_text = text.rpartition(":")
-        if not colon:
-            raise CliUsageError(f"bad address {text!r}: {_ADDRESS_HINT}")
-        if ":" in host:
-            raise CliUsageError(
-                f"bad address {text!r}: write an IPv6 host in brackets, e.g. [::1]:50000"
-            )
-    if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
-        raise CliUsageError(f"bad address {text!r}: the port must be a number from 0 to 65535")
-    return host, int(port_text)
-
-
-def read_authkey(authkey_file: str | None, environ: Mapping[str, str]) -> str | None:
-    """The authkey text from ``--authkey-file`` (preferred) or the environment, if any."""
-    if authkey_file is not None:
-        source = f"authkey file {authkey_file!r}"
-        try:
-            key = Path(authkey_file).read_text(encoding="utf-8").rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise CliUsageError(f"{source} is not UTF-8 text") from None
-        except OSError as exc:
-            raise CliUsageError(f"cannot read {source}: {exc.strerror or exc}") from None
-    else:
-        source = AUTHKEY_ENV
-        found = environ.get(AUTHKEY_ENV)
-        if found is None:
-            return None
-        key = found
-    if not key:
-        raise CliUsageError(f"{source} is empty")
-    return key
-
-
-def _import_module(name: str) -> Any:
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)  # as `python -m` does
-    try:
-        return importlib.import_module(name)
-    except Exception as exc:
-        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
-        if missing and (missing == name or name.startswith(missing + ".")):
-            raise CliUsageError(
-                f"cannot import {name!r}: no module named {missing!r} "
-                f"in the current directory ({cwd}) or on sys.path"
-            ) from None
-        raise CliError(f"importing {name!r} failed: {_describe(exc)}") from None
-
-
-def _describe(exc: Exception) -> str:
-    """``Type: message (file:line)`` for an exception raised by imported code."""
-    if isinstance(exc, SyntaxError):
-        return f"SyntaxError: {exc.msg} ({exc.filename}:{exc.lineno})"
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
-
-
-def load_attribute(
-    target: str,
-    *,
-    noun: str,
-    form: str,
-    example: str,
-    missing: str,
-    listed: str,
-    wanted: Callable[[str, Any], bool],
-    limit: int | None = None,
-) -> Any:
-    """The object that ``MODULE:NAME`` names, or a usage error that says what to give.
-
-    ``noun`` and ``form`` name what was expected (``"function"``,
-    ``"MODULE:FUNCTION"``); when NAME is not there, the error lists the
-    module's members that ``wanted(name, value)`` accepts, as ``listed``.
-    """
-    module_name, colon, attr = target.partition(":")
-    if not colon or not module_name or not attr:
-        raise CliUsageError(f"bad {noun} {target!r}: expected {form}, e.g. {example}")
-    if module_name.endswith(".py") or "/" in module_name:
-        stem = Path(module_name).stem
-        raise CliUsageError(f"bad {noun} {target!r}: give a module name, not a file: {stem}:{attr}")
-    module = _import_module(module_name)
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            found = sorted(name for name, value in vars(module).items() if wanted(name, value))
-            known = f"; {listed}: {', '.join(found[:limit])}" if found else ""
-            raise CliUsageError(
-                f"module {module_name!r} has no {missing} {attr!r}{known}"
-            ) from None
-    return obj
 
 
 def load_manager_class(target: str) -> type[BaseManager]:
@@ -214,29 +89,6 @@ def _stop_on_signals(server: _Server) -> Iterator[None]:
         for sig, old in previous.items():
             if old is not None:
                 signal.signal(sig, old)
-
-
-def _refuse_authkey_in_argv(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-    if value is not None:
-        raise CliUsageError(
-            "--authkey is not accepted: other users can read the command line; "
-            f"set {AUTHKEY_ENV} or use --authkey-file FILE"
-        )
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def authkey_options(command: _F) -> _F:
-    """``--authkey-file FILE``, and ``--authkey``, refused: a key on argv is public."""
-    command = click.option(
-        "--authkey", hidden=True, expose_value=False, callback=_refuse_authkey_in_argv
-    )(command)
-    return click.option(
-        "--authkey-file",
-        metavar="FILE",
-        help=f"Read the authkey from FILE (one line of text) instead of ${AUTHKEY_ENV}.",
-    )(command)
 
 
 @click.command(

@@ -31,16 +31,11 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from ..errors import AuthenticationError, RemoteError
+from ..addresses import format_address
+from ..errors import AuthenticationError, NotAServerError, RemoteError
 from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
-from .serve import (
-    AUTHKEY_ENV,
-    authkey_options,
-    format_address,
-    parse_address,
-    read_authkey,
-)
+from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
 from .status_view import render
 
 __all__ = ["Unreachable", "fetch_status", "status"]
@@ -55,8 +50,8 @@ class Unreachable(CliError):
 
 
 def _stdlib_status(manager: Any, address: str, note: str) -> dict[str, Any]:
-    text = str(manager._debug_info())
-    count = int(manager._number_of_objects())
+    text = str(manager.server_call("debug_info"))
+    count = int(manager.server_call("number_of_objects"))
     objects = [
         {"id": ident, "typeid": None, "refcount": int(refs), "repr": shown}
         for ident, refs, shown in _DEBUG_INFO_ENTRY.findall(text)
@@ -85,6 +80,8 @@ def _reporting(address: str) -> Iterator[None]:
             f"{address} did not accept the authkey: use the server's, "
             f"from ${AUTHKEY_ENV} or --authkey-file"
         ) from None
+    except NotAServerError as exc:
+        raise Unreachable(str(exc)) from None
     except ConnectionRefusedError:
         raise Unreachable(
             f"cannot connect to {address}: connection refused; is a distproc server "
@@ -93,8 +90,9 @@ def _reporting(address: str) -> Iterator[None]:
     except socket.gaierror as exc:
         raise Unreachable(f"cannot connect to {address}: unknown host ({exc.strerror})") from None
     except (ConnectionError, EOFError) as exc:
+        why = f" ({exc})" if str(exc) else ""
         raise Unreachable(
-            f"lost the connection to {address} ({exc or type(exc).__name__}); "
+            f"lost the connection to {address}{why}; "
             "is it a distproc or multiprocessing.managers server?"
         ) from None
     except OSError as exc:
@@ -108,14 +106,14 @@ def fetch_status(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:
     text = format_address(address)
     manager = BaseManager(address=address, authkey=authkey)
     with _reporting(text):
-        if manager._native() is None:
+        if manager.server_protocol() == "stdlib":
             note = (
                 "a stdlib multiprocessing.managers server (it has no status): objects "
                 "from its debug_info; it does not tell its clients"
             )
             return _stdlib_status(manager, text, note)
         try:
-            report = manager._server_call("status")
+            report = manager.server_call("status")
         except RemoteError as exc:
             if "status" not in str(exc):
                 raise CliError(f"{text} failed to report its status: {exc}") from None
@@ -127,9 +125,9 @@ def fetch_status(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:
 
 
 def _close(address: tuple[str, int]) -> None:
-    from ..client.mux import close_multiplexers
+    from ..managers import BaseManager
 
-    close_multiplexers(address)
+    BaseManager(address=address).close_connections()
 
 
 def _attempt(fetch: Callable[[], dict[str, Any]]) -> dict[str, Any] | Unreachable:

@@ -3,8 +3,9 @@
 The report is the dict of the server method ``status`` (see
 :meth:`distproc.server.core.Server.status`): the manager's objects and
 clients, then one section per service it hosts.  A task service
-(``"kind": "tasks"``) is drawn as its counts, its workers and its dead
-letters; a service of another kind is shown as its data.
+(``"kind": "tasks"``) is drawn as its counts, its workers, the functions
+that workers could not import (quarantined there) and its dead letters; a
+service of another kind is shown as its data.
 """
 
 from __future__ import annotations
@@ -130,6 +131,15 @@ def _tasks(service: Mapping[str, Any]) -> list[RenderableType]:
         summary,
         _table("Workers", worker_columns, worker_rows, len(workers)),
     ]
+    quarantined = [
+        [w.get("id"), q.get("function"), q.get("error")]
+        for w in workers
+        for q in w.get("quarantined") or []
+        if isinstance(q, Mapping)
+    ]
+    if quarantined:
+        columns = [("worker", "left"), ("function", "left"), ("cannot import it", "left")]
+        parts.append(_table("Quarantined", columns, quarantined, len(quarantined)))
     dead = service.get("dead_letters") or []
     if dead:
         dead_rows = ([d.get("task"), d.get("function"), d.get("reason")] for d in dead)

@@ -5,12 +5,18 @@ and replaces any that dies; ``--threads`` runs N threads in this process
 instead.  The first SIGTERM or Ctrl-C lets running tasks finish and hands
 prefetched ones back; a second one stops at once (the service requeues what
 was held).  When the service goes away, workers reconnect with backoff.
+
+Before it starts anything, the command connects once to HOST:PORT: a wrong
+authkey, or a server that is not a task service, is one line on stderr and
+exit status 2, since retrying would not fix it.  A service that is not up
+yet is waited for.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -19,8 +25,9 @@ from types import FrameType
 
 import click
 
+from ..addresses import format_address
 from .errors import CliUsageError
-from .serve import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
+from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
 
 __all__ = ["worker"]
 
@@ -95,9 +102,49 @@ def worker(
         )  # fmt: skip
         runner.install_signal_handlers()
         if not child:
+            if not _first_contact((host, port), key.encode(), runner.stopping):
+                return 0
             click.echo(f"distproc: worker with {count} thread(s) for {address}", err=True)
-        return runner.run()
+        status = runner.run()
+        if runner.refused is None:
+            return status
+        if not child:
+            raise CliUsageError(runner.refused)
+        from ..tasks.fleet import EXIT_REFUSED
+
+        click.echo(f"distproc: error: {runner.refused}", err=True)
+        return EXIT_REFUSED  # the supervisor stops the other children, and says nothing more
     return _supervise(address, key, count, allow_pickle)
+
+
+def _first_contact(address: tuple[str, int], key: bytes, stopping: threading.Event) -> bool:
+    """Connect to the service once before starting: a refusal is a usage error (status 2).
+
+    A service that cannot be reached yet is waited for (said once); returns
+    False if ``stopping`` is set meanwhile.
+    """
+    from ..tasks.host import close_service, connect_service, describe_refusal
+    from ..tasks.worker import MAX_BACKOFF, is_fatal
+
+    backoff, said = 0.1, False
+    while not stopping.is_set():
+        try:
+            manager, _ = connect_service(address, key)
+        except Exception as exc:
+            if is_fatal(exc):
+                raise CliUsageError(describe_refusal(address, exc)) from None
+            if not isinstance(exc, (OSError, EOFError)):
+                raise
+            if not said:
+                log.warning("cannot reach the task service at %s (%s); waiting for it",
+                            format_address(address), exc)  # fmt: skip
+                said = True
+            stopping.wait(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            continue
+        close_service(manager)
+        return True
+    return False
 
 
 def _supervise(address: str, key: str, count: int, allow_pickle: bool) -> int:
@@ -126,8 +173,14 @@ def _supervise(address: str, key: str, count: int, allow_pickle: bool) -> int:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    if not _first_contact(parse_address(address), key.encode(), stopping):
+        return 0
+    fleet.on_refused = done.set  # a child was refused: it said why
     fleet.start()
     click.echo(f"distproc: worker with {count} process(es) for {address}", err=True)
     while not done.wait(1.0):
         pass
+    if fleet.refused:
+        fleet.kill()
+        return 2
     return 0

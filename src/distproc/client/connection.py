@@ -12,32 +12,15 @@ import socket
 from typing import Any
 
 from ..errors import ConnectionLostError, RemoteError
-from ..wire import handshake
-from ..wire.codecs import Codec, get_codec
+from ..wire.codecs import Codec
 from ..wire.framing import DEFAULT_MAX_FRAME, recv_frame, send_frame
-from ..wire.messages import ERROR, RETURN, TRACEBACK, UNSERIALIZABLE
+from ..wire.messages import KIND_ERROR, KIND_RETURN, KIND_TRACEBACK, KIND_UNSERIALIZABLE
+from ..wire.serializers import get_codec
+from .connect import connect, open_socket
 
-__all__ = ["Client", "Connection", "convert_to_error", "dispatch", "open_socket"]
+__all__ = ["Client", "Connection", "convert_to_error", "dispatch"]
 
 Address = Any  # (host, port) or a filesystem path
-
-
-def open_socket(address: Address, timeout: float | None = None) -> socket.socket:
-    """A connected socket for a stdlib-style address, with TCP_NODELAY set."""
-    if isinstance(address, (str, bytes)):
-        sock = socket.socket(socket.AF_UNIX)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(address)
-        except BaseException:
-            sock.close()
-            raise
-    else:
-        host, port = address[0], address[1]
-        sock = socket.create_connection((host or "127.0.0.1", port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(None)
-    return sock
 
 
 class Connection:
@@ -110,34 +93,28 @@ def Client(
     max_frame: int = DEFAULT_MAX_FRAME,
     timeout: float | None = None,
 ) -> Connection:
-    """Connect to a manager's server and run the authkey handshake."""
-    sock = open_socket(address, timeout)
-    conn = Connection(sock, get_codec(serializer), max_frame=max_frame)
-    try:
-        if authkey is not None:
-            if timeout is not None:
-                sock.settimeout(timeout)
-            handshake.client_handshake(conn, bytes(authkey), allow_md5=allow_md5)
-            sock.settimeout(None)
-    except EOFError:
-        conn.close()
-        raise ConnectionLostError("the server closed the connection during the handshake") from None
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    """Connect to a manager's server and run the authkey handshake (see :mod:`.connect`).
+
+    ``timeout`` bounds the connect and the handshake (without it, the handshake
+    has :func:`~.connect.handshake_timeout`).
+    """
+    codec = get_codec(serializer)
+    if authkey is None:
+        return Connection(open_socket(address, timeout), codec, max_frame=max_frame)
+    sock, _ = connect(address, bytes(authkey), flags=None, allow_md5=allow_md5, timeout=timeout)
+    return Connection(sock, codec, max_frame=max_frame)
 
 
 def convert_to_error(kind: str, result: Any) -> BaseException:
     """The exception that a non-``#RETURN`` reply stands for."""
-    if kind == ERROR:
+    if kind == KIND_ERROR:
         if isinstance(result, BaseException):
             return result
         return RemoteError(f"the server sent a non-exception as an error: {result!r}\n")
-    if kind in (TRACEBACK, UNSERIALIZABLE):
+    if kind in (KIND_TRACEBACK, KIND_UNSERIALIZABLE):
         if not isinstance(result, str):
             return TypeError(f"Result {result!r} (kind '{kind}') type is {type(result)}, not str")
-        if kind == UNSERIALIZABLE:
+        if kind == KIND_UNSERIALIZABLE:
             return RemoteError(f"Unserializable message: {result}\n")
         return RemoteError(result)
     return ValueError(f"Unrecognized message type {kind!r}")
@@ -149,7 +126,7 @@ def dispatch(
     """Send one request on ``c`` and return its result or raise its error."""
     c.send((id, methodname, args, {} if kwds is None else kwds))
     kind, result = c.recv()
-    if kind == RETURN:
+    if kind == KIND_RETURN:
         return result
     try:
         raise convert_to_error(kind, result)

@@ -1,52 +1,43 @@
 """The native protocol, client side: one multiplexed connection per process.
 
 Every proxy and every thread of a process that talks to one distproc server
-shares one :class:`Multiplexer`.  Calls carry request ids, so many are in
-flight at once; replies are matched by id.  There is no reader thread: the
-first thread that waits for a reply reads the socket (the *leader*) and hands
-the replies it reads to their callers; the others wait on a condition.  A
-single-threaded client therefore never pays for a thread switch.
+shares one :class:`Multiplexer` (:mod:`.mux_cache` keeps them, :mod:`.connect`
+opens them).  Calls carry request ids, so many are in flight at once; replies
+are matched by id.  There is no reader thread: the first thread that waits
+for a reply reads the socket (the *leader*) and hands the replies it reads to
+their callers; the others sleep, each on a lock of its own.  A single-threaded
+client therefore never pays for a thread switch.
 
 A call interrupted while it waits (Ctrl-C) sends ``CANCEL``: the server drops
 the pending call (a ``get()`` that has not been served yet takes nothing), and
 a late reply is recognised by its id and discarded.  ``noreply`` calls return
 once written; if one fails, its error is raised by the next call of the same
-thread (see :mod:`distproc.server.native` for the messages).
+thread (see :mod:`distproc.server.native_session` for the messages).
 """
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import itertools
-import logging
-import os
 import socket
 import threading
 from _thread import allocate_lock as _allocate_lock
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..callcontext import context
 from ..errors import ConnectionLostError, DistprocError, ProtocolError
 from ..spinning import recv_into_spinning, spin_seconds
-from ..wire import handshake, local
-from ..wire.codecs import BytesLike, Codec, PickleCodec
-from ..wire.framing import (
-    DEFAULT_MAX_FRAME,
-    JOIN_LIMIT,
-    FrameReader,
-    recv_frame,
-    send_frame,
-    send_frame_parts,
-)
+from ..wire.codecs import BytesLike, Codec
+from ..wire.framing import DEFAULT_MAX_FRAME, JOIN_LIMIT, FrameReader, send_frame_parts
+from ..wire.messages import KIND_RETURN
 from ..wire.records import (
     BATCH_LIMIT,
     CALL,
     CANCEL,
     DEFERRED,
     FRAMED_RECORD,
-    HELLO,
     KINDS,
     NOREPLY,
     RECORD,
@@ -56,13 +47,12 @@ from ..wire.records import (
     record,
     record_parts,
 )
-from .connection import convert_to_error, open_socket
+from .connection import convert_to_error
 
-__all__ = ["Multiplexer", "close_multiplexers", "decoding_multiplexer", "get_multiplexer"]
+__all__ = ["DEFER_LIMIT", "DRAIN_EVERY", "PILE_LIMIT", "Multiplexer"]
 
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
-_log = logging.getLogger("distproc.client")
 #: ``noreply`` calls larger than this wait for their reply all the same.
 DEFER_LIMIT = 64 * 1024
 #: Calls up to this size may go out in a frame of their own, joined in memory.
@@ -75,15 +65,11 @@ PILE_LIMIT = 256
 #: once every this many, so that a thread making only such calls learns of a
 #: failure soon, and the errors cannot fill the socket while nobody reads.
 DRAIN_EVERY = 16
-_decoding = threading.local()
 
 
-def decoding_multiplexer() -> Multiplexer | None:
-    """The multiplexer whose replies this thread is decoding right now, if any."""
-    return getattr(_decoding, "mux", None)
+class _ReplySlot:
+    """Where the reply to one call waits for the thread that made it."""
 
-
-class _Slot:
     __slots__ = ("blob", "done", "kind", "wake")
 
     def __init__(self) -> None:
@@ -98,19 +84,30 @@ class _Slot:
 class Multiplexer:
     """A native-protocol connection shared by every thread of this process."""
 
-    def __init__(self, sock: socket.socket, codec: Codec, address: Any, authkey: bytes) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        codec: Codec,
+        address: Any,
+        authkey: bytes,
+        *,
+        generation: int = 0,
+        on_break: Callable[[Multiplexer], None] | None = None,
+    ) -> None:
         self.sock = sock
         self.codec = codec
         self.address = address
         self.authkey = authkey
-        #: A forked child starts a new generation: this connection is then its parent's.
-        self.generation = _generation
+        #: The fork generation of the process that made it (see :mod:`.mux_cache`):
+        #: in a forked child, this connection is the parent's.
+        self.generation = generation
+        self._on_break = on_break
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         #: Slots whose threads sleep while another thread reads the socket.
-        self._sleeping: list[_Slot] = []
+        self._sleeping: list[_ReplySlot] = []
         self._reading = False
-        self._slots: dict[int, _Slot] = {}
+        self._slots: dict[int, _ReplySlot] = {}
         self._rids = itertools.count(1)
         self._reader = FrameReader(DEFAULT_MAX_FRAME)
         #: Whether to poll before blocking for a reply (see :mod:`distproc.spinning`).
@@ -237,7 +234,7 @@ class Multiplexer:
         size = sum(map(len, blob))
         if size > DEFER_LIMIT:
             kind, value = self._call_encoded(blob)
-            if kind != "#RETURN":
+            if kind != KIND_RETURN:
                 raise convert_to_error(kind, value)
             return value
         self._send_call(next(self._rids), threading.get_ident(), NOREPLY, blob, size)
@@ -284,7 +281,7 @@ class Multiplexer:
 
     def _call_encoded(self, blob: list[BytesLike]) -> tuple[str, Any]:
         rid = next(self._rids)
-        slot = _Slot()
+        slot = _ReplySlot()
         with self._lock:
             if self.broken is not None:
                 raise self._lost()
@@ -308,14 +305,14 @@ class Multiplexer:
         return slot.kind, self.decode(slot.blob)
 
     def decode(self, blob: Any) -> Any:
-        _decoding.mux = self
+        context.mux = self  # nested proxies adopt their references here
         try:
             return self.codec.loads(blob)
         finally:
-            _decoding.mux = None
+            context.mux = None
 
     # ----------------------------------------------------------- receiving
-    def _wait(self, slot: _Slot) -> None:
+    def _wait(self, slot: _ReplySlot) -> None:
         """Wait for ``slot``'s reply: read the socket, or sleep while another thread does.
 
         One thread reads at a time (the leader).  The others sleep on their own
@@ -371,7 +368,7 @@ class Multiplexer:
                 if slot.done:
                     return
 
-    def _stop_reading(self, frames: Sequence[BytesLike], slot: _Slot | None) -> None:
+    def _stop_reading(self, frames: Sequence[BytesLike], slot: _ReplySlot | None) -> None:
         """With the lock held: the reading thread hands out the replies it read
         and stops reading.  Their threads wake, and one more to read in its place
         if the reader leaves: it does unless it waits for ``slot`` still."""
@@ -397,7 +394,7 @@ class Multiplexer:
     def _wake_sleepers(self, *, all_of_them: bool, leaving: bool = True) -> None:
         """With the lock held: wake the sleepers whose replies came (or all of them),
         and if the reader is leaving, one more to read in its place."""
-        still: list[_Slot] = []
+        still: list[_ReplySlot] = []
         for sleeper in self._sleeping:
             if all_of_them or sleeper.done:
                 sleeper.wake.release()
@@ -407,7 +404,7 @@ class Multiplexer:
             still.pop(0).wake.release()
         self._sleeping = still
 
-    def _leave(self, slot: _Slot) -> None:
+    def _leave(self, slot: _ReplySlot) -> None:
         """A sleeping thread was interrupted: make sure somebody still reads."""
         with self._lock:
             if slot in self._sleeping:
@@ -443,7 +440,8 @@ class Multiplexer:
             try:
                 self.sock.close()
             finally:
-                _forget(self)
+                if self._on_break is not None:
+                    self._on_break(self)
 
     def _lost(self) -> ConnectionLostError:
         return ConnectionLostError(f"lost the connection to the server: {self.broken}")
@@ -471,183 +469,3 @@ class Multiplexer:
         with self._lock:
             self._break(ConnectionLostError("the connection was closed"))
             self._wake_sleepers(all_of_them=True)
-
-
-# ---------------------------------------------------------------- the cache
-#: Bumped in a forked child, so that ``mux.generation != _generation`` tells a
-#: proxy, without a getpid() system call per call, that ``mux`` is the parent's.
-_generation = 0
-
-
-def _after_fork_in_child() -> None:
-    global _generation
-    _generation += 1
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-_lock = threading.Lock()
-_muxes: dict[tuple[Any, bytes, str], Multiplexer | None] = {}
-#: The generation that ``_muxes`` and ``_session`` belong to.
-_cache_generation = 0
-
-
-def _forget(mux: Multiplexer) -> None:
-    with _lock:
-        for key, value in list(_muxes.items()):
-            if value is mux:
-                del _muxes[key]
-
-
-_session = (-1, b"")
-
-
-def _session_id() -> bytes:
-    """A random id for this process, sent in HELLO: a reconnect finds its references again."""
-    global _session
-    if _session[0] != _generation:
-        _session = (_generation, os.urandom(16))
-    return _session[1]
-
-
-def _key(address: Any) -> Any:
-    return tuple(address) if isinstance(address, list) else address
-
-
-def get_multiplexer(address: Any, authkey: bytes, serializer: str) -> Multiplexer | None:
-    """This process's native connection to ``address``, or ``None`` for a stdlib server."""
-    global _cache_generation
-    if serializer not in ("pickle", "native"):
-        return None
-    key = (_key(address), bytes(authkey), serializer)
-    with _lock:
-        if _cache_generation != _generation:  # a forked child: the parent's sockets are not ours
-            _muxes.clear()
-            _cache_generation = _generation
-        found = key in _muxes
-        cached = _muxes.get(key)
-    # A connection that its server closed is not handed out again: a new manager
-    # for a server that restarted at the same address connects to the new one.
-    if found and (cached is None or not cached.closed_by_server()):
-        return cached
-    mux = _connect(address, bytes(authkey), serializer)
-    with _lock:
-        existing = _muxes.get(key)
-        if existing is not None and mux is not None:
-            mux.sock.close()
-            return existing
-        _muxes[key] = mux
-    return mux
-
-
-class _Raw:
-    """Whole frames over a blocking socket, for the handshake."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def send_bytes(self, data: bytes) -> None:
-        send_frame(self.sock, data)
-
-    def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        return recv_frame(self.sock, 256 if maxlength is None else maxlength)
-
-
-def _connect(address: Any, authkey: bytes, serializer: str) -> Multiplexer | None:
-    sock = open_socket(address)
-    flags = handshake.FLAG_PICKLE if serializer == "pickle" else 0
-    if local.client_asks(sock):
-        flags |= handshake.FLAG_LOCAL
-    try:
-        server_flags = handshake.client_handshake(
-            _Raw(sock), authkey, marker=handshake.make_marker(flags)
-        )
-        if server_flags is not None and server_flags & flags & handshake.FLAG_LOCAL:
-            moved = _move_local(sock, authkey, flags & ~handshake.FLAG_LOCAL, server_flags)
-            if moved is not None:
-                _close_and_wait(sock)
-                sock = moved
-        if server_flags is not None:
-            send_frame(sock, b"".join(record(HELLO, 0, blob=_session_id())))
-    except BaseException:
-        sock.close()
-        raise
-    if server_flags is None and serializer == "native":
-        sock.close()
-        raise DistprocError(
-            f"{address!r} is not a distproc server, and serializer='native' speaks only "
-            "distproc's native protocol (stdlib servers know only pickle and xmlrpclib)"
-        )
-    if server_flags is None:
-        # A stdlib server: it took our marker for random bytes.  Say goodbye the
-        # stdlib way (an empty request would be an error there) and fall back.
-        sock.close()
-        return None
-    codec: Codec
-    if serializer == "pickle" and server_flags & handshake.FLAG_PICKLE:
-        codec = PickleCodec()
-    else:
-        from ..wire.native import NativeCodec
-
-        codec = NativeCodec()
-    return Multiplexer(sock, codec, address, authkey)
-
-
-def _close_and_wait(sock: socket.socket) -> None:
-    """Close ``sock`` once the server has closed its end, so that, when this
-    returns, the server no longer counts it among its connections."""
-    try:
-        sock.settimeout(local.TIMEOUT)
-        sock.shutdown(socket.SHUT_WR)
-        while sock.recv(4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        sock.close()
-
-
-def _move_local(
-    sock: socket.socket, authkey: bytes, flags: int, server_flags: int
-) -> socket.socket | None:
-    """Read the server's same-host socket name from ``sock`` and connect there,
-    sending ``flags``; the server there must answer as it did (``server_flags``).
-
-    Returns the new, authenticated socket, or ``None`` to stay on ``sock``
-    (the name is not on this host; see :mod:`distproc.wire.local`).
-    """
-    name = local.parse_name_frame(recv_frame(sock, local.NAME_MAX))
-    moved = socket.socket(socket.AF_UNIX)
-    try:
-        moved.settimeout(local.TIMEOUT)
-        moved.connect(name)
-        there = handshake.client_handshake(
-            _Raw(moved), authkey, marker=handshake.make_marker(flags)
-        )
-        local.check_same_server(there, server_flags)
-        moved.settimeout(None)
-    except (OSError, EOFError, DistprocError) as exc:
-        moved.close()
-        _log.debug("staying on TCP: the same-host socket %r: %s", name, exc)
-        return None
-    except BaseException:
-        moved.close()
-        raise
-    return moved
-
-
-def close_multiplexers(address: Any = None) -> None:
-    """Close this process's native connections (to ``address``, or all)."""
-    with _lock:
-        items = list(_muxes.items())
-    for (addr, _, _), mux in items:
-        if mux is not None and (address is None or addr == _key(address)):
-            mux.close()
-    with _lock:
-        for key in [k for k, v in _muxes.items() if v is None]:
-            if address is None or key[0] == _key(address):
-                del _muxes[key]
-
-
-# A connection whose server went away unnoticed would otherwise be left for the
-# interpreter's teardown to collect (a ResourceWarning under -X dev).
-atexit.register(close_multiplexers)

@@ -24,43 +24,24 @@ import contextlib
 import threading
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..wire.messages import ERROR, RETURN, TRACEBACK
+from ..wire.messages import KIND_ERROR, KIND_RETURN, KIND_TRACEBACK
+from ..wire.proxy_methods import ARRAY_METHODS, DICT_METHODS, LIST_METHODS
+from .context import Message, ServerContext
+from .loop_service import CallConnection
 from .objects import Entry
 from .queues import LOOP_METHODS, is_loop_servable
-from .threads import Worker
-
-if TYPE_CHECKING:
-    from .connection import ServerConnection
-    from .core import Server
+from .threads import CallThread
 
 __all__ = [
-    "ARRAY_METHODS",
-    "DICT_METHODS",
     "INLINE_METHODS",
-    "LIST_METHODS",
     "Call",
     "execute",
     "run_off_loop",
     "serving",
     "traceback_text",
 ]
-
-Message = tuple[str, Any]
-
-#: The methods of the stdlib's list, dict and array proxies, in the stdlib's order.
-LIST_METHODS = (
-    "__add__", "__contains__", "__delitem__", "__getitem__", "__len__", "__mul__",
-    "__reversed__", "__rmul__", "__setitem__", "append", "count", "extend", "index",
-    "insert", "pop", "remove", "reverse", "sort", "__imul__",
-)  # fmt: skip
-DICT_METHODS = (
-    "__contains__", "__delitem__", "__getitem__", "__iter__", "__len__", "__setitem__",
-    "clear", "copy", "get", "items", "keys", "pop", "popitem", "setdefault", "update",
-    "values",
-)  # fmt: skip
-ARRAY_METHODS = ("__len__", "__getitem__", "__setitem__")
 
 #: Methods that run on the loop because they cannot block (per exact type): all
 #: of the builtin containers' methods that their proxies expose.
@@ -86,11 +67,14 @@ def _not_exposed(methodname: str, obj: Any, exposed: tuple[str, ...]) -> str:
 
 
 class Call:
-    """One call awaiting its reply; subclasses deliver replies on their connection."""
+    """One call awaiting its reply; subclasses deliver replies on their connection.
+
+    It is the :class:`~.loop_service.LoopCall` that loop methods are handed.
+    """
 
     __slots__ = ("cancel", "entry", "methodname", "server")
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerContext) -> None:
         self.server = server
         self.entry: Entry | None = None
         self.methodname = ""
@@ -101,23 +85,23 @@ class Call:
         raise NotImplementedError
 
     @property
-    def connection(self) -> ServerConnection:
+    def connection(self) -> CallConnection:
         """The connection this call came in on."""
         raise NotImplementedError
 
     def reply(self, value: Any) -> None:
         entry = self.entry
         if entry is None or not entry.method_to_typeid:  # no method here returns a proxy
-            self.deliver((RETURN, value))
+            self.deliver((KIND_RETURN, value))
             return
         try:
             msg = self.server.result_message(entry, self.methodname, value)
         except Exception as exc:
-            msg = (TRACEBACK, traceback_text(exc))
+            msg = (KIND_TRACEBACK, traceback_text(exc))
         self.deliver(msg)
 
     def fail(self, exc: BaseException) -> None:
-        self.deliver((ERROR, exc))
+        self.deliver((KIND_ERROR, exc))
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         self.cancel = callback
@@ -133,10 +117,10 @@ def serving(entry: Entry) -> tuple[frozenset[str], bool]:
 
 
 def run_off_loop(
-    server: Server,
+    server: ServerContext,
     job: Callable[[], Message],
     done: Callable[[Message], None],
-    worker: Worker | None = None,
+    thread: CallThread | None = None,
 ) -> None:
     """Run ``job`` on a thread; hand its message to ``done`` on the loop."""
     loop = server.loop
@@ -146,42 +130,42 @@ def run_off_loop(
         try:
             msg = job()
         except BaseException as exc:  # SystemExit and friends from user code
-            msg = (TRACEBACK, traceback_text(exc))
+            msg = (KIND_TRACEBACK, traceback_text(exc))
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to answer
             loop.call_soon_threadsafe(done, msg)
 
-    if worker is not None:
-        worker.submit(work)
+    if thread is not None:
+        thread.submit(work)
     else:
         server.pool.submit(work)
 
 
 def execute(
-    server: Server,
+    server: ServerContext,
     call: Call,
     ident: Any,
     methodname: str,
     args: tuple[Any, ...],
     kwds: dict[str, Any],
-    sticky: Callable[[], Worker],
+    sticky: Callable[[], CallThread],
 ) -> None:
     """Run one object call; its reply goes to ``call.deliver``."""
     try:
         entry = server.table.get(ident)
     except (KeyError, TypeError) as exc:
-        call.deliver((TRACEBACK, traceback_text(exc)))
+        call.deliver((KIND_TRACEBACK, traceback_text(exc)))
         return
     obj = entry.obj
     if methodname not in entry.exposed:
         if methodname == "#GETVALUE":
-            msg: Message = (RETURN, obj)
+            msg: Message = (KIND_RETURN, obj)
         elif methodname in ("__str__", "__repr__"):
             try:
-                msg = (RETURN, str(obj) if methodname == "__str__" else repr(obj))
+                msg = (KIND_RETURN, str(obj) if methodname == "__str__" else repr(obj))
             except Exception as exc:
-                msg = (TRACEBACK, traceback_text(exc))
+                msg = (KIND_TRACEBACK, traceback_text(exc))
         else:
-            msg = (TRACEBACK, _not_exposed(methodname, obj, entry.exposed_order))
+            msg = (KIND_TRACEBACK, _not_exposed(methodname, obj, entry.exposed_order))
         call.deliver(msg)
         return
     call.entry = entry
@@ -209,10 +193,10 @@ def execute(
         try:
             result = getattr(obj, methodname)(*args, **kwds)
         except Exception as exc:
-            return (ERROR, exc)
+            return (KIND_ERROR, exc)
         try:
             return server.result_message(entry, methodname, result)
         except Exception as exc:
-            return (TRACEBACK, traceback_text(exc))
+            return (KIND_TRACEBACK, traceback_text(exc))
 
     run_off_loop(server, job, call.deliver, sticky() if isinstance(obj, STICKY_TYPES) else None)

@@ -1,15 +1,16 @@
-"""One server-side connection: the handshake, then one of two protocols.
+"""One server-side connection: its socket's bytes and frames, the handshake, then a session.
 
-After the handshake a connection speaks:
+A :class:`ServerConnection` is the asyncio protocol of one accepted socket.
+It reads frames (checking each length prefix against the limit before
+anything is allocated), drives the server's side of the handshake
+(:class:`~distproc.wire.handshake.Handshake`), and once it is through hands
+every frame to the :class:`~.context.Session` that the server chose from
+what was agreed:
 
-* the stdlib's protocol: one *server method* request (the connection closes
-  after the reply), or, after ``accept_connection``, a channel of object
-  calls answered strictly in order, one at a time;
-* distproc's native protocol (:mod:`.native`), when the peer's challenge
-  carried the upgrade marker (see :mod:`distproc.wire.handshake`).
+* the stdlib's protocol (:mod:`.stdlib_session`);
+* distproc's native protocol (:mod:`.native_session`), when the peer's challenge
+  carried the upgrade marker.
 
-A native peer on loopback is first told the name of the server's same-host
-Unix socket, if both sides asked for it (:mod:`distproc.wire.local`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ import logging
 import socket
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import AuthenticationError, ProtocolError
-from ..wire import handshake, local
+from ..errors import ProtocolError
+from ..wire import same_host
 from ..wire.codecs import BytesLike
 from ..wire.framing import (
     HANDSHAKE_MAX_FRAME,
@@ -35,13 +35,8 @@ from ..wire.framing import (
     encode_header,
     frame_views,
 )
-from ..wire.messages import RETURN, TRACEBACK
-from .calls import Call, Message, execute, run_off_loop, traceback_text
-from .threads import Worker
-
-if TYPE_CHECKING:
-    from .core import Server
-    from .native import NativeSession
+from ..wire.handshake import Handshake
+from .context import ServerContext, Session
 
 __all__ = ["ServerConnection"]
 
@@ -62,50 +57,21 @@ def _raw_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
-_SEND_RESPONSE, _AWAIT_CHALLENGE, _AWAIT_WELCOME = range(3)
-_FIRST_REQUEST, _CHANNEL, _NATIVE, _CLOSING = range(3, 7)
-
-
-class _ChannelCall(Call):
-    """An object call on a stdlib channel: one in flight at a time."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: ServerConnection) -> None:
-        super().__init__(conn.server)
-        self.conn = conn
-
-    def deliver(self, msg: Message) -> None:
-        conn = self.conn
-        if conn.inflight is not self:
-            return  # cancelled: the client is gone
-        conn.inflight = None
-        conn.send_parts(conn.server.encode_parts(msg))
-        if conn.requests:
-            conn.next_request()
-
-    @property
-    def connection(self) -> ServerConnection:
-        return self.conn
+_HANDSHAKE, _SESSION, _CLOSING = range(3)
 
 
 class ServerConnection(asyncio.BufferedProtocol):
-    def __init__(self, server: Server) -> None:
+    """One accepted socket (see the module docstring); the ``CallConnection`` of its calls."""
+
+    def __init__(self, server: ServerContext) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
-        self.state = _SEND_RESPONSE
+        self.state = _HANDSHAKE
         self.reader = FrameReader(HANDSHAKE_MAX_FRAME)
-        self.challenge = b""
-        self.peer_flags: int | None = None
-        #: Whether this connection's challenge offered the same-host socket.
-        self.local_offered = False
+        self.handshake: Handshake
         self.timer: asyncio.TimerHandle | None = None
-        self.name = ""
-        self.requests: deque[BytesLike] = deque()
-        self.inflight: _ChannelCall | None = None
-        self.sticky_worker: Worker | None = None
-        self.session: NativeSession | None = None
+        self.session: Session | None = None
         #: For ``status``: when the connection was made, and what it speaks.
         self.since = time.monotonic()
         self.protocol = "handshake"  # then "native" or "stdlib"
@@ -119,7 +85,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family == socket.AF_UNIX:
             if not self.peer:  # an unbound client socket: name it by its process
-                pid = local.peer_pid(sock)
+                pid = same_host.peer_pid(sock)
                 self.peer = f"local process {pid}" if pid else "local process"
         elif sock is not None:
             # A big send buffer lets one send() take a whole large reply; with
@@ -134,25 +100,15 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.timer = server.loop.call_later(
             server.config.handshake_timeout, self._handshake_timeout
         )
-        flags = handshake.FLAG_PICKLE if server.allow_pickle else 0
-        if server.local_address is not None and sock is not None and local.peer_on_loopback(sock):
-            self.local_offered = True
-            flags |= handshake.FLAG_LOCAL
-        self.challenge = handshake.make_challenge(marker=handshake.make_marker(flags))
-        self.send(handshake.CHALLENGE + self.challenge)
+        self.handshake = server.handshake_for(sock)
+        for frame in self.handshake.start():
+            self.send(frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.state = _CLOSING
         if self.timer is not None:
             self.timer.cancel()
-        call, self.inflight = self.inflight, None
-        if call is not None and call.cancel is not None:
-            call.cancel()
-        self.requests.clear()
-        if self.sticky_worker is not None:
-            self.sticky_worker.stop()
-            self.sticky_worker = None
         if self.session is not None:
             self.session.closed()
         callbacks, self.close_callbacks = self.close_callbacks, []
@@ -190,7 +146,11 @@ class ServerConnection(asyncio.BufferedProtocol):
                 return
             if frame is None:
                 break
-            self.frame_received(frame)
+            session = self.session
+            if session is not None:
+                session.frame_received(frame)
+            else:
+                self.handshake_step(frame)
         if self.session is not None:
             self.session.flush()  # also clears flush_scheduled, set while frames were read
 
@@ -234,14 +194,9 @@ class ServerConnection(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def sticky(self) -> Worker:
-        """This connection's own thread, for objects that check the calling thread."""
-        if self.sticky_worker is None:
-            self.sticky_worker = Worker(f"distproc-conn-{self.name or id(self)}")
-        return self.sticky_worker
-
+    # -------------------------------------------------------------- handshake
     def _handshake_timeout(self) -> None:
-        if self.state < _FIRST_REQUEST:
+        if self.state == _HANDSHAKE:
             log.info(
                 "dropping connection from %s: no handshake within %ss",
                 self.peer,
@@ -249,149 +204,27 @@ class ServerConnection(asyncio.BufferedProtocol):
             )
             self.abort()
 
-    # -------------------------------------------------------------- handshake
-    def frame_received(self, frame: BytesLike) -> None:
-        state = self.state
-        if state == _NATIVE:
-            assert self.session is not None
-            self.session.frame_received(frame)
-        elif state == _CHANNEL:
-            self.requests.append(frame)
-            if self.inflight is None:
-                self.next_request()
-        elif state == _FIRST_REQUEST:
-            self.first_request(frame)
-        else:
-            self.handshake_step(frame)
-
     def handshake_step(self, data: BytesLike) -> None:
-        frame = bytes(data)  # at most 256 bytes in the handshake
-        server = self.server
-        allow_md5 = server.config.allow_md5
-        try:
-            if self.state == _SEND_RESPONSE:
-                try:
-                    handshake.verify_response(
-                        server.authkey, self.challenge, frame, allow_md5=allow_md5
-                    )
-                except AuthenticationError:
-                    self.send(handshake.FAILURE)
-                    raise
-                self.send(handshake.WELCOME)
-                self.state = _AWAIT_CHALLENGE
-            elif self.state == _AWAIT_CHALLENGE:
-                if not frame.startswith(handshake.CHALLENGE):
-                    raise AuthenticationError("protocol error: expected a challenge")
-                message = frame[len(handshake.CHALLENGE) :]
-                self.send(handshake.create_response(server.authkey, message, allow_md5=allow_md5))
-                self.peer_flags = handshake.read_marker(message)
-                self.state = _AWAIT_WELCOME
-            else:
-                if frame != handshake.WELCOME:
-                    raise AuthenticationError("the client rejected the server's digest")
-                self.authenticated()
-        except AuthenticationError as exc:
-            log.warning("authentication failed for %s: %s", self.peer, exc)
+        step = self.handshake.receive(bytes(data))  # at most 256 bytes in the handshake
+        for frame in step.send:
+            self.send(frame)
+        if step.error is not None:
+            log.warning("authentication failed for %s: %s", self.peer, step.error)
             self.close()
+        elif self.handshake.done:
+            self.authenticated()
 
     def authenticated(self) -> None:
         server = self.server
+        agreement = self.handshake.agreement
+        assert agreement is not None
         if self.timer is not None:
             self.timer.cancel()
         self.reader.max_size = server.config.max_frame
-        if self.peer_flags is not None and server.serializer != "xmlrpclib":
-            from .native import NativeSession
-
-            pickle = server.allow_pickle and self.peer_flags & handshake.FLAG_PICKLE
-            codec = server.session_codec("pickle" if pickle else "native")
-            self.session = NativeSession(self, codec)
-            self.state = _NATIVE
-            self.protocol = "native"
-            name = server.local_address
-            if name is not None and self.local_offered and self.peer_flags & handshake.FLAG_LOCAL:
-                self.send(local.name_frame(name))
-        elif server.codec is None:
-            log.warning(
-                "refusing %s: this server speaks only the native protocol (serializer='native')",
-                self.peer,
-            )
-            self.close()
-        else:
-            self.state = _FIRST_REQUEST
-            self.protocol = "stdlib"
-
-    # ------------------------------------------------- the stdlib's protocol
-    def parse(self, frame: BytesLike) -> tuple[Any, str, tuple[Any, ...], dict[str, Any]] | None:
-        try:
-            ident, methodname, args, kwds = self.server.decode(frame)
-            if not isinstance(methodname, str):
-                raise TypeError(f"method name must be a str, not {type(methodname).__name__}")
-            args = tuple(args)
-            kwds = dict(kwds)
-        except (Exception, SystemExit) as exc:  # unpickling runs the peer's choice of code
-            log.warning("bad request from %s: %s", self.peer, exc)
-            self.send_parts(self.server.encode_parts((TRACEBACK, traceback_text(exc))))
-            return None
-        return ident, methodname, args, kwds
-
-    def first_request(self, frame: BytesLike) -> None:
-        request = self.parse(frame)
-        if request is None:
+        session = server.session_for(self, agreement)
+        if session is None:
             self.close()
             return
-        _, methodname, args, kwds = request
-        server = self.server
-        if methodname == "accept_connection":
-            self.name = str(args[0]) if args else ""
-            self.state = _CHANNEL
-            self.send_parts(server.encode_parts((RETURN, None)))
-            return
-        self.state = _CLOSING
-        if methodname == "shutdown":
-            self.send_parts(server.encode_parts(server.shutdown_request(self)))
-            self.close()
-            return
-        if methodname not in server.public:
-            text = (
-                "Traceback (most recent call last):\n"
-                f"AttributeError: {methodname!r} is not a server method\n"
-            )
-            self.send_parts(server.encode_parts((TRACEBACK, text)))
-            self.close()
-            return
-        job = server.method_job(self, methodname, args, kwds)
-
-        def done(msg: Message) -> None:
-            self.send_parts(server.encode_parts(msg))
-            self.close()
-
-        if methodname in server.loop_methods or (
-            methodname == "create" and args and server.creates_on_loop(args[0])
-        ):
-            done(job())
-        else:
-            run_off_loop(server, job, done)
-
-    def next_request(self) -> None:
-        while self.requests and self.inflight is None and self.state == _CHANNEL:
-            request = self.parse(self.requests.popleft())
-            if request is not None:
-                ident, methodname, args, kwds = request
-                call = _ChannelCall(self)
-                self.inflight = call
-                execute(self.server, call, ident, methodname, args, kwds, self.sticky)
-
-
-def method_job(
-    server: Server, conn: Any, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]
-) -> Callable[[], Message]:
-    """A job that runs server method ``methodname`` and returns its reply message."""
-    func = getattr(server, methodname)
-
-    def job() -> Message:
-        try:
-            return (RETURN, func(conn, *args, **kwds))
-        except Exception as exc:
-            return (TRACEBACK, traceback_text(exc))
-
-    return job
+        self.session = session
+        self.state = _SESSION
+        self.protocol = session.protocol

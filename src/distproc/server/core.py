@@ -3,9 +3,11 @@
 This module holds the :class:`Server`: its socket, its loop, its object table
 and the *server methods* (``create``, ``incref``, ``decref``, ...).  Each
 connection is a :class:`~.connection.ServerConnection`, which runs the
-handshake and then speaks either the stdlib's protocol or, with a distproc
-peer, the native one (:mod:`.native`).  Where each object call runs is
-decided in :mod:`.calls`.
+handshake and then hands its frames to a session: the stdlib's protocol
+(:mod:`.stdlib_session`) or, with a distproc peer, the native one
+(:mod:`.native_session`).  Where each object call runs is decided in :mod:`.calls`.
+Those modules see the server only through :class:`~.context.ServerContext`,
+which it implements.
 
 Bad input never costs other clients anything: a frame over the limit is
 refused from its length prefix, garbage fails the handshake, a silent peer is
@@ -16,6 +18,7 @@ pending calls cancelled.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -25,33 +28,38 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..addresses import format_address
+from ..callcontext import context
 from ..errors import ConnectionLostError
 from ..spinning import new_event_loop
-from ..wire import local
-from ..wire.codecs import BytesLike, Codec, get_codec
-from ..wire.framing import DEFAULT_MAX_FRAME
-from ..wire.messages import PROXY, RETURN, UNSERIALIZABLE, Token
-from .connection import ServerConnection, method_job
+from ..wire import same_host
+from ..wire.codecs import BytesLike, Codec
+from ..wire.handshake import FLAG_LOCAL, FLAG_PICKLE, Agreement, Handshake, make_marker
+from ..wire.messages import KIND_PROXY, KIND_RETURN, KIND_TRACEBACK, KIND_UNSERIALIZABLE, Token
+from ..wire.serializers import get_codec
+from .calls import run_off_loop, traceback_text
+from .config import ServerConfig
+from .connection import ServerConnection
+from .context import Message, Session
+from .loop_service import StatusReporter
+from .native_session import NativeSession
 from .objects import Entry, ObjectTable, public_methods
 from .queues import BATCH_METHODS, LoopQueue, is_loop_servable
+from .stdlib_session import StdlibSession
+from .sync_types import Array, Namespace, Value
 from .threads import ElasticPool
 
-__all__ = ["Server", "ServerConfig", "unpickling_server"]
+__all__ = ["CHEAP_CONSTRUCTORS", "Server"]
 
 log = logging.getLogger("distproc.server")
 
 #: Registry entries: typeid -> (callable, exposed, method_to_typeid, proxytype).
 Registry = dict[str, tuple[Any, Any, Any, Any]]
 
-_tls = threading.local()
-
-#: Constructors that cannot block, so ``create`` runs them on the loop (no thread
-#: hop).  The managers layer adds its own (``Namespace``, ``Value``, ``Array``).
-CHEAP_CONSTRUCTORS: list[Any] = [
+#: Constructors that cannot block, so ``create`` runs them on the loop (no thread hop).
+CHEAP_CONSTRUCTORS: tuple[Any, ...] = (
     queue.Queue,
     queue.LifoQueue,
     queue.PriorityQueue,
@@ -65,32 +73,10 @@ CHEAP_CONSTRUCTORS: list[Any] = [
     threading.BoundedSemaphore,
     threading.Condition,
     threading.Barrier,
-]
-
-
-def unpickling_server() -> Server | None:
-    """The server whose request this thread is decoding right now, if any."""
-    return getattr(_tls, "server", None)
-
-
-@dataclass
-class ServerConfig:
-    """Limits and policies of a server."""
-
-    #: Largest frame accepted after the handshake, in bytes.
-    max_frame: int = DEFAULT_MAX_FRAME
-    #: Seconds a new connection has to complete the handshake.
-    handshake_timeout: float = 10.0
-    #: Accept HMAC-MD5 answers from legacy (CPython <= 3.11) peers.
-    allow_md5: bool = True
-    #: ``listen()`` backlog.
-    backlog: int = 128
-    #: Seconds a native client's references outlive its connection, so that a
-    #: process that reconnects (after a network error) finds its objects again.
-    reconnect_grace: float = 10.0
-    #: Offer native clients on this host a Unix socket in place of loopback TCP
-    #: (Linux; see :mod:`distproc.wire.local`).
-    local_socket: bool = True
+    Namespace,
+    Value,
+    Array,
+)
 
 
 def _bind(address: Any, backlog: int) -> socket.socket:
@@ -116,6 +102,13 @@ def _address_text(address: Any) -> str:
     if isinstance(address, (str, bytes)):
         return format_address(address) or "unix socket"
     return format_address(address) if address else "?"
+
+
+def _not_a_server_method(method: str) -> str:
+    return (
+        "Traceback (most recent call last):\n"
+        f"AttributeError: {method!r} is not a server method\n"
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -168,18 +161,18 @@ class Server:
         self._sock = _bind(("127.0.0.1", 0) if address is None else address, self.config.backlog)
         name = self._sock.getsockname()
         self.address: Any = name if isinstance(name, str) else (name[0], name[1])
-        #: The same-host Unix socket's name while it is served (see :mod:`distproc.wire.local`).
+        #: The same-host Unix socket's name while it is served (see :mod:`distproc.wire.same_host`).
         self.local_address: str | None = None
         self.table = ObjectTable()
         self.pool = ElasticPool()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.connections: set[ServerConnection] = set()
         #: References of native sessions whose connection dropped, by session id.
-        self.orphans: dict[bytes, tuple[Any, asyncio.TimerHandle]] = {}
+        self.orphans: dict[bytes, tuple[collections.Counter[str], asyncio.TimerHandle]] = {}
         self.started_at = time.monotonic()
         #: Objects whose ``__distproc_status__()`` ``status`` reports even when no
         #: client holds them (those in the table that define it are reported too).
-        self.services: list[Any] = []
+        self.services: list[StatusReporter] = []
         #: Called on the loop's thread once the socket is served, before ``started`` is set.
         self.on_start: list[Callable[[], None]] = []
         self.started = threading.Event()
@@ -228,11 +221,11 @@ class Server:
         """Listen on a same-host Unix socket too, if this server listens on TCP."""
         if not (
             self.config.local_socket
-            and local.enabled()
+            and same_host.enabled()
             and self._sock.family in (socket.AF_INET, socket.AF_INET6)
         ):
             return None
-        name = local.new_name()
+        name = same_host.new_name()
         try:
             sock = _bind(name, self.config.backlog)
         except OSError as exc:
@@ -387,12 +380,73 @@ class Server:
         except Exception:
             log.exception("error while shutting down")
         self.stop()
-        return (RETURN, None)
+        return (KIND_RETURN, None)
 
-    def method_job(
-        self, c: Any, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]
-    ) -> Callable[[], tuple[str, Any]]:
-        return method_job(self, c, methodname, args, kwds)
+    # ------------------------------------------------------------- connections
+    def handshake_for(self, sock: socket.socket | None) -> Handshake:
+        """The server's side of the handshake with the peer at the other end of ``sock``:
+        the same-host socket is offered to peers on loopback."""
+        flags = FLAG_PICKLE if self.allow_pickle else 0
+        if (
+            self.local_address is not None
+            and sock is not None
+            and same_host.peer_on_loopback(sock)
+        ):
+            flags |= FLAG_LOCAL
+        return Handshake(
+            self.authkey, server=True, allow_md5=self.config.allow_md5, marker=make_marker(flags)
+        )
+
+    def session_for(self, conn: ServerConnection, agreement: Agreement) -> Session | None:
+        """The protocol ``conn`` speaks after the handshake (``None``: the peer is refused)."""
+        if agreement.native and self.serializer != "xmlrpclib":
+            codec = self.session_codec("pickle" if agreement.pickle else "native")
+            session = NativeSession(conn, codec)
+            if agreement.same_host and self.local_address is not None:
+                conn.send(same_host.name_frame(self.local_address))
+            return session
+        if self.codec is None:
+            log.warning(
+                "refusing %s: this server speaks only the native protocol (serializer='native')",
+                conn.peer,
+            )
+            return None
+        return StdlibSession(conn, self.codec)
+
+    def call_server_method(
+        self,
+        conn: Any,
+        method: str,
+        args: tuple[Any, ...],
+        kwds: dict[str, Any],
+        done: Callable[[Message], None],
+    ) -> None:
+        """Run server method ``method`` for ``conn``; hand its reply to ``done`` on the loop.
+
+        It runs on the loop when it cannot block (:attr:`loop_methods`, and
+        ``create`` of a type in :data:`CHEAP_CONSTRUCTORS`), else on the pool.
+        ``shutdown`` replies first, then stops the server.
+        """
+        if method not in self.public or method == "accept_connection":
+            done((KIND_TRACEBACK, _not_a_server_method(method)))
+            return
+        if method == "shutdown":
+            done(self.shutdown_request(conn))
+            return
+        func = getattr(self, method)
+
+        def job() -> Message:
+            try:
+                return (KIND_RETURN, func(conn, *args, **kwds))
+            except Exception as exc:
+                return (KIND_TRACEBACK, traceback_text(exc))
+
+        if method in self.loop_methods or (
+            method == "create" and args and self.creates_on_loop(args[0])
+        ):
+            done(job())
+        else:
+            run_off_loop(self, job, done)
 
     # ------------------------------------------------------------------ helpers
     def loop_queue(self, q: Any) -> LoopQueue:
@@ -418,20 +472,20 @@ class Server:
         try:
             return codec.dumps_parts(msg)
         except Exception:
-            return [codec.dumps((UNSERIALIZABLE, traceback.format_exc()))]
+            return [codec.dumps((KIND_UNSERIALIZABLE, traceback.format_exc()))]
 
     def decode(self, data: BytesLike, codec: Codec | None = None) -> Any:
         codec = codec or self.codec
         assert codec is not None
-        _tls.server = self
+        context.server = self
         try:
             return codec.loads(data)
         finally:
-            _tls.server = None
+            context.server = None
 
     def result_message(self, entry: Entry, methodname: str, result: Any) -> tuple[str, Any]:
         typeid = entry.method_to_typeid.get(methodname) if entry.method_to_typeid else None
         if typeid:
             ident, exposed = self.add_object(typeid, result)
-            return PROXY, (exposed, Token(typeid, self.address, ident))
-        return RETURN, result
+            return KIND_PROXY, (exposed, Token(typeid, self.address, ident))
+        return KIND_RETURN, result

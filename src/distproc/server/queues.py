@@ -5,9 +5,9 @@ thread.  The waiter is woken when an item arrives by any route: another client,
 a thread of the server's process that uses the queue directly, or a user method
 running on a pool thread.  That works because ``queue.Queue`` signals every
 new item through ``self.not_empty.notify()`` (and every freed slot through
-``not_full``): :func:`attach` replaces those two conditions with subclasses
-that also tell the loop.  Threads already waiting on the old conditions are
-notified too.
+``not_full``): a :class:`LoopQueue`, made on the queue's first call, replaces
+those two conditions with subclasses that also tell the loop.  Threads
+already waiting on the old conditions are notified too.
 
 Items are taken from the queue only when a live waiter is at the head of the
 line, so when a client dies while it waits, its waiter is dropped and the next
@@ -26,24 +26,16 @@ import contextlib
 import queue
 import threading
 from collections import deque
-from typing import Any, Protocol
+from typing import Any
 
-__all__ = ["BATCH_METHODS", "LOOP_METHODS", "LoopQueue", "PendingCall", "is_loop_servable"]
+from .loop_service import LoopCall
+
+__all__ = ["BATCH_METHODS", "LOOP_METHODS", "LoopQueue", "is_loop_servable"]
 
 #: Batch methods that loop-served queues gain (exposed to proxies made automatically).
 BATCH_METHODS = ("put_many", "get_many")
 #: Queue methods that the loop serves itself.
 LOOP_METHODS = frozenset(("get", "put", *BATCH_METHODS))
-
-
-class PendingCall(Protocol):
-    """A call waiting for its reply, as the connection sees it."""
-
-    def reply(self, value: Any) -> None: ...
-
-    def fail(self, exc: BaseException) -> None: ...
-
-    def on_cancel(self, callback: Any) -> None: ...
 
 
 def is_loop_servable(obj: object) -> bool:
@@ -91,7 +83,7 @@ def _notify(cond: threading.Condition) -> None:
 class _Waiter:
     __slots__ = ("call", "item", "many", "timer")
 
-    def __init__(self, call: PendingCall, item: Any = None, many: int = 0) -> None:
+    def __init__(self, call: LoopCall, item: Any = None, many: int = 0) -> None:
         self.call = call
         self.item = item  # put: the item, or for put_many the items not yet in
         self.many = many  # get_many: at most this many items; put_many: 1
@@ -281,7 +273,7 @@ class LoopQueue:
 
             waiter.timer = self.loop.call_later(timeout, expire)
 
-    def get(self, call: PendingCall, args: Any, kwds: Any) -> None:
+    def get(self, call: LoopCall, args: Any, kwds: Any) -> None:
         block, timeout = _get_args(*args, **kwds)
         if block and timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
@@ -295,7 +287,7 @@ class LoopQueue:
         if not self.q.empty():  # an item may have come before the waiter was in line
             self._item_added()
 
-    def put(self, call: PendingCall, args: Any, kwds: Any) -> None:
+    def put(self, call: LoopCall, args: Any, kwds: Any) -> None:
         item, block, timeout = _put_args(*args, **kwds)
         if block and timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
@@ -309,7 +301,7 @@ class LoopQueue:
         if not self.q.full():
             self._slot_freed()
 
-    def get_many(self, call: PendingCall, args: Any, kwds: Any) -> None:
+    def get_many(self, call: LoopCall, args: Any, kwds: Any) -> None:
         """Wait for at least one item; return a list of up to ``max_items`` of them."""
         max_items, timeout = _get_many_args(*args, **kwds)
         if timeout is not None and timeout < 0:
@@ -325,7 +317,7 @@ class LoopQueue:
         if not self.q.empty():
             self._item_added()
 
-    def put_many(self, call: PendingCall, args: Any, kwds: Any) -> None:
+    def put_many(self, call: LoopCall, args: Any, kwds: Any) -> None:
         """Put every item, in order, waiting for room in a bounded queue."""
         (items,) = args or (kwds.pop("items"),)
         rest = list(items)

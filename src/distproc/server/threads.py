@@ -7,7 +7,7 @@ for ``idle_timeout`` seconds exit, so a burst does not leave threads behind.
 The most recently idle thread is reused first, so a steady load runs on few,
 warm threads.
 
-:class:`Worker` is also used on its own as a connection's *sticky* thread:
+:class:`CallThread` is also used on its own as a connection's *sticky* thread:
 objects whose methods care which thread calls them (``threading.RLock`` and
 ``threading.Condition`` check the owner thread) are always called from the
 same thread for a given connection, as they would be with the stdlib.
@@ -19,12 +19,12 @@ import queue
 import threading
 from collections.abc import Callable
 
-__all__ = ["ElasticPool", "Worker"]
+__all__ = ["CallThread", "ElasticPool"]
 
 Job = Callable[[], None]
 
 
-class Worker:
+class CallThread:
     """One thread with a mailbox of jobs."""
 
     def __init__(self, name: str, pool: ElasticPool | None = None) -> None:
@@ -64,7 +64,7 @@ class ElasticPool:
         self.name = name
         self.idle_timeout = idle_timeout
         self._lock = threading.Lock()
-        self._idle: list[Worker] = []
+        self._idle: list[CallThread] = []
         self._started = 0
         self._closed = False
 
@@ -76,26 +76,26 @@ class ElasticPool:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the pool is shut down")
-            worker = self._idle.pop() if self._idle else None
-            if worker is None:
+            thread = self._idle.pop() if self._idle else None
+            if thread is None:
                 self._started += 1
                 name = f"{self.name}-{self._started}"
-        if worker is None:
-            worker = Worker(name, self)
-        worker.submit(job)
+        if thread is None:
+            thread = CallThread(name, self)
+        thread.submit(job)
 
-    def _idle_again(self, worker: Worker) -> None:
+    def _idle_again(self, thread: CallThread) -> None:
         with self._lock:
             if self._closed:
-                worker.stop()
+                thread.stop()
             else:
-                self._idle.append(worker)
+                self._idle.append(thread)
 
-    def _retire(self, worker: Worker) -> bool:
-        """Called by an idle worker that timed out: True if it may exit."""
+    def _retire(self, thread: CallThread) -> bool:
+        """Called by an idle thread that timed out: True if it may exit."""
         with self._lock:
             try:
-                self._idle.remove(worker)
+                self._idle.remove(thread)
             except ValueError:
                 return False  # just handed a job; it is in the mailbox
             return True
@@ -104,5 +104,5 @@ class ElasticPool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for worker in idle:
-            worker.stop()
+        for thread in idle:
+            thread.stop()

@@ -29,17 +29,45 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..addresses import format_address, is_loopback
-from ..errors import TaskTimeoutError, WorkerLostError
+from ..errors import FrameTooLargeError, TaskImportError, TaskTimeoutError, WorkerLostError
 from ..server import ServerConfig
+from ..wire.framing import DEFAULT_MAX_FRAME
 from .fleet import Fleet, child_command
 from .host import ServiceHost, ServiceManager, connect_service
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
-from .service import ERROR, LOST, OK, TIMEOUT
+from .service import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, split_by_size
 
 __all__ = ["Executor"]
 
 log = logging.getLogger("distproc.tasks")
+
+#: Room left in a frame for what travels with a task's payload (ids, options).
+ENVELOPE = 64 * 1024
+
+
+class _Pending:
+    """How many tasks are unfinished: ``take()`` waits while ``limit`` are.
+
+    ``take(wait=False)`` goes over the limit without waiting: the calls of a
+    lost ``map`` chunk are sent again at once, from a thread that must not block.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._count = 0
+        self._cond = threading.Condition(threading.Lock())
+
+    def take(self, wait: bool = True) -> None:
+        with self._cond:
+            while wait and self._count >= self._limit:
+                self._cond.wait()
+            self._count += 1
+
+    def release(self) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify()
 
 
 class Executor(concurrent.futures.Executor):
@@ -61,7 +89,7 @@ class Executor(concurrent.futures.Executor):
     def __init__(
         self,
         address: tuple[str, int] | None = None,
-        authkey: bytes | None = None,
+        authkey: bytes | str | None = None,
         *,
         workers: int = 0,
         connect: tuple[str, int] | None = None,
@@ -78,8 +106,10 @@ class Executor(concurrent.futures.Executor):
     ) -> None:
         if serializer not in ("native", "pickle"):
             raise ValueError(f"serializer must be 'native' or 'pickle', not {serializer!r}")
+        if isinstance(authkey, str):
+            authkey = authkey.encode("utf-8")  # as BaseManager takes it
         if authkey is not None and not isinstance(authkey, bytes):
-            raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
+            raise TypeError(f"authkey must be bytes or str, not {type(authkey).__name__}")
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         if workers < 0:
@@ -106,7 +136,7 @@ class Executor(concurrent.futures.Executor):
         self._futures: dict[int, concurrent.futures.Future[Any]] = {}
         self._outbox: list[tuple[int, str, bytes, Any]] = []
         self._flushing = False
-        self._slots = threading.BoundedSemaphore(max_pending)
+        self._slots = _Pending(max_pending)
         self._shutdown = False
         self._host: ServiceHost | None = None
         self._fleet: Fleet | None = None
@@ -126,8 +156,15 @@ class Executor(concurrent.futures.Executor):
                 )
             else:
                 authkey = secrets.token_hex(16).encode()
-        self.authkey = authkey
+        self.authkey: bytes = authkey
         self.address: tuple[str, int] | None = None
+        # A task reaches a worker in one frame, which a worker's connection takes
+        # up to DEFAULT_MAX_FRAME; a service of ours may take less.
+        frame = DEFAULT_MAX_FRAME
+        if connect is None and server_config is not None:
+            frame = min(frame, server_config.max_frame)
+        self._frame_limit = frame
+        self.max_task_bytes = frame - ENVELOPE
         if connect is not None:
             self._connect_remote(connect)
         else:
@@ -183,7 +220,8 @@ class Executor(concurrent.futures.Executor):
         host = self.address[0]
         connect_to = ("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host,
                       self.address[1])  # fmt: skip
-        self._fleet = Fleet(child_command(format_address(connect_to), extra), count, env)
+        command = child_command(format_address(connect_to), extra)
+        self._fleet = Fleet(command, count, env, relay_stderr=True)
         self._fleet.start()
 
     # ------------------------------------------------------------ submitting
@@ -194,18 +232,41 @@ class Executor(concurrent.futures.Executor):
             pass
         try:
             ref = function_ref(fn)
-        except TypeError:
+        except TypeError as exc:
             if self._allow_pickle:
                 return ""  # the callable travels pickled, with the arguments
-            raise
+            raise TypeError(
+                f"{exc} (or choose serializer='pickle' for a callable object that pickle "
+                "can send)"
+            ) from None
         with contextlib.suppress(TypeError):
             self._refs[fn] = ref
         return ref
 
     def _payload(self, ref: str, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         if not ref:
-            return encode(((fn, *args), kwargs), PICKLE)
-        return encode((args, kwargs), self._codec)
+            payload = encode(((fn, *args), kwargs), PICKLE)
+        else:
+            payload = encode((args, kwargs), self._codec)
+        self._check_size(payload)
+        return payload
+
+    def _check_size(self, payload: bytes) -> None:
+        """Refuse, here, a task that could never reach a worker (rather than lose workers)."""
+        if len(payload) <= self.max_task_bytes:
+            return
+        limit = self._frame_limit
+        if limit < DEFAULT_MAX_FRAME:
+            how = (f"raise ServerConfig(max_frame=...) of the Executor's service, up to "
+                   f"{DEFAULT_MAX_FRAME:,} bytes, or pass")  # fmt: skip
+        else:
+            how = "pass"
+        raise FrameTooLargeError(
+            f"the task's arguments take {len(payload):,} bytes encoded; a task can take at "
+            f"most {self.max_task_bytes:,} (the frame limit of {limit:,} bytes, less room for "
+            f"the task's envelope): {how} large data another way, such as a path or URL "
+            "that the workers can read"
+        )
 
     def submit(  # type: ignore[override]  # `timeout` is the task's, as documented
         self, fn: Callable[..., Any], /, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -221,9 +282,12 @@ class Executor(concurrent.futures.Executor):
             opts = {**opts, "timeout": float(timeout)}
         return self._enqueue(ref, self._payload(ref, fn, args, kwargs), opts or None)
 
-    def _enqueue(self, ref: str, payload: bytes, opts: Any) -> concurrent.futures.Future[Any]:
+    def _enqueue(
+        self, ref: str, payload: bytes, opts: Any, *, wait: bool = True
+    ) -> concurrent.futures.Future[Any]:
+        """Queue a task; ``wait=False`` goes past ``max_pending`` rather than wait."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._slots.acquire()
+        self._slots.take(wait)
         with self._lock:
             if self._shutdown:
                 self._slots.release()
@@ -261,7 +325,8 @@ class Executor(concurrent.futures.Executor):
             batch = self._take_outbox()
             if batch:
                 try:
-                    self._service.submit(self._mid, batch)
+                    for part in split_by_size(batch, lambda task: len(task[2])):
+                        self._service.submit(self._mid, part)
                 except Exception as exc:
                     self._fail_all(exc)
                     return
@@ -314,6 +379,9 @@ class Executor(concurrent.futures.Executor):
         if status == LOST:
             attempts = [(str(a), str(b)) for a, b in payload.get("attempts", [])]
             return WorkerLostError(f"task lost: {payload.get('reason', '?')}", attempts)
+        if status == UNAVAILABLE:
+            workers = [(str(a), str(b)) for a, b in payload.get("workers", [])]
+            return TaskImportError(str(payload.get("reason", "?")), workers)
         record = decode(payload, False)
         if status == TIMEOUT:
             return TaskTimeoutError(str(record.get("message", "the task ran past its timeout")))

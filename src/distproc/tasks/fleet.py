@@ -5,6 +5,11 @@ an :class:`~distproc.Executor` with ``workers=N``.  Each child is
 ``python -m distproc worker ... --child``: it holds its own connection, so
 when it dies the service requeues its tasks at once; the fleet then starts
 another.  A child that keeps dying at once is restarted with a growing delay.
+With ``relay_stderr``, what a child writes to stderr (its log lines) is copied
+line by line to this process's ``sys.stderr``, whatever that is at the time
+(above a progress bar, say), instead of going to the terminal around it.
+A child that exits with ``EXIT_REFUSED`` (the service refused it: a wrong
+authkey, not a task service) is not restarted: the fleet stops.
 """
 
 from __future__ import annotations
@@ -17,15 +22,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO
 
-__all__ = ["Fleet", "child_command", "describe_exit"]
+__all__ = ["EXIT_REFUSED", "Fleet", "child_command", "describe_exit"]
 
 log = logging.getLogger("distproc.worker")
 
 #: A child that lived shorter than this is restarted after a growing delay.
 QUICK_DEATH = 1.0
 MAX_RESTART_DELAY = 5.0
+#: A child's exit status when the service refused it (EX_CONFIG of sysexits.h).
+EXIT_REFUSED = 78
 
 
 def describe_exit(returncode: int) -> str:
@@ -43,21 +51,38 @@ def child_command(address: str, extra: Sequence[str] = ()) -> list[str]:
     return [sys.executable, "-m", "distproc", "worker", address, "--child", *extra]
 
 
+def _relay(stream: IO[bytes]) -> None:
+    with stream:
+        for line in stream:
+            with contextlib.suppress(Exception):  # no stderr left to write to
+                sys.stderr.write(line.decode("utf-8", "replace"))
+                sys.stderr.flush()
+
+
 class Fleet:
     """``count`` children running ``command``; see the module docstring."""
 
     def __init__(
-        self, command: Sequence[str], count: int, env: Mapping[str, str] | None = None
+        self,
+        command: Sequence[str],
+        count: int,
+        env: Mapping[str, str] | None = None,
+        *,
+        relay_stderr: bool = False,
     ) -> None:
         if count < 1:
             raise ValueError("a fleet needs at least one worker process")
         self.command = list(command)
         self.count = count
         self.env = dict(os.environ if env is None else env)
+        self.relay_stderr = relay_stderr
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        #: Set when a child exited with EXIT_REFUSED; ``on_refused`` is then called.
+        self.refused = False
+        self.on_refused: Callable[[], None] | None = None
 
     def start(self) -> None:
         for index in range(self.count):
@@ -79,11 +104,22 @@ class Fleet:
                     return
                 # A session of its own: a Ctrl-C at the terminal reaches the
                 # supervisor only, which stops the children gracefully.
-                proc = subprocess.Popen(self.command, env=self.env, start_new_session=True)
+                proc = subprocess.Popen(
+                    self.command, env=self.env, start_new_session=True,
+                    stderr=subprocess.PIPE if self.relay_stderr else None,
+                )  # fmt: skip
                 self.procs[index] = proc
+            if proc.stderr is not None:
+                threading.Thread(target=_relay, args=(proc.stderr,), daemon=True).start()
             born = time.monotonic()
             returncode = proc.wait()
             if self.stopping.is_set():
+                return
+            if returncode == EXIT_REFUSED:
+                self.refused = True
+                self.stopping.set()
+                if self.on_refused is not None:
+                    self.on_refused()
                 return
             log.warning(
                 "worker process %d ended (%s); starting another", proc.pid,

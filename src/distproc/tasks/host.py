@@ -15,11 +15,19 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..addresses import format_address
+from ..errors import AuthenticationError, DistprocError, NoTaskServiceError, RemoteError
 from ..managers import BaseManager
 from ..server import Server, ServerConfig
 from .service import TaskService, check_options
 
-__all__ = ["SERVICE_METHODS", "ServiceHost", "ServiceManager", "connect_service"]
+__all__ = [
+    "SERVICE_METHODS",
+    "ServiceHost",
+    "ServiceManager",
+    "close_service",
+    "connect_service",
+    "describe_refusal",
+]
 
 _T = TypeVar("_T")
 
@@ -33,12 +41,57 @@ class ServiceManager(BaseManager):
 ServiceManager.register("TaskService", exposed=SERVICE_METHODS)
 
 
+#: Where a task service comes from, for messages that must say where to find one.
+_SERVICES = "distproc map --address, distproc serve without MODULE:CLASS, or an Executor"
+
+
 def connect_service(address: Any, authkey: bytes) -> tuple[ServiceManager, Any]:
-    """Connect to the task service at ``address``: its manager and a proxy of the service."""
+    """Connect to the task service at ``address``: its manager and a proxy of the service.
+
+    A server that is not a task service raises :class:`NoTaskServiceError`
+    with a message that says so.
+    """
+    where = format_address(address)
     manager = ServiceManager(tuple(address), authkey, serializer="native")
-    manager.connect()
-    service = manager.TaskService()  # type: ignore[attr-defined]  # made by register()
+    try:
+        manager.connect()
+    except DistprocError as exc:
+        if isinstance(exc, (AuthenticationError, OSError, EOFError)):
+            raise
+        # The one a stdlib multiprocessing.managers server gets: it speaks no native protocol.
+        raise NoTaskServiceError(
+            f"{where} is not a distproc task service (a multiprocessing.managers server?); "
+            f"a task service is what {_SERVICES} hosts"
+        ) from exc
+    try:
+        service = manager.TaskService()  # type: ignore[attr-defined]  # made by register()
+    except RemoteError as exc:
+        if "unknown typeid 'TaskService'" not in str(exc):
+            raise
+        raise NoTaskServiceError(
+            f"{where} is a distproc manager with no task service; "
+            f"a task service is what {_SERVICES} hosts"
+        ) from None
     return manager, service
+
+
+def close_service(manager: ServiceManager) -> None:
+    """Close the connection that :func:`connect_service` opened (its proxies die with it)."""
+    manager.close_connections()
+
+
+def describe_refusal(address: Any, exc: BaseException) -> str:
+    """What to tell a person whose worker or master ``address`` turned away."""
+    where = format_address(address)
+    if isinstance(exc, AuthenticationError):
+        return (
+            f"the task service at {where} refused the authkey: use the service's, "
+            "from $DISTPROC_AUTHKEY or --authkey-file"
+        )
+    text = str(exc)
+    if isinstance(exc, NoTaskServiceError) or where in text:
+        return text  # it names the address already
+    return f"{where}: {text}"
 
 
 class ServiceHost:

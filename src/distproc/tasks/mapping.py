@@ -1,8 +1,13 @@
 """``Executor.map``: calls fed lazily, batched adaptively, results in order.
 
-A feeder thread reads the input and submits; the caller's iterator yields
-results in input order as they arrive.  ``submit()``'s backpressure bounds
-what is in flight, so an endless input is fine.
+A feeder thread makes chunks of the input and submits them; the caller's
+iterator yields results in input order as they arrive.  An input of unknown
+length (a generator, stdin) is read ahead on a thread of its own (at most
+``READ_AHEAD`` calls), and a chunk takes the calls that have arrived, up to
+its size, without waiting for more: an input that comes slowly (a terminal,
+``tail -f``) has its calls run as they come.  An input whose length is known
+is at hand, and is read directly.  ``submit()``'s backpressure bounds what
+is in flight, so an endless input is fine.
 
 With ``chunksize=None`` (the default) calls travel in *chunks* sized from
 the time the workers report: about ``CHUNK_SECONDS`` of work each, at most
@@ -13,22 +18,27 @@ raises fails only itself.
 
 A chunk runs on one worker, so a worker lost while it runs one takes the
 whole chunk: the chunk is then split and its calls are submitted one by one,
-each counting that loss as its first strike.  The call that brought the
-worker down is then dead-lettered after ``max_attempts`` losses in all, as a
+each counting that loss as its first strike.  This happens as soon as the
+loss is known, not when the caller's iterator reaches the chunk, and the
+calls go to the front of the service's queue: they run before the rest of
+the input, as a lost task's lease does.  The call that brought the worker
+down is then dead-lettered after ``max_attempts`` losses in all, as a
 submitted task would be, and the others run normally.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import WorkerLostError
+from ..errors import FrameTooLargeError, WorkerLostError
 from .payloads import encode, rebuild_error
 from .service import OK
 
@@ -40,11 +50,98 @@ __all__ = ["CHUNK_SECONDS", "MAX_CHUNK", "MapRun"]
 
 CHUNK_SECONDS = 0.02
 MAX_CHUNK = 1024
-CHUNK_REF = "distproc.tasks.worker:run_chunk"
+READ_AHEAD = 2 * MAX_CHUNK
 _END = object()
-#: A chunk lost once goes back to its master, which splits it (not a dead letter).
-_CHUNK_OPTS = {"max_attempts": 1, "split": True}
+#: A chunk lost once goes back to its master, which splits it (not a dead letter);
+#: ``chunk`` tells the worker that the payload is a list of calls.
+_CHUNK_OPTS = {"max_attempts": 1, "split": True, "chunk": True}
 _Future = concurrent.futures.Future
+
+
+class _Direct:
+    """The input's items, read on the feeder's thread (an input that is at hand)."""
+
+    def __init__(self, iterable: Iterable[Any]) -> None:
+        self._it = iter(iterable)
+
+    def take(self, most: int) -> list[Any]:
+        return list(itertools.islice(self._it, most))
+
+    def close(self) -> None:
+        """Nothing runs on its own."""
+
+
+class _ReadAhead:
+    """The input's items, read on a thread of its own; :meth:`take` gets what has arrived."""
+
+    def __init__(self, iterable: Iterable[Any], limit: int = READ_AHEAD) -> None:
+        self._items: deque[Any] = deque()
+        self._limit = limit
+        self._cond = threading.Condition(threading.Lock())
+        self._taker_waits = self._reader_waits = False
+        self._ended = self._closed = False
+        self._error: BaseException | None = None
+        thread = threading.Thread(target=self._read, args=(iterable,), name="distproc-map-read",
+                                  daemon=True)  # fmt: skip
+        thread.start()
+
+    def _read(self, iterable: Iterable[Any]) -> None:
+        items, cond = self._items, self._cond
+        try:
+            for item in iterable:
+                items.append(item)
+                if self._taker_waits:
+                    with cond:
+                        cond.notify()
+                if len(items) >= self._limit:
+                    with cond:
+                        self._reader_waits = True
+                        while len(items) >= self._limit and not self._closed:
+                            cond.wait()
+                        self._reader_waits = False
+                if self._closed:
+                    return
+        except BaseException as exc:
+            self._error = exc
+        with cond:
+            self._ended = True
+            cond.notify()
+
+    def take(self, most: int) -> list[Any]:
+        """1 to ``most`` items, waiting for the first; ``[]`` at the end (or once closed)."""
+        items, cond = self._items, self._cond
+        if not items:
+            with cond:
+                self._taker_waits = True
+                while not items and not self._ended and not self._closed:
+                    cond.wait()
+                self._taker_waits = False
+        out: list[Any] = []
+        while items and len(out) < most:
+            out.append(items.popleft())
+        if self._reader_waits:
+            with cond:
+                cond.notify()
+        if not out and self._error is not None:
+            raise self._error
+        return out
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class _Chunk:
+    """A chunk of calls in flight, and its calls as tasks of their own once it is split."""
+
+    __slots__ = ("calls", "future", "lock", "split")
+
+    def __init__(self, calls: list[Any], future: _Future[Any]) -> None:
+        self.calls = calls
+        self.future = future
+        self.lock = threading.Lock()
+        self.split: list[_Future[Any]] | None = None
 
 
 class MapRun:
@@ -78,6 +175,7 @@ class MapRun:
         self.timed = threading.Event()
         self.in_flight = 0  # chunks submitted before any time was known
         self.fed = 0
+        self.input: _ReadAhead | _Direct | None = None
         self.feeder = threading.Thread(target=self._feed, name="distproc-map-feed", daemon=True)
 
     # -------------------------------------------------------------- feeding
@@ -105,28 +203,54 @@ class MapRun:
     def _feed(self) -> None:
         ex = self.ex
         try:
-            it = iter(self.iterable)
             while not self.stop.is_set():
                 self._wait_for_timing()
-                size = self._size()
-                chunk = [list(args) for args in itertools.islice(it, size)]
-                if not chunk:
+                assert self.input is not None
+                chunk = [list(args) for args in self.input.take(self._size())]
+                if not chunk or self.stop.is_set():
                     break
                 self.fed += len(chunk)
                 if self.chunksize == 1 or not self.ref:
-                    args = tuple(chunk[0])
-                    payload = ex._payload(self.ref, self.fn, args, {})
-                    self.pending.put((None, ex._enqueue(self.ref, payload, ex._opts or None)))
+                    self.pending.put(self._submit_call(chunk[0]))
                     continue
-                payload = encode(((self.ref, chunk), {}), ex._codec)
-                # max_attempts=1: a chunk lost once is split (see the module docstring).
-                future = ex._enqueue(CHUNK_REF, payload, {**ex._opts, **_CHUNK_OPTS})
-                if not self.timed.is_set():
-                    self.in_flight += 1
-                self.pending.put((chunk, future))
+                for part, payload in self._fitting(chunk):
+                    if payload is None:  # one call, too large to send: it fails alone
+                        self.pending.put(self._submit_call(part[0]))
+                        continue
+                    # max_attempts=1: a chunk lost once is split (see the module docstring).
+                    future = ex._enqueue(self.ref, payload, {**ex._opts, **_CHUNK_OPTS})
+                    entry = _Chunk(part, future)
+                    if not self.timed.is_set():
+                        self.in_flight += 1
+                    self.pending.put(entry)
+                    future.add_done_callback(functools.partial(self._on_done, entry))
         except BaseException as exc:
             self.pending.put(exc)
         self.pending.put(_END)
+
+    def _submit_call(self, args: list[Any]) -> _Future[Any]:
+        """One call as a task of its own; one too large to send fails alone, here."""
+        ex = self.ex
+        try:
+            payload = ex._payload(self.ref, self.fn, tuple(args), {})
+        except FrameTooLargeError as exc:
+            failed: _Future[Any] = _Future()
+            failed.set_exception(exc)
+            return failed
+        return ex._enqueue(self.ref, payload, ex._opts or None)
+
+    def _fitting(self, chunk: list[Any]) -> list[tuple[list[Any], bytes | None]]:
+        """``chunk`` and its payload, cut in halves until each part fits in a task.
+
+        A part of one call that does not fit has no payload (``None``).
+        """
+        payload = encode(((chunk,), {}), self.ex._codec)
+        if len(payload) <= self.ex.max_task_bytes:
+            return [(chunk, payload)]
+        if len(chunk) == 1:
+            return [(chunk, None)]
+        half = len(chunk) // 2
+        return self._fitting(chunk[:half]) + self._fitting(chunk[half:])
 
     # ------------------------------------------------------------ results
     def _result(self, future: _Future[Any]) -> Any:
@@ -146,11 +270,45 @@ class MapRun:
                 raise
             return exc
 
-    def _chunk(self, chunk: list[Any], future: _Future[Any]) -> Iterator[Any]:
+    def _on_done(self, entry: _Chunk, _: _Future[Any]) -> None:
+        """A chunk finished (on whichever thread delivered its result): split it if it was lost."""
+        future = entry.future
+        if self.stop.is_set() or future.cancelled():
+            return
+        if isinstance(future.exception(), WorkerLostError):
+            self._split(entry)
+
+    def _split(self, entry: _Chunk) -> list[_Future[Any]]:
+        """The calls of a lost chunk, submitted once each, at the front of the queue."""
+        with entry.lock:
+            if entry.split is not None:
+                return entry.split
+            lost = entry.future.exception()
+            assert isinstance(lost, WorkerLostError)
+            ex = self.ex
+            history = [list(a) for a in lost.attempts]
+            opts = {**ex._opts, "strikes": 1, "history": history, "front": True}
+            futures: list[_Future[Any]] = []
+            for args in entry.calls:
+                payload = ex._payload(self.ref, self.fn, tuple(args), {})
+                try:
+                    # Not waiting for max_pending: this may run on the thread that
+                    # delivers results, and the chunk's calls were counted as one.
+                    futures.append(ex._enqueue(self.ref, payload, opts, wait=False))
+                except RuntimeError:  # shut down meanwhile: the calls stay lost
+                    failed: _Future[Any] = _Future()
+                    failed.set_exception(lost)
+                    futures.append(failed)
+            entry.split = futures
+            return futures
+
+    def _chunk(self, entry: _Chunk) -> Iterator[Any]:
+        chunk = entry.calls
         try:
-            seconds, outcomes = self._result(future)
-        except WorkerLostError as lost:
-            yield from self._split(chunk, lost)
+            seconds, outcomes = self._result(entry.future)
+        except WorkerLostError:
+            for future in self._split(entry):
+                yield self._outcome(future)
             return
         except concurrent.futures.TimeoutError:
             raise
@@ -172,17 +330,8 @@ class MapRun:
                 raise error
             yield error
 
-    def _split(self, chunk: list[Any], lost: WorkerLostError) -> Iterator[Any]:
-        ex = self.ex
-        opts = {**ex._opts, "strikes": 1, "history": [list(a) for a in lost.attempts]}
-        futures = [
-            ex._enqueue(self.ref, ex._payload(self.ref, self.fn, tuple(args), {}), opts)
-            for args in chunk
-        ]
-        for future in futures:
-            yield self._outcome(future)
-
     def __iter__(self) -> Iterator[Any]:
+        self.input = _Direct(self.iterable) if self.total is not None else _ReadAhead(self.iterable)
         self.feeder.start()
         bar = self.bar
         try:
@@ -192,22 +341,19 @@ class MapRun:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                chunk, future = item
-                if chunk is None:
-                    yield self._outcome(future)
+                values = self._chunk(item) if isinstance(item, _Chunk) else [self._outcome(item)]
+                for value in values:
                     if bar is not None:
-                        bar.advance()
-                    continue
-                for value in self._chunk(chunk, future):
+                        bar.advance()  # before the caller writes it: the bar is never behind
                     yield value
-                    if bar is not None:
-                        bar.advance()
         finally:
             self._close()
 
     def _close(self) -> None:
         self.stop.set()
         left = []
+        if self.input is not None:
+            self.input.close()  # the reader may wait for input for ever: it is left to itself
         while True:  # cancel what is left; let the feeder finish
             try:
                 item = self.pending.get_nowait()
@@ -216,8 +362,11 @@ class MapRun:
                     break
                 self.feeder.join(0.05)
                 continue
-            if isinstance(item, tuple):
-                left.append(item[1])
+            if isinstance(item, _Chunk):
+                left.append(item.future)
+                left.extend(item.split or ())
+            elif isinstance(item, _Future):
+                left.append(item)
         if left:
             self.ex.cancel_futures(left)
         if self.bar is not None:

@@ -30,11 +30,13 @@ from ..errors import RemoteError, RemoteTraceback
 from ..wire.native import NativeCodec
 
 __all__ = [
+    "MAIN_PATH",
     "NATIVE",
     "PICKLE",
     "PICKLED_CALLABLE",
     "PickleRefused",
     "decode",
+    "describe_exception",
     "encode",
     "error_record",
     "function_ref",
@@ -89,8 +91,7 @@ def function_ref(fn: Callable[..., Any]) -> str:
         what = "a lambda" if "<lambda>" in qualname else "a function defined inside another"
         raise TypeError(
             f"{module}.{qualname} is {what}: workers import a task's function by name, "
-            "so define it with def at the top level of a module that workers can import "
-            "(or choose serializer='pickle' for a callable object that pickle can send)"
+            "so define it with def at the top level of a module that workers can import"
         )
     try:
         found = resolve(f"{module}:{qualname}", import_modules=False)
@@ -141,6 +142,17 @@ def _load_main(path: str) -> None:
     except BaseException:
         del sys.modules["__distproc_main__"]
         raise
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message (file:line)``: an exception raised by imported code, on one line."""
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} ({exc.filename}:{exc.lineno})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    # The frame in the user's code, not in importlib's machinery.
+    user = [f for f in frames if "importlib" not in f.filename and f.filename != __file__]
+    where = f" ({user[-1].filename}:{user[-1].lineno})" if user else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def _type_ref(cls: type) -> str:

@@ -15,7 +15,8 @@ A lease ends in one of three ways:
 * the worker's connection drops, or it misses heartbeats for
   ``heartbeat_timeout``: every task it held goes back to the front of the
   queue at once, and the loss is written in the task's history;
-* the worker gives unstarted tasks back (work stealing, or a graceful stop).
+* the worker gives unstarted tasks back (work stealing, or a graceful stop),
+  or says it cannot import the task's function (see below).
 
 A worker reports each result before it leases again, so a worker lost with a
 single lease was running that task: the task gets a *strike*.  A worker lost
@@ -24,6 +25,18 @@ then runs alone on a worker that holds nothing else, so the next loss is
 blamed on the right task.  A task with ``max_attempts`` strikes is
 dead-lettered: its master gets a "lost" result naming the workers and how
 they ended.
+
+A worker that cannot import a task's function (the module is missing there,
+fails to import, or lacks the name) is not the task's fault: the worker
+reports the task *unavailable*, the task goes back to the front of the queue
+with no strike, and the function is *quarantined* on that worker, which is
+given none of its tasks again (``distproc status`` lists it).  When every
+connected worker has quarantined a function, for ``UNAVAILABLE_GRACE``
+seconds with no worker joining, its tasks fail: their master gets an
+*unavailable* result naming each worker and what it said.
+
+Masters place tasks at the back of the queue, or with the ``front`` option at
+its front (the calls of a ``map`` chunk whose worker was lost).
 
 Payloads (a task's function and arguments, a result) are opaque bytes to the
 service: it never decodes what masters and workers send each other.
@@ -40,12 +53,25 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ERROR", "LOST", "OK", "RETRY", "TIMEOUT", "TaskService", "check_options"]
+__all__ = [
+    "ERROR",
+    "LOST",
+    "OK",
+    "RETRY",
+    "TIMEOUT",
+    "UNAVAILABLE",
+    "TaskService",
+    "check_options",
+    "split_by_size",
+]
 
 log = logging.getLogger("distproc.tasks")
 
 #: Result statuses, as workers report them and masters receive them.
 OK, ERROR, RETRY, TIMEOUT, LOST, CANCELLED = "ok", "error", "retry", "timeout", "lost", "cancelled"
+#: From a worker: it cannot import the task's function (the payload is its error,
+#: a str).  To a master: no worker can (the payload names each and its error).
+UNAVAILABLE = "unavailable"
 _FINAL = frozenset((OK, ERROR, TIMEOUT))
 
 _QUEUED, _LEASED, _DELAYED = range(3)
@@ -56,7 +82,38 @@ ID_BITS = 40
 #: How many dead letters the service keeps for inspection.
 DEAD_LETTERS_KEPT = 1000
 
+#: Seconds that every connected worker must have quarantined a function, with
+#: no worker joining, before its tasks fail (a worker that can import it may be
+#: starting).
+UNAVAILABLE_GRACE = 5.0
+#: A lease skips at most this many queued tasks that its worker has quarantined.
+QUARANTINE_SCAN = 256
+#: A batch of tasks or results in one reply holds about this many payload bytes
+#: at most (a single larger one goes alone): far below any frame limit.
+BATCH_BYTES = 8 * 1024 * 1024
+
 Result = list[Any]  # [task id, status, payload]
+
+
+def split_by_size(items: list[Any], size: Callable[[Any], int]) -> list[list[Any]]:
+    """``items`` in runs of at most BATCH_BYTES of ``size(item)`` (at least one each)."""
+    out: list[list[Any]] = []
+    run: list[Any] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if run and total + n > BATCH_BYTES:
+            out.append(run)
+            run, total = [], 0
+        run.append(item)
+        total += n
+    if run:
+        out.append(run)
+    return out
+
+
+def _size(payload: Any) -> int:
+    return len(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else 0
 
 
 def check_options(max_attempts: int, heartbeat_timeout: float) -> None:
@@ -106,6 +163,7 @@ class _Worker:
         "leases",
         "leaving",
         "pid",
+        "quarantined",
         "since",
         "slots",
         "waiter",
@@ -124,6 +182,11 @@ class _Worker:
         self.give_back = 0
         self.waiter: _Held | None = None  # an exchange waiting for tasks
         self.hb: _Held | None = None  # a heartbeat held until there is news
+        #: Functions this worker cannot import -> what it said.
+        said = info.get("quarantined")
+        self.quarantined: dict[str, str] = (
+            {str(k): str(v) for k, v in said.items()} if isinstance(said, dict) else {}
+        )
 
 
 class _Held:
@@ -186,6 +249,10 @@ class TaskService:
         self._worker_ids = itertools.count(1)
         self._master_ids = itertools.count(1)
         self._flush_scheduled: set[int] = set()
+        #: Functions that no connected worker can import -> the payload of their
+        #: tasks' results; and the timers that will put a function there.
+        self.unavailable: dict[str, dict[str, Any]] = {}
+        self._give_up_timers: dict[str, asyncio.TimerHandle] = {}
         #: Set while the host shuts down: workers that go then are not news.
         self.closing = False
         self._check = loop.call_later(self._check_interval(), self._check_heartbeats)
@@ -198,6 +265,8 @@ class TaskService:
         call.connection.close_callbacks.append(lambda: self.lose_worker(wid, "connection lost"))
         log.info("worker %s joined with %d slot(s)", worker.label, worker.slots)
         call.reply({"worker": wid, "heartbeat": self.heartbeat_timeout / 4})
+        # A newcomer may import what the others cannot.
+        self._check_unavailable(set(self.unavailable) | set(self._give_up_timers))
 
     def exchange(
         self, call: Any, wid: str, results: list[Any], want: int, wait: float = 0.0
@@ -216,8 +285,13 @@ class TaskService:
             call.reply(None)
             return
         worker.last_seen = time.monotonic()
+        refused: list[_Task] = []
         for tid, attempt, status, payload in results:
-            self._finish(worker, tid, attempt, status, payload)
+            task = self._finish(worker, tid, attempt, status, payload)
+            if task is not None:
+                refused.append(task)
+        if refused:
+            self._refused(worker, refused)
         if worker.waiter is not None:
             worker.waiter.answer([])
             worker.waiter = None
@@ -283,6 +357,14 @@ class TaskService:
             worker.leaving = True
             self._return(worker, tids)
             log.info("worker %s is leaving; %d task(s) returned", worker.label, len(tids))
+            # Its held calls would keep it waiting up to their deadlines: answer them now.
+            if worker.waiter is not None:
+                held, worker.waiter = worker.waiter, None
+                held.answer([])
+            if worker.hb is not None:
+                held, worker.hb = worker.hb, None
+                held.answer(self._news(worker))
+            self._check_unavailable(self._quarantined_anywhere())
         call.reply(None)
 
     def _return(self, worker: _Worker, tids: list[int]) -> None:
@@ -326,6 +408,7 @@ class TaskService:
             else:
                 task.state = _QUEUED
                 self.ready.appendleft(tid)
+        self._check_unavailable(self._quarantined_anywhere())
         self._wake()
 
     def _dead_letter(self, task: _Task) -> None:
@@ -369,11 +452,19 @@ class TaskService:
         tasks = self.tasks
         now = time.monotonic()
         leases = worker.leases
-        while ready and len(out) < n:
+        quarantined = worker.quarantined
+        skipped: list[int] = []  # tasks of functions this worker cannot import
+        size = 0
+        while ready and len(out) < n and size < BATCH_BYTES:
             tid = ready.popleft()
             task = tasks.get(tid)
             if task is None or task.state != _QUEUED:
                 continue  # cancelled while queued
+            if quarantined and task.fn in quarantined:
+                skipped.append(tid)
+                if len(skipped) >= QUARANTINE_SCAN:
+                    break
+                continue
             if task.suspect and out:
                 ready.appendleft(tid)
                 break
@@ -382,8 +473,10 @@ class TaskService:
             task.worker = worker.id
             leases[tid] = now
             out.append([tid, task.attempt, task.fn, task.payload, task.opts])
+            size += len(task.payload)
             if task.suspect:
                 break
+        ready.extendleft(reversed(skipped))
         return out
 
     def _holds_suspect(self, worker: _Worker) -> bool:
@@ -420,13 +513,82 @@ class TaskService:
             extra = len(worker.leases) - worker.slots
             if worker is idle or extra <= 0 or worker.give_back:
                 continue
+            if idle.quarantined and not self._could_take(idle, worker):
+                continue
             worker.give_back = (extra + 1) // 2
             if worker.hb is not None:
                 held, worker.hb = worker.hb, None
                 held.answer(self._news(worker))
 
+    def _could_take(self, idle: _Worker, hoarder: _Worker) -> bool:
+        """Whether ``hoarder`` holds a task of a function that ``idle`` can import."""
+        for tid in hoarder.leases:
+            task = self.tasks.get(tid)
+            if task is not None and task.fn not in idle.quarantined:
+                return True
+        return False
+
+    # ------------------------------------------------------- quarantine
+    def _refused(self, worker: _Worker, tasks: list[_Task]) -> None:
+        """``worker`` cannot import these tasks' functions: requeue them first, no strike."""
+        for task in reversed(tasks):
+            task.state = _QUEUED
+            task.worker = ""
+            self.ready.appendleft(task.id)
+        self._check_unavailable({task.fn for task in tasks})
+        self._wake()
+
+    def _quarantined_anywhere(self) -> set[str]:
+        return {fn for w in self.workers.values() for fn in w.quarantined}
+
+    def _nobody_can_import(self, fn: str) -> list[_Worker] | None:
+        """The connected workers, if there are some and every one has quarantined ``fn``."""
+        active = [w for w in self.workers.values() if not w.leaving]
+        if active and all(fn in w.quarantined for w in active):
+            return active
+        return None
+
+    def _check_unavailable(self, fns: set[str]) -> None:
+        """For each of ``fns``: start (or stop) the countdown to failing its tasks."""
+        if self.closing:
+            return
+        for fn in fns:
+            if self._nobody_can_import(fn) is None:
+                self.unavailable.pop(fn, None)
+                timer = self._give_up_timers.pop(fn, None)
+                if timer is not None:
+                    timer.cancel()
+            elif fn in self.unavailable:
+                self._fail_unavailable(fn)  # tasks that came back or came in since
+            elif fn not in self._give_up_timers:
+                self._give_up_timers[fn] = self.loop.call_later(
+                    UNAVAILABLE_GRACE, self._give_up, fn
+                )
+
+    def _give_up(self, fn: str) -> None:
+        self._give_up_timers.pop(fn, None)
+        workers = self._nobody_can_import(fn)
+        if workers is None:
+            return
+        said = [[w.label, w.quarantined[fn]] for w in workers]
+        reason = f"no connected worker can import {fn}: " + "; ".join(
+            f"{label}: {error}" for label, error in said
+        )
+        self.unavailable[fn] = {"reason": reason, "workers": said}
+        log.error("%s; failing its tasks", reason)
+        self._fail_unavailable(fn)
+
+    def _fail_unavailable(self, fn: str) -> None:
+        payload = self.unavailable[fn]
+        doomed = [t for t in self.tasks.values() if t.fn == fn and t.state != _LEASED]
+        for task in doomed:
+            self._complete(task, UNAVAILABLE, payload)
+
     # ---------------------------------------------------------- results
-    def _finish(self, worker: _Worker, tid: int, attempt: int, status: str, payload: Any) -> None:
+    def _finish(
+        self, worker: _Worker, tid: int, attempt: int, status: str, payload: Any
+    ) -> _Task | None:
+        """Record one result; return the task if the worker cannot import its function."""
         task = self.tasks.get(tid)
         if (
             task is None
@@ -437,7 +599,14 @@ class TaskService:
         ):
             self.counts["discarded"] += 1
             log.info("discarded a late result for task %d from %s", tid, worker.label)
-            return
+            return None
+        if status == UNAVAILABLE:
+            if task.fn not in worker.quarantined:
+                said = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+                worker.quarantined[task.fn] = error = str(said)[:2000]
+                log.warning("worker %s cannot import %s (%s); it gets none of its tasks again",
+                            worker.label, task.fn, error)  # fmt: skip
+            return task
         worker.done += 1
         if status == RETRY:
             retries = int(task.opts.get("retries", 0))
@@ -447,17 +616,20 @@ class TaskService:
                 task.worker = ""
                 delay = float(task.opts.get("backoff", 0.5)) * 2 ** (task.retries - 1)
                 self.loop.call_later(delay, self._requeue, tid)
-                return
+                return None
             status = ERROR
         elif status not in _FINAL:
             status = ERROR
         self._complete(task, status, payload)
+        return None
 
     def _requeue(self, tid: int) -> None:
         task = self.tasks.get(tid)
         if task is not None and task.state == _DELAYED:
             task.state = _QUEUED
             self.ready.append(tid)
+            if task.fn in self.unavailable:
+                self._fail_unavailable(task.fn)
             self._wake()
 
     def _complete(self, task: _Task, status: str, payload: Any) -> None:
@@ -485,8 +657,7 @@ class TaskService:
                 self.loop.call_soon(self._flush, master)
         elif master.held is not None:
             held, master.held = master.held, None
-            out, master.outbox = master.outbox[: held.want], master.outbox[held.want :]
-            held.answer(out)
+            held.answer(self._take_results(master, held.want))
 
     def _flush(self, master: _Master) -> None:
         self._flush_scheduled.discard(master.id)
@@ -525,12 +696,22 @@ class TaskService:
             raise KeyError(f"unknown master {mid!r}")
         low, high = mid << ID_BITS, (mid + 1) << ID_BITS
         table = self.tasks
+        ready = self.ready
+        front: list[int] = []
+        fns: set[str] = set()
         for tid, fn, payload, opts in tasks:
             if not (low <= tid < high) or tid in table:
                 raise ValueError(f"task id {tid!r} is not free for master {mid}")
-            table[tid] = _Task(tid, mid, fn, payload, opts)
+            task = table[tid] = _Task(tid, mid, fn, payload, opts)
             master.tasks.add(tid)
-            self.ready.append(tid)
+            fns.add(fn)
+            if task.opts.get("front"):
+                front.append(tid)
+            else:
+                ready.append(tid)
+        ready.extendleft(reversed(front))
+        for fn in fns & self.unavailable.keys():
+            self._fail_unavailable(fn)
         self._wake()
 
     def cancel_tasks(self, mid: int, tids: list[int]) -> list[int]:
@@ -571,8 +752,7 @@ class TaskService:
             master.held.answer([])
             master.held = None
         if master.outbox or wait <= 0:
-            out, master.outbox = master.outbox[:max_items], master.outbox[max_items:]
-            call.reply(out)
+            call.reply(self._take_results(master, max_items))
             return
         held = master.held = _Held(call, max_items)
 
@@ -583,6 +763,14 @@ class TaskService:
 
         held.timer = self.loop.call_later(wait, over)
         call.on_cancel(over)
+
+    @staticmethod
+    def _take_results(master: _Master, want: int) -> list[Result]:
+        """Up to ``want`` results of ``master``'s outbox, in one reply of a bounded size."""
+        runs = split_by_size(master.outbox[:want], lambda r: _size(r[2]))
+        out = runs[0] if runs else []
+        del master.outbox[: len(out)]
+        return out
 
     def cancel(self, call: Any, mid: int, tids: list[int]) -> None:
         call.reply(self.cancel_tasks(mid, tids))
@@ -624,6 +812,9 @@ class TaskService:
                     "oldest_running": (now - next(iter(w.leases.values()))) if w.leases else None,
                     "connected_for": now - w.since,
                     "leaving": w.leaving,
+                    "quarantined": [
+                        {"function": fn, "error": error} for fn, error in w.quarantined.items()
+                    ],
                 }
                 for w in self.workers.values()
             ],
@@ -631,5 +822,8 @@ class TaskService:
         }
 
     def close(self) -> None:
-        """Stop the heartbeat checks (the server is stopping)."""
+        """Stop the heartbeat checks and countdowns (the server is stopping)."""
         self._check.cancel()
+        for timer in self._give_up_timers.values():
+            timer.cancel()
+        self._give_up_timers.clear()

@@ -12,8 +12,18 @@ tasks when the service asks for them (another worker is idle).
   replaced, and its tasks go back to the queue when its connection drops.
 * ``--threads`` runs N slots as threads of one process.
 
+A function that a worker cannot import (its module is missing here, fails
+to import, or lacks the name) is reported to the service as *unavailable*:
+the service gives the task to another worker and this one none of that
+function's tasks again.  The worker says so once, at WARNING, and keeps the
+verdict for as long as it runs (it tells the service again when it rejoins).
+
 A slot whose connection fails reconnects with exponential backoff (at most
-``MAX_BACKOFF`` s apart); tasks it held were requeued by the service.  The
+``MAX_BACKOFF`` s apart); tasks it held were requeued by the service.  It
+says once that the service has gone and once that it is back, not at every
+attempt.  A wrong authkey, or a server that is not a task service, ends the
+worker on its first contact (:func:`is_fatal`): retrying will not fix it.
+After a first contact the same is retried with backoff, said once.  The
 first SIGTERM or SIGINT lets each slot finish its running task, hand back
 its prefetched ones and exit; a second one exits at once (the service
 requeues what was held).  A task run past its ``timeout`` is reported as
@@ -33,15 +43,26 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from ..errors import TaskTimeoutError
-from .host import connect_service
-from .payloads import PICKLE, PICKLED_CALLABLE, decode, encode, error_record, resolve
-from .service import ERROR, OK, RETRY, TIMEOUT
+from ..addresses import format_address
+from ..errors import DistprocError, FrameTooLargeError, ProtocolError, TaskTimeoutError
+from ..wire.framing import DEFAULT_MAX_FRAME
+from .host import connect_service, describe_refusal
+from .payloads import (
+    PICKLE,
+    PICKLED_CALLABLE,
+    decode,
+    describe_exception,
+    encode,
+    error_record,
+    resolve,
+)
+from .service import ERROR, OK, RETRY, TIMEOUT, UNAVAILABLE, split_by_size
 
-__all__ = ["Worker", "run_chunk"]
+__all__ = ["MAX_BACKOFF", "Worker", "is_fatal", "run_chunk"]
 
 log = logging.getLogger("distproc.worker")
 
@@ -58,15 +79,28 @@ MONITOR_TICK = 0.01
 LONG_TASK = 1.0
 #: Exit status of a process slot that stopped a task past its timeout.
 EXIT_TIMEOUT = 75
+#: A result larger than this (encoded) cannot reach the service in one frame.
+MAX_RESULT = DEFAULT_MAX_FRAME - 64 * 1024
 
 
-def run_chunk(ref: str, calls: list[Any]) -> list[Any]:
-    """Run ``ref`` on each argument list of ``calls`` (a ``map`` chunk).
+class _Unavailable(Exception):
+    """This worker cannot import a task's function; ``str()`` says what went wrong."""
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether connecting failed for good: a wrong authkey, a peer that is not
+    distproc, a server with no task service (retrying will not fix these)."""
+    if isinstance(exc, ProtocolError):
+        return True
+    return isinstance(exc, DistprocError) and not isinstance(exc, (OSError, EOFError))
+
+
+def run_chunk(fn: Callable[..., Any], calls: list[Any]) -> list[Any]:
+    """Run ``fn`` on each argument list of ``calls`` (a ``map`` chunk).
 
     Returns ``[seconds, outcomes]``: the time the chunk took, for the master
     to size the next chunks, and one ``[status, value]`` per call.
     """
-    fn = resolve(ref)
     started = time.perf_counter()
     out: list[Any] = []
     for args in calls:
@@ -100,10 +134,42 @@ class Worker:
         self.exit_on_disconnect = exit_on_disconnect
         self.stopping = threading.Event()
         self.active: set[_Slot] = set()
+        #: Functions this worker cannot import -> what went wrong.
+        self.unavailable: dict[str, str] = {}
+        #: Why the worker stopped on its first contact (see :func:`is_fatal`).
+        self.refused: str | None = None
+        self.joined = threading.Event()  # once any slot has joined the service
+        self._said: frozenset[str] = frozenset()  # how the service went away, said once each
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------- functions
+    def function(self, ref: str) -> Callable[..., Any]:
+        """The function ``ref`` names, or :class:`_Unavailable` if it cannot be imported here."""
+        known = self.unavailable.get(ref)
+        if known is not None:
+            raise _Unavailable(known)
+        try:
+            fn: Callable[..., Any] = resolve(ref)
+        except Exception as exc:
+            error = describe_exception(exc)
+            with self._lock:
+                first = ref not in self.unavailable
+                self.unavailable[ref] = error
+            if first:
+                log.warning(
+                    "cannot import %s: %s; this worker runs none of its tasks (other "
+                    "workers get them): run it where the module imports", ref, error,
+                )  # fmt: skip
+            raise _Unavailable(error) from None
+        return fn
 
     # ------------------------------------------------------------- running
     def run(self) -> int:
-        """Run until stopped; return the exit status."""
+        """Run until stopped; return the exit status.
+
+        :attr:`refused` is set when the first contact failed for good (see
+        :func:`is_fatal`): the caller says why.
+        """
         threads = [
             threading.Thread(target=self._slot_main, name=f"distproc-slot-{i}", daemon=True)
             for i in range(1, self.slots)
@@ -113,7 +179,7 @@ class Worker:
         self._slot_main()
         for thread in threads:
             thread.join()
-        return 0
+        return 0 if self.refused is None else 2
 
     def stop(self) -> None:
         """Finish running tasks, hand back prefetched ones, then return from :meth:`run`."""
@@ -144,6 +210,20 @@ class Worker:
     def _parent_gone(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
 
+    def _where(self) -> str:
+        return format_address(self.address)
+
+    def _gone(self, what: str, exc: BaseException) -> None:
+        """Say once that the service went away (or cannot be reached), once that it refuses us."""
+        kind = "refused" if what.startswith("refused") else "away"
+        with self._lock:
+            first, self._said = kind not in self._said, self._said | {kind}
+        if first:
+            log.warning("%s the task service at %s (%s); trying again until it is back",
+                        what, self._where(), exc)  # fmt: skip
+        else:
+            log.debug("%s the task service at %s (%s)", what, self._where(), exc)
+
     def _slot_main(self) -> None:
         backoff = 0.1
         while not self.stopping.is_set():
@@ -151,14 +231,26 @@ class Worker:
                 return
             try:
                 slot = _Slot(self)
-            except (OSError, EOFError) as exc:
+            except Exception as exc:
+                fatal = is_fatal(exc)
+                if fatal and not self.joined.is_set():
+                    self.refused = describe_refusal(self.address, exc)
+                    self.stopping.set()
+                    return
+                if not fatal and not isinstance(exc, (OSError, EOFError)):
+                    raise
                 if self.exit_on_disconnect:
                     return
-                log.warning("cannot reach the task service at %s: %s", self.address, exc)
+                self._gone("refused by" if fatal else "cannot reach", exc)
                 self.stopping.wait(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             backoff = 0.1
+            with self._lock:
+                back, self._said = bool(self._said), frozenset()
+            if back and self.joined.is_set():
+                log.warning("the task service at %s is back: joined it again", self._where())
+            self.joined.set()
             self.active.add(slot)
             try:
                 slot.serve()
@@ -166,7 +258,7 @@ class Worker:
             except (OSError, EOFError) as exc:
                 if self.exit_on_disconnect or self._parent_gone():
                     return
-                log.warning("lost the task service at %s: %s; reconnecting", self.address, exc)
+                self._gone("lost", exc)
             finally:
                 self.active.discard(slot)
                 slot.close()
@@ -196,7 +288,12 @@ class _Slot:
         self.monitor.start()
 
     def hello(self) -> None:
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "slots": 1}
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slots": 1,
+            "quarantined": dict(self.worker.unavailable),
+        }
         reply = self.service.hello_worker(info)
         self.wid: str = reply["worker"]
         self.interval: float = float(reply["heartbeat"])
@@ -215,7 +312,10 @@ class _Slot:
     def _exchange(self, want: int, wait: float) -> None:
         with self.lock:
             results, self.results = self.results, []
-        tasks = self.service.exchange(self.wid, results, want, wait)
+        *before, last = split_by_size(results, lambda r: len(r[3])) or [[]]
+        for part in before:  # many large results: in several calls of a bounded size
+            self.service.exchange(self.wid, part, 0, 0.0)
+        tasks = self.service.exchange(self.wid, last, want, wait)
         if tasks is None:  # the service gave our leases away (missed heartbeats)
             log.warning("the task service forgot %s (missed heartbeats); joining again", self.wid)
             with self.lock:
@@ -269,13 +369,25 @@ class _Slot:
         self.seq = seq = self.seq + 1
         self.current = (seq, tid, attempt, started, started + float(timeout) if timeout else None)
         try:
+            fn = None if ref == PICKLED_CALLABLE else self.worker.function(ref)
             args, kwargs = decode(payload, self.worker.allow_pickle)
-            if codec == PICKLE and ref == PICKLED_CALLABLE:
+            if fn is None and codec == PICKLE:
                 fn, args = args[0], args[1:]
+            if fn is None:
+                raise ValueError(f"a task of {ref!r} came without its pickled callable")
+            if isinstance(opts, dict) and opts.get("chunk"):
+                value = run_chunk(fn, *args)
             else:
-                fn = resolve(ref)
-            value = fn(*args, **kwargs)
+                value = fn(*args, **kwargs)
             status, out = OK, encode(value, codec)
+            if len(out) > MAX_RESULT:
+                raise FrameTooLargeError(
+                    f"the result takes {len(out):,} bytes encoded; a result can take at most "
+                    f"{MAX_RESULT:,} (the frame limit, less room for its envelope): return "
+                    "large data another way, such as a path or URL"
+                )
+        except _Unavailable as exc:
+            status, out = UNAVAILABLE, str(exc).encode()  # for the service, which reads it
         except Exception as exc:
             status = RETRY if _matches(exc, opts.get("retry_on") if opts else None) else ERROR
             out = encode(error_record(exc), b"n")

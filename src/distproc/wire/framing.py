@@ -13,7 +13,7 @@ payload    ``length`` bytes       handshake bytes or an encoded message
 distproc writes a frame with one ``sendmsg`` call (header and payload together)
 on a socket with ``TCP_NODELAY`` set, so a message never waits for the delayed
 ACK of its own header.  The stdlib writes header and payload separately above
-16 KiB and leaves Nagle on, which stalls each such message for ~44 ms.
+16 KiB and leaves Nagle on, so each such message waits for that delayed ACK.
 
 The receiving side checks the declared length against a limit *before*
 allocating anything: 256 bytes during the handshake, a configurable maximum
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "HANDSHAKE_MAX_FRAME",
     "IOV_MAX",
+    "JOIN_LIMIT",
     "FrameDecoder",
     "FrameReader",
     "drop_sent",
@@ -147,9 +148,9 @@ class _SpareBuffers:
     A frame over ``FrameReader.BIG`` bytes is received into a buffer of its own.
     A fresh one costs a page fault per 4 KiB as it fills, and glibc hands
     freed megabytes back to the kernel, so a process that receives one 1 MiB
-    frame after another pays for 256 faults each time (measured here: about
-    400 µs per MiB, more than the copy itself).  So the last buffers up to
-    ``KEEP`` bytes are kept and lent out again once nothing refers to them.
+    frame after another would pay for 256 faults each time, more than the copy
+    itself.  So the last buffers up to ``KEEP`` bytes are kept and lent out
+    again once nothing refers to them.
     """
 
     KEEP = 8 * 1024 * 1024

@@ -22,28 +22,39 @@ compares digests with :func:`hmac.compare_digest`.
 **Upgrade marker.**  A distproc peer starts the random part of its challenge
 with a marker: ``MAGIC`` (4 bytes), the native protocol version (1 byte) and
 flags (1 byte; bit 0: this side allows pickle; bit 1: this side would move to
-a same-host socket, see :mod:`.local`), followed by 34 random bytes.
+a same-host socket, see :mod:`.same_host`), followed by 34 random bytes.
 Stdlib peers see random bytes and answer as usual.  Each side learns from the
 other's challenge whether it speaks distproc's native protocol, and the marker
 is authenticated: the peer's HMAC covers the whole challenge.
+
+**One state machine.**  :class:`Handshake` is either side of the handshake,
+without I/O (sans-IO, as h11 is for HTTP): it is fed the peer's frames and
+returns the frames to send, and once both sides are through, its
+:class:`Agreement` says what follows.  The server's connections, the blocking
+clients and the asyncio client all drive this one machine; only how they move
+bytes differs.  A frame is at most :data:`~.framing.HANDSHAKE_MAX_FRAME`
+bytes; the drivers' framing checks that before anything is allocated.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
-from typing import Protocol
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from ..errors import AuthenticationError
+from ..errors import AuthenticationError, ProtocolError
 
 __all__ = [
     "CHALLENGE",
     "FAILURE",
     "FLAG_LOCAL",
     "FLAG_PICKLE",
+    "NATIVE_VERSION",
     "WELCOME",
-    "ByteChannel",
-    "client_handshake",
+    "Agreement",
+    "Handshake",
+    "Step",
     "create_response",
     "make_challenge",
     "make_marker",
@@ -63,14 +74,6 @@ NATIVE_VERSION = 1
 FLAG_PICKLE = 0x01
 FLAG_LOCAL = 0x02
 _MAX_DIGEST_NAME = max(len(d) for d in ALLOWED_DIGESTS)
-
-
-class ByteChannel(Protocol):
-    """What a handshake needs from a connection: raw frames in and out."""
-
-    def send_bytes(self, data: bytes) -> None: ...
-
-    def recv_bytes(self, maxlength: int | None = None) -> bytes: ...
 
 
 def make_marker(flags: int) -> bytes:
@@ -133,40 +136,130 @@ def verify_response(
         raise AuthenticationError("digest received was wrong")
 
 
-def deliver_challenge(
-    conn: ByteChannel, authkey: bytes, *, allow_md5: bool = True, marker: bytes = b""
-) -> None:
-    """Challenge the peer; raise :class:`AuthenticationError` if it fails."""
-    message = make_challenge(marker=marker)
-    conn.send_bytes(CHALLENGE + message)
-    response = conn.recv_bytes(256)
-    try:
-        verify_response(authkey, message, response, allow_md5=allow_md5)
-    except AuthenticationError:
-        conn.send_bytes(FAILURE)
-        raise
-    conn.send_bytes(WELCOME)
+@dataclass(frozen=True)
+class Agreement:
+    """What both sides of a finished handshake said about what follows it."""
+
+    #: The peer's upgrade flags; ``None``: the peer is not distproc (a stdlib peer).
+    peer_flags: int | None
+    #: Both sides are distproc: the native protocol follows.
+    native: bool
+    #: Both sides allow pickle on the native protocol (else the native codec).
+    pickle: bool
+    #: Both sides asked to move to the server's same-host socket.
+    same_host: bool
 
 
-def answer_challenge(conn: ByteChannel, authkey: bytes, *, allow_md5: bool = True) -> int | None:
-    """Answer the peer's challenge; return the peer's upgrade flags (``None``: no marker)."""
-    message = conn.recv_bytes(256)
-    if not message.startswith(CHALLENGE):
-        raise AuthenticationError("protocol error: expected a challenge")
-    message = message[len(CHALLENGE) :]
-    conn.send_bytes(create_response(authkey, message, allow_md5=allow_md5))
-    if conn.recv_bytes(256) != WELCOME:
-        raise AuthenticationError("digest sent was rejected")
-    return read_marker(message)
+class Step(NamedTuple):
+    """What one frame of the peer's made this side do."""
+
+    #: Frames to write, in order (also when the handshake failed: ``#FAILURE#``).
+    send: list[bytes]
+    #: The handshake failed: write ``send``, then close.
+    error: ProtocolError | AuthenticationError | None = None
 
 
-def client_handshake(
-    conn: ByteChannel, authkey: bytes, *, allow_md5: bool = True, marker: bytes = b""
-) -> int | None:
-    """The client's half: answer the server's challenge, then challenge it.
+# The states: what the machine waits for next.
+_CHALLENGE, _RESPONSE, _VERDICT, _DONE, _FAILED = range(5)
 
-    Returns the server's upgrade flags, or ``None`` when the server is not distproc.
+
+class Handshake:
+    """One side of the handshake (see the module docstring), fed the peer's frames.
+
+    The server delivers its challenge first (:meth:`start` returns it), then
+    answers the client's; the client answers first, then delivers its own.
+    ``marker`` is this side's upgrade marker (:func:`make_marker`), or empty
+    for a peer that speaks only the stdlib's protocol.  A client whose first
+    frame from the server is not a challenge, or anything else a server
+    would not send, gets a :class:`~distproc.errors.ProtocolError`: the peer
+    is no handshake partner at all, not one that holds another key.
     """
-    flags = answer_challenge(conn, authkey, allow_md5=allow_md5)
-    deliver_challenge(conn, authkey, allow_md5=allow_md5, marker=marker)
-    return flags
+
+    __slots__ = ("_allow_md5", "_authkey", "_ours", "_server", "_state", "agreement", "our_flags")
+
+    def __init__(
+        self, authkey: bytes, *, server: bool, allow_md5: bool = True, marker: bytes = b""
+    ) -> None:
+        self._authkey = authkey
+        self._server = server
+        self._allow_md5 = allow_md5
+        self._ours = make_challenge(marker=marker)
+        #: This side's upgrade flags (``None``: no marker, a stdlib-protocol client).
+        self.our_flags: int | None = marker[5] if marker else None
+        self._state = _RESPONSE if server else _CHALLENGE
+        #: What was agreed, once :attr:`done`.
+        self.agreement: Agreement | None = None
+
+    @property
+    def done(self) -> bool:
+        """Both sides proved the authkey; :attr:`agreement` is set."""
+        return self._state == _DONE
+
+    def start(self) -> list[bytes]:
+        """The frames to send before anything is received: the server's challenge."""
+        return [CHALLENGE + self._ours] if self._server else []
+
+    def receive(self, frame: bytes) -> Step:
+        """Take the peer's next frame; say what to send, and whether the handshake failed."""
+        state = self._state
+        try:
+            if state == _CHALLENGE:
+                return Step([self._answer(frame)])
+            if state == _RESPONSE:
+                return self._check_response(frame)
+            if state == _VERDICT:
+                return self._verdict(frame)
+            raise ProtocolError("a frame after the handshake was over")
+        except (AuthenticationError, ProtocolError) as exc:
+            self._state = _FAILED
+            return Step([], exc)
+
+    def _answer(self, frame: bytes) -> bytes:
+        if not frame.startswith(CHALLENGE):
+            if self._server:
+                raise AuthenticationError("protocol error: expected a challenge")
+            raise ProtocolError(f"it sent {_shown(frame)} where a challenge was due")
+        message = frame[len(CHALLENGE) :]
+        response = create_response(self._authkey, message, allow_md5=self._allow_md5)
+        self._agree(read_marker(message))
+        self._state = _VERDICT
+        return response
+
+    def _check_response(self, frame: bytes) -> Step:
+        try:
+            verify_response(self._authkey, self._ours, frame, allow_md5=self._allow_md5)
+        except AuthenticationError as exc:
+            self._state = _FAILED
+            return Step([FAILURE], exc)
+        if self._server:
+            self._state = _CHALLENGE
+        else:
+            self._state = _DONE
+        return Step([WELCOME])
+
+    def _verdict(self, frame: bytes) -> Step:
+        if frame != WELCOME:
+            if self._server:
+                raise AuthenticationError("the client rejected the server's digest")
+            raise AuthenticationError("digest sent was rejected")
+        if self._server:
+            self._state = _DONE
+            return Step([])
+        self._state = _RESPONSE
+        return Step([CHALLENGE + self._ours])
+
+    def _agree(self, peer_flags: int | None) -> None:
+        ours = self.our_flags
+        both = ours is not None and peer_flags is not None
+        shared = (ours or 0) & (peer_flags or 0) if both else 0
+        self.agreement = Agreement(
+            peer_flags=peer_flags,
+            native=both,
+            pickle=bool(shared & FLAG_PICKLE),
+            same_host=bool(shared & FLAG_LOCAL),
+        )
+
+
+def _shown(frame: bytes) -> str:
+    """A peer's unexpected frame, short enough for a message."""
+    return repr(frame[:24]) + ("..." if len(frame) > 24 else "")

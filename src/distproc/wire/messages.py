@@ -20,13 +20,21 @@ from typing import Any
 
 from .codecs import register_pickle_alias, register_pickle_reducer
 
-__all__ = ["ERROR", "PROXY", "RETURN", "TRACEBACK", "UNSERIALIZABLE", "Token"]
+__all__ = [
+    "KIND_ERROR",
+    "KIND_PROXY",
+    "KIND_RETURN",
+    "KIND_TRACEBACK",
+    "KIND_UNSERIALIZABLE",
+    "Token",
+]
 
-RETURN = "#RETURN"
-ERROR = "#ERROR"
-TRACEBACK = "#TRACEBACK"
-UNSERIALIZABLE = "#UNSERIALIZABLE"
-PROXY = "#PROXY"
+#: The kinds of a reply ``(kind, result)`` (see the reference, section 4).
+KIND_RETURN = "#RETURN"
+KIND_ERROR = "#ERROR"
+KIND_TRACEBACK = "#TRACEBACK"
+KIND_UNSERIALIZABLE = "#UNSERIALIZABLE"
+KIND_PROXY = "#PROXY"
 
 
 class Token:

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 
 from ..errors import ProtocolError
 from .codecs import BytesLike
-from .messages import ERROR, PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
+from .messages import KIND_ERROR, KIND_PROXY, KIND_RETURN, KIND_TRACEBACK, KIND_UNSERIALIZABLE
 
 __all__ = [
     "BATCH_LIMIT",
@@ -65,7 +65,7 @@ CALL, REPLY, CANCEL, DEFERRED, HELLO = 0, 1, 2, 3, 4
 #: The most bytes of records in a frame of several (a larger record goes alone).
 BATCH_LIMIT = 64 * 1024
 NOREPLY = 0x01
-KINDS = (RETURN, ERROR, TRACEBACK, UNSERIALIZABLE, PROXY)
+KINDS = (KIND_RETURN, KIND_ERROR, KIND_TRACEBACK, KIND_UNSERIALIZABLE, KIND_PROXY)
 KIND_CODES = {kind: code for code, kind in enumerate(KINDS)}
 
 Record = tuple[int, int, int, int, memoryview]

@@ -1,9 +1,12 @@
-"""Proxies: the client-side handles of shared objects.
+"""The proxy base: connections, calls, references and pickling of every proxy.
 
 The public names and behaviour are those of ``multiprocessing.managers``:
 :class:`BaseProxy` with ``_callmethod`` and ``_getvalue``, :func:`AutoProxy`,
-:func:`MakeProxyType`, :func:`RebuildProxy` and the typed proxies.  Proxy
-internals all start with ``_`` so they never collide with remote names.
+:func:`MakeProxyType` and :func:`RebuildProxy`.  Proxy internals all start
+with ``_`` so they never collide with remote names.  A proxy talks to a
+distproc server over this process's shared native connection
+(:mod:`distproc.client.mux_cache`), and to a stdlib server over a
+connection per thread, as the stdlib does.
 
 Differences from the stdlib, all deliberate:
 
@@ -14,62 +17,52 @@ Differences from the stdlib, all deliberate:
   process) builds an :func:`AutoProxy` instead of failing;
 * each proxy is tracked by its own serial number, so the per-thread connection
   is closed only when the last proxy for that server goes away.
-
-On the wire, proxies and tokens are written under their
-``multiprocessing.managers`` names (see :mod:`distproc.wire.codecs`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import multiprocessing.managers
 import threading
-import time
-import types
-import weakref
 from collections.abc import Callable, Iterable
 from multiprocessing import process, util
 from multiprocessing.context import get_spawning_popen
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from .client import mux as _mux_module
-from .client.connection import Client, Connection, convert_to_error, dispatch
-from .client.mux import Multiplexer, decoding_multiplexer, get_multiplexer
-from .errors import ConnectionLostError
-from .server.calls import ARRAY_METHODS, DICT_METHODS, LIST_METHODS
-from .server.core import unpickling_server
-from .server.native import encoding_session
-from .wire.codecs import register_pickle_alias, register_pickle_reducer
-from .wire.messages import PROXY, RETURN, Token
+from ..callcontext import context
+from ..client.connection import Client, Connection, convert_to_error, dispatch
+from ..client.mux import Multiplexer
+from ..client.mux_cache import fork_generation, get_multiplexer
+from ..errors import ConnectionLostError
+from ..wire.messages import KIND_PROXY, KIND_RETURN, Token
+from ..wire.serializers import SERIALIZERS
+from . import rebuild
 
-if TYPE_CHECKING:
-    from .managers import BaseManager
-
-# typeshed lacks many names of these two modules; they exist on every version.
-_mp: Any = multiprocessing.managers
+# typeshed lacks AuthenticationString; it exists on every version.
 _AuthenticationString: Any = getattr(process, "AuthenticationString")  # noqa: B009
 
 __all__ = [
-    "AcquirerProxy",
-    "ArrayProxy",
     "AutoProxy",
-    "BarrierProxy",
-    "BaseListProxy",
-    "BasePoolProxy",
     "BaseProxy",
-    "ConditionProxy",
-    "DictProxy",
-    "EventProxy",
-    "IteratorProxy",
-    "ListProxy",
     "MakeProxyType",
-    "NamespaceProxy",
-    "PoolProxy",
     "ProcessLocalSet",
+    "ProxyManager",
     "RebuildProxy",
-    "ValueProxy",
+    "adopt_proxy",
+    "client_factory",
 ]
+
+
+class ProxyManager(Protocol):
+    """What a proxy uses of the manager that made it (a :class:`~distproc.managers.BaseManager`)."""
+
+    @property
+    def _authkey(self) -> bytes: ...
+
+    @property
+    def _registry(self) -> dict[str, tuple[Any, Any, Any, Any]]: ...
+
+    @property
+    def _state(self) -> Any: ...
 
 
 class ProcessLocalSet(set[Any]):
@@ -85,7 +78,7 @@ class ProcessLocalSet(set[Any]):
 
 def client_factory(serializer: str) -> Callable[..., Connection]:
     """The connect function for a serializer, as ``listener_client[s][1]``."""
-    if serializer not in ("pickle", "xmlrpclib", "native"):
+    if serializer not in SERIALIZERS:
         raise ValueError(f"unknown serializer {serializer!r}")
 
     def connect(address: Any, authkey: bytes | None = None) -> Connection:
@@ -95,10 +88,6 @@ def client_factory(serializer: str) -> Callable[..., Connection]:
 
 
 _serials = itertools.count()
-#: While a reply is decoded: the proxy that receives it.  Proxies unpickled from
-#: that reply (nested proxies) borrow its authkey and manager, where the stdlib
-#: falls back to ``current_process().authkey`` and fails with any other key.
-_receiving = threading.local()
 
 
 class BaseProxy:
@@ -117,7 +106,7 @@ class BaseProxy:
         self,
         token: Token,
         serializer: str,
-        manager: BaseManager | None = None,
+        manager: ProxyManager | None = None,
         authkey: bytes | None = None,
         exposed: Iterable[str] | None = None,
         incref: bool = True,
@@ -168,7 +157,7 @@ class BaseProxy:
     def _native(self) -> Multiplexer | None:
         """This process's native connection to the server, or ``None`` (a stdlib server)."""
         mux = self._mux
-        if mux is None or mux.broken is not None or mux.generation != _mux_module._generation:
+        if mux is None or mux.broken is not None or mux.generation != fork_generation():
             mux = get_multiplexer(self._token.address, bytes(self._authkey), self._serializer)
             self._mux = mux
         return mux
@@ -181,7 +170,7 @@ class BaseProxy:
             if methodname in self._defer:
                 return mux.call_noreply(self._id, methodname, tuple(args), kwds)
             kind, result = mux.call(self._id, methodname, args, kwds)
-            if kind == RETURN:
+            if kind == KIND_RETURN:
                 return result
             return self._result(kind, result, native=True)
         conn: Connection | None = getattr(self._tls, "connection", None)
@@ -190,11 +179,14 @@ class BaseProxy:
         payload = conn.codec.dumps((self._id, methodname, args, {} if kwds is None else kwds))
         try:
             conn.send_bytes(payload)
-            _receiving.proxy = self
+            # Proxies unpickled from the reply (nested proxies) borrow this one's
+            # authkey and manager, where the stdlib falls back to
+            # current_process().authkey and fails with any other key.
+            context.receiver = self
             try:
                 kind, result = conn.recv()
             finally:
-                _receiving.proxy = None
+                context.receiver = None
         except BaseException as exc:
             # The reply may still be on its way: this connection can no longer
             # tell it from the reply to the next call, so it goes.
@@ -207,9 +199,9 @@ class BaseProxy:
         return self._result(kind, result, native=False)
 
     def _result(self, kind: str, result: Any, *, native: bool) -> Any:
-        if kind == RETURN:
+        if kind == KIND_RETURN:
             return result
-        if kind == PROXY:
+        if kind == KIND_PROXY:
             exposed, token = result
             return self._proxy_from_reply(token, exposed, native=native)
         try:
@@ -278,7 +270,7 @@ class BaseProxy:
         mux: Multiplexer | None = None,
     ) -> None:
         idset.discard(serial)
-        if mux is not None and mux.generation == _mux_module._generation:
+        if mux is not None and mux.generation == fork_generation():
             if mux.broken is None and (state is None or state.value == 1):
                 mux.send_later(None, "decref", (token.id,))
             return
@@ -326,7 +318,7 @@ def adopt_proxy(
     proxytype: Any,
     token: Token,
     serializer: str,
-    manager: BaseManager | None,
+    manager: ProxyManager | None,
     authkey: bytes,
     exposed: Any,
     defer: Any = (),
@@ -344,43 +336,14 @@ def adopt_proxy(
 def RebuildProxy(
     func: Callable[..., Any], token: Token, serializer: str, kwds: dict[str, Any]
 ) -> Any:
-    """Unpickle a proxy (the function that pickled proxies name)."""
-    server = unpickling_server()
-    held_by = None
-    if server is not None and server.address == token.address:
-        kwds["manager_owned"] = True
-        server.table.incref(token.id)  # type: ignore[arg-type]  # id is set
-        held_by = server.table
-    adopt = kwds.pop("distproc_adopt", False)
-    receiver: BaseProxy | None = getattr(_receiving, "proxy", None)
-    if receiver is not None and "authkey" not in kwds and receiver._token.address == token.address:
-        kwds["authkey"] = receiver._authkey
-        if receiver._manager is not None and func is not AutoProxy:
-            kwds.setdefault("manager", receiver._manager)
-    mux = decoding_multiplexer()
-    if mux is not None and "authkey" not in kwds and _same_address(mux.address, token.address):
-        kwds["authkey"] = mux.authkey
-    if adopt and mux is not None and held_by is None:
-        kwds["incref"] = False  # the server took this reference for our connection
-    incref = kwds.pop("incref", True) and not getattr(
-        process.current_process(), "_inheriting", False
-    )
-    proxy = func(token, serializer, incref=incref, **kwds)
-    if held_by is not None:
-        weakref.finalize(proxy, _release_local, held_by, str(token.id))
-    elif adopt and mux is not None and isinstance(proxy, BaseProxy):
-        proxy._mux = mux
+    """Unpickle a proxy (the function that pickled proxies name); see :mod:`.rebuild`."""
+    plan = rebuild.prepare(token, kwds, registered=func is not AutoProxy)
+    proxy = func(token, serializer, incref=plan.incref, **kwds)
+    plan.settle(proxy)
+    if isinstance(plan.adopt_on, Multiplexer) and isinstance(proxy, BaseProxy):
+        proxy._mux = plan.adopt_on
         proxy._adopt()
     return proxy
-
-
-def _same_address(a: Any, b: Any) -> bool:
-    return tuple(a) == tuple(b) if not isinstance(a, str) else a == b
-
-
-def _release_local(table: Any, ident: str) -> None:
-    with contextlib.suppress(KeyError):
-        table.decref(ident)
 
 
 def _make_method(name: str) -> Callable[..., Any]:
@@ -404,7 +367,7 @@ def MakeProxyType(name: str, exposed: Iterable[str], _cache: Any = None) -> type
     if cached is not None:
         return cached
     namespace: dict[str, Any] = {name_: _make_method(name_) for name_ in exposed}
-    namespace["__module__"] = __name__
+    namespace["__module__"] = __package__  # where the package re-exports it
     proxy_type: Any = type(name, (BaseProxy,), namespace)
     proxy_type._exposed_ = exposed
     cache[(name, exposed)] = proxy_type
@@ -414,7 +377,7 @@ def MakeProxyType(name: str, exposed: Iterable[str], _cache: Any = None) -> type
 def AutoProxy(
     token: Token,
     serializer: str,
-    manager: BaseManager | None = None,
+    manager: ProxyManager | None = None,
     authkey: bytes | None = None,
     exposed: Iterable[str] | None = None,
     incref: bool = True,
@@ -442,235 +405,3 @@ def AutoProxy(
     return proxy
 
 
-# ------------------------------------------------------------------ typed proxies
-class IteratorProxy(BaseProxy):
-    _exposed_: ClassVar[tuple[str, ...]] = ("__next__", "send", "throw", "close")
-
-    def __iter__(self) -> IteratorProxy:
-        return self
-
-    def __next__(self, *args: Any) -> Any:
-        return self._callmethod("__next__", args)
-
-    def send(self, *args: Any) -> Any:
-        return self._callmethod("send", args)
-
-    def throw(self, *args: Any) -> Any:
-        return self._callmethod("throw", args)
-
-    def close(self, *args: Any) -> Any:
-        return self._callmethod("close", args)
-
-
-class AcquirerProxy(BaseProxy):
-    _exposed_: ClassVar[tuple[str, ...]] = ("acquire", "release")
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Any:
-        args = (blocking,) if timeout is None else (blocking, timeout)
-        return self._callmethod("acquire", args)
-
-    def release(self) -> Any:
-        return self._callmethod("release")
-
-    def __enter__(self) -> Any:
-        return self._callmethod("acquire")
-
-    def __exit__(self, *exc: object) -> Any:
-        return self._callmethod("release")
-
-
-class ConditionProxy(AcquirerProxy):
-    _exposed_: ClassVar[tuple[str, ...]] = ("acquire", "release", "wait", "notify", "notify_all")
-
-    def wait(self, timeout: float | None = None) -> Any:
-        return self._callmethod("wait", (timeout,))
-
-    def notify(self, n: int = 1) -> Any:
-        return self._callmethod("notify", (n,))
-
-    def notify_all(self) -> Any:
-        return self._callmethod("notify_all")
-
-    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
-        result = predicate()
-        if result:
-            return result
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not result:
-            remaining = None
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-            self.wait(remaining)
-            result = predicate()
-        return result
-
-
-class EventProxy(BaseProxy):
-    _exposed_: ClassVar[tuple[str, ...]] = ("is_set", "set", "clear", "wait")
-
-    def is_set(self) -> Any:
-        return self._callmethod("is_set")
-
-    def set(self) -> Any:
-        return self._callmethod("set")
-
-    def clear(self) -> Any:
-        return self._callmethod("clear")
-
-    def wait(self, timeout: float | None = None) -> Any:
-        return self._callmethod("wait", (timeout,))
-
-
-class BarrierProxy(BaseProxy):
-    _exposed_: ClassVar[tuple[str, ...]] = ("__getattribute__", "wait", "abort", "reset")
-
-    def wait(self, timeout: float | None = None) -> Any:
-        return self._callmethod("wait", (timeout,))
-
-    def abort(self) -> Any:
-        return self._callmethod("abort")
-
-    def reset(self) -> Any:
-        return self._callmethod("reset")
-
-    @property
-    def parties(self) -> Any:
-        return self._callmethod("__getattribute__", ("parties",))
-
-    @property
-    def n_waiting(self) -> Any:
-        return self._callmethod("__getattribute__", ("n_waiting",))
-
-    @property
-    def broken(self) -> Any:
-        return self._callmethod("__getattribute__", ("broken",))
-
-
-class NamespaceProxy(BaseProxy):
-    _exposed_: ClassVar[tuple[str, ...]] = ("__getattribute__", "__setattr__", "__delattr__")
-
-    def __getattr__(self, key: str) -> Any:
-        if key[0] == "_":
-            return object.__getattribute__(self, key)
-        callmethod = object.__getattribute__(self, "_callmethod")
-        return callmethod("__getattribute__", (key,))
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        if key[0] == "_":
-            object.__setattr__(self, key, value)
-            return
-        callmethod = object.__getattribute__(self, "_callmethod")
-        callmethod("__setattr__", (key, value))
-
-    def __delattr__(self, key: str) -> None:
-        if key[0] == "_":
-            object.__delattr__(self, key)
-            return
-        callmethod = object.__getattribute__(self, "_callmethod")
-        callmethod("__delattr__", (key,))
-
-
-class ValueProxy(BaseProxy):
-    _exposed_: ClassVar[tuple[str, ...]] = ("get", "set")
-
-    def get(self) -> Any:
-        return self._callmethod("get")
-
-    def set(self, value: Any) -> Any:
-        return self._callmethod("set", (value,))
-
-    value = property(get, set)
-    __class_getitem__: Any = classmethod(types.GenericAlias)
-
-
-BaseListProxy = MakeProxyType("BaseListProxy", LIST_METHODS)
-
-
-class ListProxy(BaseListProxy):  # type: ignore[misc,valid-type]  # a class made at run time
-    def __iadd__(self, value: Any) -> ListProxy:
-        self._callmethod("extend", (value,))
-        return self
-
-    def __imul__(self, value: Any) -> ListProxy:
-        self._callmethod("__imul__", (value,))
-        return self
-
-    __class_getitem__: Any = classmethod(types.GenericAlias)
-
-
-_BaseDictProxy = MakeProxyType("DictProxy", DICT_METHODS)
-_BaseDictProxy._method_to_typeid_ = {"__iter__": "Iterator"}
-
-
-class DictProxy(_BaseDictProxy):  # type: ignore[misc,valid-type]  # a class made at run time
-    __class_getitem__: Any = classmethod(types.GenericAlias)
-
-
-ArrayProxy = MakeProxyType("ArrayProxy", ARRAY_METHODS)
-
-BasePoolProxy = MakeProxyType(
-    "PoolProxy",
-    (
-        "apply",
-        "apply_async",
-        "close",
-        "imap",
-        "imap_unordered",
-        "join",
-        "map",
-        "map_async",
-        "starmap",
-        "starmap_async",
-        "terminate",
-    ),
-)
-BasePoolProxy._method_to_typeid_ = {
-    "apply_async": "AsyncResult",
-    "map_async": "AsyncResult",
-    "starmap_async": "AsyncResult",
-    "imap": "Iterator",
-    "imap_unordered": "Iterator",
-}
-
-
-class PoolProxy(BasePoolProxy):  # type: ignore[misc,valid-type]  # a class made at run time
-    def __enter__(self) -> PoolProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.terminate()
-
-
-# ------------------------------------------------ the stdlib's names on the wire
-_STDLIB_EQUIVALENT: dict[Any, Any] = {
-    AutoProxy: _mp.AutoProxy,
-    IteratorProxy: _mp.IteratorProxy,
-    AcquirerProxy: _mp.AcquirerProxy,
-    ConditionProxy: _mp.ConditionProxy,
-    EventProxy: _mp.EventProxy,
-    BarrierProxy: _mp.BarrierProxy,
-    NamespaceProxy: _mp.NamespaceProxy,
-    ValueProxy: _mp.ValueProxy,
-    BaseListProxy: _mp.BaseListProxy,
-    ListProxy: _mp.ListProxy,
-    DictProxy: _mp.DictProxy,
-    ArrayProxy: _mp.ArrayProxy,
-    PoolProxy: _mp.PoolProxy,
-}
-
-
-def _reduce_proxy_for_wire(proxy: BaseProxy) -> tuple[Any, ...]:
-    _, (func, token, serializer, kwds) = proxy.__reduce__()
-    session = encoding_session()
-    if session is not None and _same_address(session.server.address, token.address):
-        session.take_reference(token.id)
-        kwds = {**kwds, "distproc_adopt": True}
-    return _mp.RebuildProxy, (_STDLIB_EQUIVALENT.get(func, func), token, serializer, kwds)
-
-
-register_pickle_reducer(BaseProxy, _reduce_proxy_for_wire)
-register_pickle_alias("multiprocessing.managers", "RebuildProxy", RebuildProxy)
-for _ours, _theirs in _STDLIB_EQUIVALENT.items():
-    register_pickle_alias("multiprocessing.managers", _theirs.__qualname__, _ours)

@@ -1,34 +1,40 @@
-"""distproc's native protocol, server side.
+"""distproc's native protocol on one connection, server side: :class:`NativeSession`.
 
 Two distproc peers switch to it right after the handshake (the upgrade marker
 is in the challenges).  Frames carry batches of records (see
 :mod:`distproc.wire.records` for the layout); values are encoded with pickle
 when both ends allow it, else with the native codec
-(:mod:`distproc.wire.native`), which never unpickles.
+(:mod:`distproc.wire.native`), which never unpickles.  Replies made while a
+read's frames are handled go out together, in one write, when it is over.
 
 ``rid`` matches replies to calls, so many calls are in flight at once on one
 connection, from every thread of the client process; ``tid`` names the client
-thread, for objects that must see one thread per caller (``RLock``).
-``ident`` ``None`` names a server method (``create``, ``incref``, ...).  A
-``noreply`` call gets no reply unless it fails.
+thread, for objects that must see one thread per caller (``RLock``, on a
+sticky thread of that caller's).  ``ident`` ``None`` names a server method
+(``create``, ``incref``, ...).  A ``noreply`` call gets no reply unless it
+fails: then a ``DEFERRED`` record, for the calling thread to raise.  A
+``CANCEL`` drops a call that waits (a ``get()`` not served yet takes nothing).
 
-References that proxies of this connection hold are counted per connection:
-when the connection drops, they are all released.  ``create`` replies with
-``(ident, exposed, hints)``, the proxy owns the new reference (one round trip
-per proxy), and ``hints['defer']`` lists the methods the client may send
-without waiting (``put`` on an unbounded queue served by the loop).
+References that proxies of this connection hold are counted per connection.
+``create`` replies with ``(ident, exposed, hints)``: the proxy owns the new
+reference (one round trip per proxy), and ``hints['defer']`` lists the
+methods the client may send without waiting (``put`` on an unbounded queue
+served by the loop).  A proxy pickled into a reply takes a reference for the
+client too (:meth:`NativeSession.take_reference`).  When the connection drops,
+its references wait ``ServerConfig.reconnect_grace`` seconds for the client's
+process to come back with the session id of its ``HELLO``, then are released.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import threading
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..callcontext import context
 from ..wire.codecs import BytesLike, Codec
-from ..wire.messages import ERROR, PROXY, RETURN, TRACEBACK, UNSERIALIZABLE
+from ..wire.messages import KIND_ERROR, KIND_PROXY, KIND_RETURN, KIND_TRACEBACK, KIND_UNSERIALIZABLE
 from ..wire.records import (
     BATCH_LIMIT,
     CALL,
@@ -42,28 +48,15 @@ from ..wire.records import (
     only_record,
     record_parts,
 )
-from .calls import Call, Message, execute, run_off_loop, serving, traceback_text
+from .calls import Call, execute, serving, traceback_text
+from .connection import ServerConnection
+from .context import Message, ServerContext
 from .queues import is_loop_servable
-from .threads import Worker
+from .threads import CallThread
 
-if TYPE_CHECKING:
-    from .connection import ServerConnection
-
-__all__ = ["NativeSession", "encoding_session"]
+__all__ = ["NativeSession"]
 
 log = logging.getLogger("distproc.server")
-
-_encoding = threading.local()
-
-
-def encoding_session() -> NativeSession | None:
-    """The native session whose replies this thread is encoding right now, if any.
-
-    A proxy pickled into a reply asks it to take a reference for the
-    connection, which the client then adopts without a round trip of its own.
-    """
-    return getattr(_encoding, "session", None)
-
 
 def hints_for(obj: Any) -> dict[str, Any]:
     """What a client may do without waiting for replies, for this object."""
@@ -97,9 +90,9 @@ class _NativeCall(Call):
         if session.pending.pop(self.rid, None) is not self:
             return  # cancelled, or the connection is gone
         kind, value = msg
-        if kind == PROXY:
+        if kind == KIND_PROXY:
             session.refs[value[1].id] += 1
-        elif self.owns and kind == RETURN:
+        elif self.owns and kind == KIND_RETURN:
             session.refs[value[0]] += 1
         session.answer(self.rid, self.tid, self.noreply, kind, value)
 
@@ -107,16 +100,19 @@ class _NativeCall(Call):
 class NativeSession:
     """The native protocol on one connection."""
 
+    protocol = "native"
+
     def __init__(self, conn: ServerConnection, codec: Codec) -> None:
         self.conn = conn
-        self.server = conn.server
+        self.server: ServerContext = conn.server
         self.codec = codec
         self.pending: dict[int, _NativeCall] = {}
         self.refs: collections.Counter[str] = collections.Counter()
         self.out: list[BytesLike] = []
         self.out_size = 0
         self.flush_scheduled = False
-        self.workers: dict[int, Worker] = {}
+        #: The sticky thread of each client thread (see ``.threads``), made on first use.
+        self.threads: dict[int, CallThread] = {}
         self.session_id = b""
 
     # ------------------------------------------------------------- frames
@@ -145,13 +141,13 @@ class NativeSession:
 
     def queue_out(self, op: int, id: int, kind: str, value: Any) -> None:
         """Encode one reply and queue it for the next frame."""
-        _encoding.session = self
+        context.session = self  # a proxy in the reply: see take_reference
         try:
             parts = self.codec.dumps_parts(value)
         except Exception:
-            kind, parts = UNSERIALIZABLE, [self.codec.dumps(traceback.format_exc())]
+            kind, parts = KIND_UNSERIALIZABLE, [self.codec.dumps(traceback.format_exc())]
         finally:
-            _encoding.session = None
+            context.session = None
         record = record_parts(op, id, 0, KIND_CODES[kind], parts)
         size = sum(map(len, record))
         if self.out_size + size > BATCH_LIMIT and self.out:
@@ -177,8 +173,14 @@ class NativeSession:
         self.out_size = 0
         self.conn.send_parts(out)
 
+    @property
+    def address(self) -> Any:
+        """The server's address."""
+        return self.server.address
+
     def take_reference(self, ident: str) -> None:
-        """Hold one more reference to ``ident`` for this connection."""
+        """Hold one more reference to ``ident`` for this connection: a proxy pickled
+        into a reply, which the client adopts without a round trip of its own."""
         self.server.table.incref(ident)
         self.refs[ident] += 1
 
@@ -196,9 +198,9 @@ class NativeSession:
         except (Exception, SystemExit) as exc:  # unpickling runs the peer's code
             log.warning("bad call from %s: %s", self.conn.peer, exc)
             if aux & NOREPLY:
-                self.queue_out(DEFERRED, tid, TRACEBACK, traceback_text(exc))
+                self.queue_out(DEFERRED, tid, KIND_TRACEBACK, traceback_text(exc))
             else:
-                self.queue_out(REPLY, rid, TRACEBACK, traceback_text(exc))
+                self.queue_out(REPLY, rid, KIND_TRACEBACK, traceback_text(exc))
             return
         self.call(rid, tid, ident, method, args, kwds, bool(aux & NOREPLY))
 
@@ -223,7 +225,7 @@ class NativeSession:
         call = _NativeCall(self, rid, tid, noreply)
         self.pending[rid] = call
         if ident is not None:
-            execute(self.server, call, ident, method, args, kwds, lambda: self.worker(tid))
+            execute(self.server, call, ident, method, args, kwds, lambda: self.thread_of(tid))
         else:
             self.server_method(call, method, args, kwds)
 
@@ -253,9 +255,9 @@ class NativeSession:
             else:
                 value = None
         except Exception as exc:
-            self.answer(rid, tid, noreply, ERROR, exc)
+            self.answer(rid, tid, noreply, KIND_ERROR, exc)
             return True
-        self.answer(rid, tid, noreply, RETURN, value)
+        self.answer(rid, tid, noreply, KIND_RETURN, value)
         if method == "put":
             waiting.serve_getters()
         return True
@@ -263,7 +265,7 @@ class NativeSession:
     def answer(self, rid: int, tid: int, noreply: bool, kind: str, value: Any) -> None:
         """Queue the reply to call ``rid``: for a ``noreply`` call, only an error."""
         if noreply:
-            if kind != RETURN:
+            if kind != KIND_RETURN:
                 self.queue_out(DEFERRED, tid, kind, value)
         else:
             self.queue_out(REPLY, rid, kind, value)
@@ -273,48 +275,35 @@ class NativeSession:
         if call is not None and call.cancel is not None:
             call.cancel()
 
-    def worker(self, tid: int) -> Worker:
-        worker = self.workers.get(tid)
-        if worker is None:
-            worker = self.workers[tid] = Worker(f"distproc-native-{tid}")
-        return worker
+    def thread_of(self, tid: int) -> CallThread:
+        """The sticky thread of client thread ``tid``."""
+        thread = self.threads.get(tid)
+        if thread is None:
+            thread = self.threads[tid] = CallThread(f"distproc-native-{tid}")
+        return thread
 
-    def server_method(self, call: _NativeCall, method: str, args: Any, kwds: Any) -> None:
+    def server_method(
+        self, call: _NativeCall, method: str, args: tuple[Any, ...], kwds: dict[str, Any]
+    ) -> None:
+        """Serve a call of a server method; references are counted for this connection."""
         server = self.server
         try:
             if method == "incref":
                 server.table.incref(args[0])
                 self.refs[args[0]] += 1
-                call.deliver((RETURN, None))
+                call.deliver((KIND_RETURN, None))
             elif method == "decref":
                 self.release(args[0])
-                call.deliver((RETURN, None))
-            elif method == "shutdown":
-                call.deliver(server.shutdown_request(self.conn))
+                call.deliver((KIND_RETURN, None))
             elif method == "create":
-                call.owns = True
-
-                def create() -> Message:
-                    try:
-                        ident, exposed = server.create(self.conn, *args, **kwds)
-                        return (RETURN, (ident, exposed, hints_for(server.table.get(ident).obj)))
-                    except Exception as exc:
-                        return (TRACEBACK, traceback_text(exc))
-
-                if args and server.creates_on_loop(args[0]):
-                    call.deliver(create())
-                else:
-                    run_off_loop(server, create, call.deliver)
-            elif method in server.public and method != "accept_connection":
-                job = server.method_job(self.conn, method, args, kwds)
-                if method in server.loop_methods:
-                    call.deliver(job())
-                else:
-                    run_off_loop(server, job, call.deliver)
+                call.owns = True  # the proxy owns the reference: one round trip per proxy
+                server.call_server_method(
+                    self.conn, method, args, kwds, lambda msg: call.deliver(_hinted(server, msg))
+                )
             else:
-                raise AttributeError(f"{method!r} is not a server method")
+                server.call_server_method(self.conn, method, args, kwds, call.deliver)
         except Exception as exc:
-            call.deliver((TRACEBACK, traceback_text(exc)))
+            call.deliver((KIND_TRACEBACK, traceback_text(exc)))
 
     def release(self, ident: str) -> None:
         if self.refs[ident] <= 0:
@@ -348,9 +337,9 @@ class NativeSession:
             server.orphans[self.session_id] = (refs, timer)
         else:
             _release(server, refs)
-        for worker in self.workers.values():
-            worker.stop()
-        self.workers.clear()
+        for thread in self.threads.values():
+            thread.stop()
+        self.threads.clear()
 
     def _release_orphans(self, session_id: bytes) -> None:
         orphaned = self.server.orphans.pop(session_id, None)
@@ -358,7 +347,16 @@ class NativeSession:
             _release(self.server, orphaned[0])
 
 
-def _release(server: Any, refs: collections.Counter[str]) -> None:
+def _hinted(server: ServerContext, msg: Message) -> Message:
+    """A ``create`` reply with the hints of the new object: ``(ident, exposed, hints)``."""
+    kind, value = msg
+    if kind != KIND_RETURN:
+        return msg
+    ident, exposed = value
+    return KIND_RETURN, (ident, exposed, hints_for(server.table.get(ident).obj))
+
+
+def _release(server: ServerContext, refs: collections.Counter[str]) -> None:
     for ident, count in refs.items():
         for _ in range(count):
             try:

@@ -1,9 +1,8 @@
 """Same-host connections: a Unix socket in place of loopback TCP.
 
 A round trip over a Unix socket costs the kernel less than one over loopback
-TCP (on the 2-CPU test VM: 11.5 µs against 16.3 µs for a 100-byte ping-pong
-with both processes on one CPU, and a third less CPU time for 1 MiB with
-the processes on separate CPUs).  So a distproc server on Linux that listens on
+TCP, for small messages and large ones alike (the README gives the figures).
+So a distproc server on Linux that listens on
 TCP also listens on a Unix socket in the abstract namespace, under a random
 name, and offers it to native clients that reached it over loopback:
 

@@ -1,0 +1,91 @@
+"""Options that several ``distproc`` commands share: HOST:PORT and the authkey.
+
+The authkey never comes from argv, where ``ps`` shows it to every user of the
+machine: it comes from ``DISTPROC_AUTHKEY`` or ``--authkey-file`` and is used as
+the UTF-8 bytes of that text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .errors import CliUsageError
+
+__all__ = ["AUTHKEY_ENV", "DEFAULT_ADDRESS", "authkey_options", "parse_address", "read_authkey"]
+
+AUTHKEY_ENV = "DISTPROC_AUTHKEY"
+DEFAULT_ADDRESS = "127.0.0.1:50000"
+_ADDRESS_HINT = "expected HOST:PORT, e.g. 127.0.0.1:50000 or [::1]:50000"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` as a ``(host, port)`` tuple; port 0 is allowed."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise CliUsageError(f"bad address {text!r}: {_ADDRESS_HINT}")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise CliUsageError(f"bad address {text!r}: {host!r} is not an IPv6 address") from None
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            raise CliUsageError(f"bad address {text!r}: {_ADDRESS_HINT}")
+        if ":" in host:
+            raise CliUsageError(
+                f"bad address {text!r}: write an IPv6 host in brackets, e.g. [::1]:50000"
+            )
+    if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+        raise CliUsageError(f"bad address {text!r}: the port must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def read_authkey(authkey_file: str | None, environ: Mapping[str, str]) -> str | None:
+    """The authkey text from ``--authkey-file`` (preferred) or the environment, if any."""
+    if authkey_file is not None:
+        source = f"authkey file {authkey_file!r}"
+        try:
+            key = Path(authkey_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise CliUsageError(f"{source} is not UTF-8 text") from None
+        except OSError as exc:
+            raise CliUsageError(f"cannot read {source}: {exc.strerror or exc}") from None
+    else:
+        source = AUTHKEY_ENV
+        found = environ.get(AUTHKEY_ENV)
+        if found is None:
+            return None
+        key = found
+    if not key:
+        raise CliUsageError(f"{source} is empty")
+    return key
+
+
+def _refuse_authkey_in_argv(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:
+        raise CliUsageError(
+            "--authkey is not accepted: other users can read the command line; "
+            f"set {AUTHKEY_ENV} or use --authkey-file FILE"
+        )
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def authkey_options(command: _F) -> _F:
+    """``--authkey-file FILE``, and ``--authkey``, refused: a key on argv is public."""
+    command = click.option(
+        "--authkey", hidden=True, expose_value=False, callback=_refuse_authkey_in_argv
+    )(command)
+    return click.option(
+        "--authkey-file",
+        metavar="FILE",
+        help=f"Read the authkey from FILE (one line of text) instead of ${AUTHKEY_ENV}.",
+    )(command)

@@ -1,0 +1,143 @@
+"""This process's native connections: one per server, shared, and not inherited by a fork.
+
+:func:`get_multiplexer` hands every proxy and manager of this process the
+same :class:`~.mux.Multiplexer` for a server (keyed by address, authkey,
+serializer and ``allow_md5``), connecting on first use (:mod:`.connect`)
+and again when the server has closed the cached one (a server restarted at
+the same address).  A stdlib server is remembered as ``None``: its clients
+speak the stdlib's protocol.
+
+A forked child must not use its parent's sockets.  Each fork starts a new
+*generation* (:func:`fork_generation`); a connection remembers the
+generation that made it, so a proxy tells, without a ``getpid()`` system call
+per call, that the connection it holds is its parent's.  The child's cache
+starts empty, and so does its session id, which the server uses to give a
+reconnecting process its references back.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import Any
+
+from ..errors import DistprocError
+from ..wire.handshake import FLAG_PICKLE
+from .connect import codec_for, connect
+from .mux import Multiplexer
+
+__all__ = ["close_multiplexers", "fork_generation", "get_multiplexer"]
+
+#: Bumped in a forked child (see the module docstring).
+_generation = 0
+
+
+def fork_generation() -> int:
+    """This process's fork generation: a connection of another one is the parent's."""
+    return _generation
+
+
+def _after_fork_in_child() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+_lock = threading.Lock()
+_muxes: dict[tuple[Any, bytes, str, bool], Multiplexer | None] = {}
+#: The generation that ``_muxes`` and ``_session`` belong to.
+_cache_generation = 0
+
+
+def _forget(mux: Multiplexer) -> None:
+    """Drop ``mux``, whose connection broke, from the cache."""
+    with _lock:
+        for key, value in list(_muxes.items()):
+            if value is mux:
+                del _muxes[key]
+
+
+_session = (-1, b"")
+
+
+def _session_id() -> bytes:
+    """A random id for this process, sent in HELLO: a reconnect finds its references again."""
+    global _session
+    if _session[0] != _generation:
+        _session = (_generation, os.urandom(16))
+    return _session[1]
+
+
+def _key(address: Any) -> Any:
+    return tuple(address) if isinstance(address, list) else address
+
+
+def get_multiplexer(
+    address: Any, authkey: bytes, serializer: str, *, allow_md5: bool = True
+) -> Multiplexer | None:
+    """This process's native connection to ``address``, or ``None`` for a stdlib server.
+
+    ``allow_md5=False`` refuses a server that authenticates with HMAC-MD5 only
+    (CPython 3.11 and older), as :func:`~.connection.Client` does.
+    """
+    global _cache_generation
+    if serializer not in ("pickle", "native"):
+        return None
+    key = (_key(address), bytes(authkey), serializer, allow_md5)
+    with _lock:
+        if _cache_generation != _generation:  # a forked child: the parent's sockets are not ours
+            _muxes.clear()
+            _cache_generation = _generation
+        found = key in _muxes
+        cached = _muxes.get(key)
+    # A connection that its server closed is not handed out again: a new manager
+    # for a server that restarted at the same address connects to the new one.
+    if found and (cached is None or not cached.closed_by_server()):
+        return cached
+    mux = _connect(address, bytes(authkey), serializer, allow_md5)
+    with _lock:
+        existing = _muxes.get(key)
+        if existing is not None and mux is not None:
+            mux.sock.close()
+            return existing
+        _muxes[key] = mux
+    return mux
+
+
+def _connect(address: Any, authkey: bytes, serializer: str, allow_md5: bool) -> Multiplexer | None:
+    flags = FLAG_PICKLE if serializer == "pickle" else 0
+    sock, agreement = connect(
+        address, authkey, flags=flags, allow_md5=allow_md5, session_id=_session_id()
+    )
+    if not agreement.native:
+        # A stdlib server: it took our marker for random bytes.  Say goodbye the
+        # stdlib way (an empty request would be an error there) and fall back.
+        sock.close()
+        if serializer == "native":
+            raise DistprocError(
+                f"{address!r} is not a distproc server, and serializer='native' speaks only "
+                "distproc's native protocol (stdlib servers know only pickle and xmlrpclib)"
+            )
+        return None
+    return Multiplexer(
+        sock, codec_for(agreement), address, authkey, generation=_generation, on_break=_forget
+    )
+
+
+def close_multiplexers(address: Any = None) -> None:
+    """Close this process's native connections (to ``address``, or all)."""
+    with _lock:
+        items = list(_muxes.items())
+    for (addr, *_), mux in items:
+        if mux is not None and (address is None or addr == _key(address)):
+            mux.close()
+    with _lock:
+        for key in [k for k, v in _muxes.items() if v is None]:
+            if address is None or key[0] == _key(address):
+                del _muxes[key]
+
+
+# A connection whose server went away unnoticed would otherwise be left for the
+# interpreter's teardown to collect (a ResourceWarning under -X dev).
+atexit.register(close_multiplexers)
