@@ -32,6 +32,18 @@ be able to import distproc from its start (installed in the environment, or
 on ``PYTHONPATH``): the entry is loaded before the parent's ``sys.path`` is
 applied.
 
+What distproc pickles keeps the stdlib's names, so that it loads in a stdlib
+peer on another machine, and what a stdlib peer pickles loads here as
+distproc's objects.  A pickled global names its object by ``__module__`` and
+``__qualname__``, and pickle checks that the name leads back to the very
+object written.  While installed, ``multiprocessing.managers.Token`` (and
+each other name of :func:`~distproc.wire.codecs.wire_names`) is distproc's
+object, so :func:`install` gives each of those objects the ``__module__``
+``multiprocessing.managers`` and :func:`uninstall` gives it back its own; the
+reducers write whatever the name leads to (see
+:func:`~distproc.wire.codecs.wire_global`).  The bytes on the wire are the
+same installed or not.
+
 Names already bound stay what they were: a module that ran ``from
 multiprocessing.managers import BaseManager`` before :func:`install` keeps
 the stdlib's class.  Call it first, or use ``python -m distproc.run``.
@@ -48,6 +60,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from .wire.codecs import wire_names
+
 __all__ = ["install", "installed", "uninstall"]
 
 MODULE = "multiprocessing.managers"
@@ -60,6 +74,8 @@ _spawn: Any = multiprocessing.spawn
 _lock = threading.RLock()
 #: The stdlib's ``get_preparation_data`` while installed, else ``None``.
 _saved_preparation_data: Callable[[str], dict[str, Any]] | None = None
+#: While installed: each object given the stdlib's ``__module__``, with its own.
+_own_modules: dict[Any, str] = {}
 
 
 class _InstallInChild:
@@ -90,6 +106,10 @@ def install() -> None:
         if _saved_preparation_data is None:
             _saved_preparation_data = _spawn.get_preparation_data
             _spawn.get_preparation_data = _preparation_data
+        for obj in wire_names(MODULE).values():
+            if obj not in _own_modules:
+                _own_modules[obj] = obj.__module__
+                obj.__module__ = MODULE
         sys.modules[MODULE] = managers
         multiprocessing.managers = managers
 
@@ -107,6 +127,9 @@ def uninstall() -> None:
             _saved_preparation_data = None
         sys.modules[MODULE] = STDLIB_MANAGERS
         multiprocessing.managers = STDLIB_MANAGERS
+        for obj, module in _own_modules.items():
+            obj.__module__ = module
+        _own_modules.clear()
 
 
 def installed() -> bool:

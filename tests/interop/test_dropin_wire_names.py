@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_fixtures import ServeFn
 
 import distproc
-from distproc.managers import Namespace, Token, Value
+from distproc.managers import Namespace, SyncManager, Token, Value
 from distproc.wire.codecs import PickleCodec
 
 from .harness import ServerProcess, find_peer_pythons, peer_env
@@ -29,16 +30,6 @@ from .harness import ServerProcess, find_peer_pythons, peer_env
 PROGRAMS = Path(__file__).resolve().parent / "peers"
 PEER = next((p for p in find_peer_pythons() if p.version[:3] == (3, 12, 1)), None)
 needs_peer = pytest.mark.skipif(PEER is None, reason="CPython 3.12.1 is not installed")
-
-#: Phase 2 of issue 19: the codec's reducers name the stdlib's objects, which
-#: no longer are what ``multiprocessing.managers.<name>`` resolves to.
-WIRE_NAMES_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="issue 19 phase 2: while installed, pickling multiprocessing.managers.RebuildProxy, "
-    "Token, Namespace and Value fails: the codec's reducers (wire/messages.py _reduce_token, "
-    "proxies.py _reduce_proxy_for_wire, managers.py Namespace/Value reducers) return the "
-    "stdlib's objects, and pickle checks that the name resolves to the object it pickles",
-)
 
 EXPECTED = {
     "send a proxy": None,
@@ -61,7 +52,7 @@ def with_peer(program: str) -> list[str]:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[[Runner, bytes], ServerProcess]]:
+def peer_server(tmp_path: Path) -> Iterator[Callable[[Runner, bytes], ServerProcess]]:
     servers: list[ServerProcess] = []
 
     def start(runner: Runner, authkey: bytes) -> ServerProcess:
@@ -97,16 +88,16 @@ def client(runner: Runner, port: int, authkey: bytes) -> dict[str, Any]:
     ("server_side", "client_side"),
     [
         pytest.param(with_peer, with_peer, id="stdlib-server-stdlib-client"),
-        pytest.param(under_distproc, with_peer, id="installed-server", marks=WIRE_NAMES_XFAIL),
-        pytest.param(with_peer, under_distproc, id="installed-client", marks=WIRE_NAMES_XFAIL),
+        pytest.param(under_distproc, with_peer, id="installed-server"),
+        pytest.param(with_peer, under_distproc, id="installed-client"),
     ],
 )
 def test_every_name_travels_to_a_stdlib_peer(
-    serve: Any, server_side: Runner, client_side: Runner
+    peer_server: Any, server_side: Runner, client_side: Runner
 ) -> None:
     """Between two stdlib 3.12 processes (the scenario itself), and with an installed one."""
     key = secrets.token_bytes(16)
-    server = serve(server_side, key)
+    server = peer_server(server_side, key)
     assert client(client_side, server.port, key) == EXPECTED
 
 
@@ -124,11 +115,21 @@ def test_the_codec_writes_stdlib_names() -> None:
         assert_stdlib_names(PickleCodec().dumps(obj))
 
 
-@WIRE_NAMES_XFAIL
-def test_the_codec_writes_stdlib_names_while_installed() -> None:
+def test_installed_or_not_the_same_bytes_go_on_the_wire(serve: ServeFn) -> None:
+    """Tokens, namespaces, values and proxies pickle to the same bytes while
+    installed, naming the stdlib's globals; and they load back as distproc's."""
+    _, manager = serve(SyncManager)
+    proxies = [manager.dict(), manager.list(), manager.Event(), manager.Lock(), manager.Queue()]
+    objects = [*wire_objects(), *proxies]
+    codec = PickleCodec()
+    plain = [codec.dumps(obj) for obj in objects]
     distproc.install()
     try:
-        for obj in wire_objects():
-            assert_stdlib_names(PickleCodec().dumps(obj))
+        assert [codec.dumps(obj) for obj in objects] == plain
+        for payload in plain:
+            assert_stdlib_names(payload)
+        for obj, payload in zip(wire_objects(), plain, strict=False):
+            assert type(codec.loads(payload)) is type(obj)
     finally:
         distproc.uninstall()
+    assert Token.__module__ == "distproc.wire.messages"  # each object's own module is back

@@ -8,8 +8,8 @@ One base class, one implementation per codec:
   registers).  Objects that pickled data names by module path (tokens and
   proxies) are written under their ``multiprocessing.managers`` names, so a
   stdlib peer that has never heard of distproc can load them, and those names
-  are read back as distproc's own classes.  The layers above install that
-  mapping with :func:`register_pickle_alias`.
+  are read back as distproc's own classes.  The layers above declare those
+  names with :func:`register_wire_name`.
 * :class:`XmlrpcCodec` — the stdlib's ``'xmlrpclib'`` serializer.
 
 A codec never sees handshake bytes: those are raw frames, so nothing is
@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import array
 import copyreg
+import importlib
 import io
 import pickle
+import sys
 import threading
 import xmlrpc.client
 from abc import ABC, abstractmethod
@@ -33,8 +35,10 @@ __all__ = [
     "Codec",
     "PickleCodec",
     "XmlrpcCodec",
-    "register_pickle_alias",
     "register_pickle_reducer",
+    "register_wire_name",
+    "wire_global",
+    "wire_names",
 ]
 
 #: What a codec can decode from: a frame, or a slice of one without a copy.
@@ -44,6 +48,8 @@ BytesLike = bytes | bytearray | memoryview
 _OUTGOING: list[tuple[type, Callable[[Any], Any]]] = []
 #: (module, qualname) -> object, consulted when an incoming pickle names a global.
 _INCOMING: dict[tuple[str, str], Any] = {}
+#: object -> (module, qualname): the name it travels under (see :func:`wire_global`).
+_WIRE_NAME: dict[Any, tuple[str, str]] = {}
 
 
 def register_pickle_reducer(cls: type, reducer: Callable[[Any], Any]) -> None:
@@ -51,10 +57,36 @@ def register_pickle_reducer(cls: type, reducer: Callable[[Any], Any]) -> None:
     _OUTGOING.append((cls, reducer))
 
 
-def register_pickle_alias(module: str, qualname: str, obj: Any) -> None:
-    """Load the global ``module.qualname`` as ``obj`` in incoming pickles."""
+def register_wire_name(module: str, qualname: str, obj: Any) -> None:
+    """``obj`` (a class or function) travels as the global ``module.qualname``.
+
+    Incoming pickles that name it load ``obj``; outgoing reducers write it
+    with :func:`wire_global`.
+    """
     _INCOMING[(module, qualname)] = obj
+    _WIRE_NAME[obj] = (module, qualname)
     _ALIASED_MODULES.add(module.encode("utf-8"))
+
+
+def wire_global(obj: Any) -> Any:
+    """What a reducer returns to write ``obj`` under its wire name.
+
+    That is the object the name resolves to *now*: the stdlib's (pickle
+    checks that a global's name leads back to the object written), or
+    ``obj`` itself while :func:`distproc.install` has put distproc's module in
+    the stdlib's place.  Either way the pickle names ``module.qualname``.
+    An object without a wire name is returned as it is.
+    """
+    name = _WIRE_NAME.get(obj)
+    if name is None:
+        return obj
+    module = sys.modules.get(name[0]) or importlib.import_module(name[0])
+    return getattr(module, name[1])
+
+
+def wire_names(module: str) -> dict[str, Any]:
+    """The objects that travel under a name of ``module``, by that name."""
+    return {qualname: obj for (mod, qualname), obj in _INCOMING.items() if mod == module}
 
 
 #: Modules named in ``_INCOMING``: a pickle that names none of them (in bytes,
