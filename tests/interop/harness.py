@@ -2,6 +2,7 @@
 
 * :func:`find_peer_pythons`: every CPython 3.8 <= version < 3.14 installed
   under ``$(pyenv root)/versions/*/bin/python3``.
+* :func:`python27`: the seed's Python 2.7, for the tests of Python 2 peers.
 * :class:`ServerProcess`: a server script (see ``peers/``) in a subprocess;
   ready once it printed ``PORT <n>``, killed by :meth:`ServerProcess.stop`.
 * :func:`run_stdlib_client`: runs ``peers/stdlib_client.py`` with a peer
@@ -70,6 +71,11 @@ def pyenv_root() -> Path:
         if out:
             return Path(out)
     return Path.home() / ".pyenv"
+
+
+def python27() -> Path:
+    """Where pyenv keeps the seed's Python 2.7 (tests that need it skip without it)."""
+    return pyenv_root() / "versions" / "2.7.18" / "bin" / "python"
 
 
 def _interpreter_version(python: Path) -> tuple[int, int, int] | None:

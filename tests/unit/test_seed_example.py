@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from interop.harness import python27
 
 from distproc.errors import StartError
 from distproc.managers import BaseManager
@@ -103,44 +104,17 @@ def test_manager_and_worker_exchange_ten_squares(tmp_path: Path) -> None:
     assert_ten_squares(run_seed(tmp_path))
 
 
-PYTHON27 = (
-    Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions/2.7.18/bin/python"
-)
+PYTHON27 = python27()
 needs_python27 = pytest.mark.skipif(not PYTHON27.exists(), reason=f"{PYTHON27} is not installed")
 
 
 @needs_python27
+@pytest.mark.slow
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    "python2_side",
-    [
-        pytest.param(
-            "--worker",
-            id="python2-worker",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 19 phase 2: the server answers every stdlib-protocol client in "
-                "pickle protocol 4; Python 2.7 reads up to 2 (ValueError: unsupported pickle "
-                "protocol: 4 at the worker's m.connect()). Fix in server/connection.py: the "
-                "codec of each connection follows the protocol of its client's first request",
-            ),
-        ),
-        pytest.param(
-            "--manager",
-            id="python2-manager",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 19 phase 2: a distproc client pickles its requests in protocol 4, "
-                "which the stdlib 2.7 server cannot read (RemoteError: ValueError: unsupported "
-                "pickle protocol: 4 at connect()). Fix in client/connection.py: a first request "
-                "in protocol 2 to an address not yet heard from, then the protocol of the "
-                "server's replies",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("python2_side", ["--worker", "--manager"])
 def test_the_seeds_python2_program_with_a_distproc_one(tmp_path: Path, python2_side: str) -> None:
-    """The seed's Python 2 worker (or manager), as it prints it, with distproc's other half."""
+    """The seed's Python 2 worker (or manager), as it prints it, with distproc's other half:
+    a Python 2.7 worker of a distproc master, a distproc worker of a Python 2.7 master."""
     assert_ten_squares(run_seed(tmp_path, python2_side, "python2", "--python2", str(PYTHON27)))
 
 
