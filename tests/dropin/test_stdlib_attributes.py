@@ -14,7 +14,6 @@ import socket
 import sys
 import threading
 import weakref
-from collections.abc import Iterator
 from multiprocessing import util
 from types import ModuleType
 from typing import Any
@@ -36,19 +35,13 @@ def managers(request: pytest.FixtureRequest) -> ModuleType:
 
 
 @pytest.fixture
-def start(managers: ModuleType) -> Iterator[Any]:
+def start(managers: ModuleType, stdlib_manager: Any) -> Any:
     """``start(cls=SyncManager, address=...)``: a started manager of that module."""
-    started: list[Any] = []
 
     def make(cls: Any = None, address: Any = ("127.0.0.1", 0)) -> Any:
-        manager = (cls or managers.SyncManager)(address=address, authkey=AUTHKEY, ctx=FORK)
-        manager.start()
-        started.append(manager)
-        return manager
+        return stdlib_manager(cls or managers.SyncManager, address)
 
-    yield make
-    for manager in started:
-        manager.shutdown()
+    return make
 
 
 def test_server_listener_closes_the_port_before_the_server_is_started(

@@ -10,9 +10,7 @@ run by the peer's interpreter or under ``python -m distproc.run``.
 
 from __future__ import annotations
 
-import json
 import secrets
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ import distproc
 from distproc.managers import Namespace, SyncManager, Token, Value
 from distproc.wire.codecs import PickleCodec
 
-from .harness import ServerProcess, find_peer_pythons, peer_env
+from .harness import ServerProcess, find_peer_pythons, run_json_program
 
 PROGRAMS = Path(__file__).resolve().parent / "peers"
 PEER = next((p for p in find_peer_pythons() if p.version[:3] == (3, 12, 1)), None)
@@ -69,17 +67,7 @@ def peer_server(tmp_path: Path) -> Iterator[Callable[[Runner, bytes], ServerProc
 
 
 def client(runner: Runner, port: int, authkey: bytes) -> dict[str, Any]:
-    done = subprocess.run(
-        [*runner("sync_client.py"), str(port), authkey.hex()],
-        env=peer_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    result: dict[str, Any] = run_json_program([*runner("sync_client.py"), str(port), authkey.hex()])
     return result
 
 

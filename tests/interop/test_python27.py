@@ -13,10 +13,8 @@ is also tested without Python 2.
 from __future__ import annotations
 
 import datetime
-import json
 import queue
 import secrets
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,10 +24,10 @@ from shared_fixtures import AUTHKEY, ServeFn
 
 from distproc.client.connect import connect
 from distproc.client.connection import Client, Connection, dispatch
-from distproc.managers import BaseManager
+from distproc.managers import SyncManager
 from distproc.wire.codecs import older_pickle_codec, pickle_protocol
 
-from .harness import INTEROP_DIR, ServerProcess, peer_env, python27
+from .harness import INTEROP_DIR, ServerProcess, python27, run_json_program
 
 PYTHON27 = python27()
 needs_python27 = pytest.mark.skipif(not PYTHON27.exists(), reason=f"{PYTHON27} is not installed")
@@ -37,8 +35,10 @@ PROGRAMS = INTEROP_DIR / "peers" / "python2"
 WHEN = datetime.datetime(2018, 4, 8, 1, 42, 14)
 
 
-def queue_manager(inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> type[BaseManager]:
-    class QueueManager(BaseManager):
+def queue_manager(inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> type[SyncManager]:
+    """A SyncManager with two more queues, as the Python 2 programs have."""
+
+    class QueueManager(SyncManager):
         pass
 
     QueueManager.register("get_inbox", callable=lambda: inbox)
@@ -54,21 +54,15 @@ def test_a_python27_client_of_a_distproc_server(serve: ServeFn) -> None:
     server, _ = serve(queue_manager(inbox, outbox))
     for value in (b"\xff\x00", "\u4e2d", ("t", 1)):
         outbox.put(value)
-    done = subprocess.run(
-        [str(PYTHON27), str(PROGRAMS / "client.py"), str(server.address[1]), AUTHKEY.hex()],
-        env=peer_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == [
+    client = [str(PYTHON27), str(PROGRAMS / "client.py"), str(server.address[1]), AUTHKEY.hex()]
+    assert run_json_program(client) == [
         ["str", "'\\xff\\x00'"],
         ["unicode", "u'\\u4e2d'"],
         ["tuple", "(u't', 1)"],
         "Queue.Empty",
+        1,  # a dict proxy read through a list proxy
+        2,
+        3,
     ]
     received = [inbox.get_nowait() for _ in range(inbox.qsize())]
     assert received == [
@@ -116,6 +110,12 @@ def test_a_distproc_client_of_a_python27_server(python27_server: ServerProcess) 
     # Through Python 2 and back: bytes were a Python 2 str, so they come back as text.
     assert [inbox.get(timeout=10) for _ in range(4)] == ["\u4e2d", "\xff", {"k": [1, 2.5]}, WHEN]
     assert manager._number_of_objects() == 2
+    inner = manager.dict()
+    inner["a"] = 1
+    outer = manager.list([inner])
+    assert outer[0]["a"] == 1
+    assert manager.Namespace(x=2).x == 2
+    assert manager.Value("i", 3).value == 3
 
 
 @needs_python27

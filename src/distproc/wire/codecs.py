@@ -351,7 +351,7 @@ _older: dict[int, OlderPickleCodec] = {}
 
 
 def older_pickle_codec(protocol: int) -> OlderPickleCodec:
-    """The codec of ``protocol``, one per protocol (its picklers are kept per thread)."""
+    """The codec of ``protocol`` (older than ours), one per protocol."""
     codec = _older.get(protocol)
     if codec is None:
         codec = _older.setdefault(protocol, OlderPickleCodec(protocol))

@@ -1,26 +1,30 @@
-# Python 2.7: a stdlib client of a manager with two queues, `inbox` and `outbox`.
+# Python 2.7: a stdlib client of a SyncManager with two more queues, `inbox`
+# and `outbox`.
 #
 #     python2 client.py PORT AUTHKEY_HEX
 #
 # Puts Python 2 values on the inbox (str, unicode, a dict, a datetime, a
 # bytearray), takes what waits on the outbox, then waits on the empty outbox
-# with a timeout.  Prints one JSON line: [type name, repr] of each value taken,
-# then the name of the exception that the last get raised.
+# with a timeout; then reads a dict proxy inside a list proxy, a Namespace and
+# a Value.  Prints one JSON line: [type name, repr] of each value taken, the
+# name of the exception that the last get raised, then the three values read.
 import binascii
 import datetime
 import json
+import multiprocessing
 import sys
 import Queue
-from multiprocessing.managers import BaseManager
+from multiprocessing.managers import SyncManager
 
 
-class QueueManager(BaseManager):
+class QueueManager(SyncManager):
     pass
 
 QueueManager.register('get_inbox')
 QueueManager.register('get_outbox')
 
 port, authkey = int(sys.argv[1]), binascii.unhexlify(sys.argv[2])
+multiprocessing.current_process().authkey = authkey  # for the proxy inside the list
 manager = QueueManager(address=('127.0.0.1', port), authkey=authkey)
 manager.connect()
 inbox, outbox = manager.get_inbox(), manager.get_outbox()
@@ -36,4 +40,8 @@ try:
     taken.append('no exception')
 except Queue.Empty:
     taken.append('Queue.Empty')
+inner = manager.dict()
+inner['a'] = 1
+outer = manager.list([inner])
+taken += [outer[0]['a'], manager.Namespace(x=2).x, manager.Value('i', 3).value]
 print(json.dumps(taken))

@@ -1,4 +1,5 @@
-# Python 2.7: a stdlib manager server with two queues, `inbox` and `outbox`.
+# Python 2.7: a stdlib SyncManager server with two more queues, `inbox` and
+# `outbox`.
 #
 #     python2 server.py AUTHKEY_HEX
 #
@@ -7,14 +8,14 @@
 import binascii
 import sys
 import Queue
-from multiprocessing.managers import BaseManager
+from multiprocessing.managers import SyncManager
 
 inbox, outbox = Queue.Queue(), Queue.Queue()
 for value in ['text', '\xe4\xb8\xad', u'\u4e2d']:
     outbox.put(value)
 
 
-class QueueManager(BaseManager):
+class QueueManager(SyncManager):
     pass
 
 QueueManager.register('get_inbox', callable=lambda: inbox)
