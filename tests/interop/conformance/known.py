@@ -25,54 +25,9 @@ class Known:
     methods: tuple[str, ...] = BOTH_METHODS
 
 
-WIRE_NAMES = (
-    "PicklingError: Can't pickle <function RebuildProxy> (or <class Token>): it's not the same "
-    "object as multiprocessing.managers.RebuildProxy. While installed, that name is distproc's "
-    "object, but the codec's reducers (wire/messages.py _reduce_token, proxies.py "
-    "_reduce_proxy_for_wire with _STDLIB_EQUIVALENT, managers.py's Namespace and Value "
-    "reducers) return the stdlib module's objects, and pickle checks that a name resolves to "
-    "what it writes. Fix: the reducers pickle what multiprocessing.managers.<name> is now, "
-    "and install() gives distproc's objects the module name multiprocessing.managers "
-    "(uninstall() gives theirs back): the same bytes on the wire either way"
-)
-LISTENER = (
-    "AttributeError: 'Server' object has no attribute 'listener' (the test closes "
-    "get_server().listener before start()). Fix in server/core.py: Server.listener, an "
-    "object whose close() closes the bound socket, with the stdlib's address attribute"
-)
-EXCEPTION_CYCLE = (
-    "AssertionError: Empty() != None: the queue.Empty raised by a proxy call lives on in a "
-    "cycle: exception -> traceback -> BaseProxy._callmethod's frame -> its local `result`, "
-    "the exception itself (native path). Fix in proxies.py BaseProxy._callmethod: del result "
-    "in a finally around the raise, as the stdlib does since gh-106558"
-)
-
-MANAGERS: list[Known] = [
-    *(
-        Known(test, WIRE_NAMES)
-        for test in (
-            "WithManagerTestBarrier.test_action",
-            "WithManagerTestContainers.test_dict_iter",
-            "WithManagerTestContainers.test_dict_proxy_nested",
-            "WithManagerTestContainers.test_list",
-            "WithManagerTestContainers.test_list_proxy_in_list",
-            "WithManagerTestContainers.test_nested_queue",
-            "WithManagerTestPool.test_async",
-            "WithManagerTestPool.test_async_timeout",
-            "WithManagerTestPool.test_empty_iterable",
-            "WithManagerTestPool.test_imap",
-            "WithManagerTestPool.test_imap_unordered",
-            "WithManagerTestPool.test_map_async",
-            "WithManagerTestPool.test_map_async_callbacks",
-            "WithManagerTestPool.test_map_chunksize",
-            "WithManagerTestPool.test_starmap_async",
-            "WithManagerTestPool.test_terminate",
-        )
-    ),
-    Known("WithManagerTestManagerRestart.test_rapid_restart", LISTENER),
-    # TestManagerExceptions came in 3.12.x after 3.12.1, the 3.12 installed here.
-    Known("TestManagerExceptions.test_queue_get", EXCEPTION_CYCLE, versions=("3.12", "3.13")),
-]
+#: CPython's manager tests, by ``Class.test``: none fails on distproc where it
+#: passes on the stdlib (3.10-3.13, fork and spawn).
+MANAGERS: list[Known] = []
 
 NO_MAX_WORKERS = (
     "TypeError: Executor.__init__() got an unexpected keyword argument 'max_workers'. Fix in "

@@ -11,10 +11,12 @@ distproc, unless :mod:`.known` lists it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ..harness import PeerPython
-from .conftest import SuiteRunner
+from .conftest import RunKey, SuiteRunner
 from .harness import TEST_TIMEOUT, SuiteRun, conformance_pythons
 from .known import FUTURES, NOT_APPLICABLE
 from .test_cpython_managers import assert_ran
@@ -25,6 +27,17 @@ PYTHON = next((p for p in conformance_pythons() if p.version[:2] == (3, 13)), No
 needs_313 = pytest.mark.skipif(PYTHON is None, reason="CPython 3.13 is not installed")
 #: What create_executor_tests puts before the tests' own class name.
 PREFIXES = ("ProcessPoolFork", "ProcessPoolSpawn", "Distproc")
+
+
+def suite_runs(params: dict[str, Any]) -> list[RunKey]:
+    """The suite runs that each test here needs (see ``conftest.py``)."""
+    if PYTHON is None:
+        return []
+    return [
+        (PYTHON, "futures", "stdlib", "fork"),
+        (PYTHON, "futures", "stdlib", "spawn"),
+        (PYTHON, "futures", "distproc", "spawn"),
+    ]
 
 
 def by_test(run: SuiteRun) -> dict[str, str]:

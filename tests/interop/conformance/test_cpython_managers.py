@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ..harness import PeerPython
-from .conftest import SuiteRunner
+from .conftest import RunKey, SuiteRunner
 from .harness import TEST_TIMEOUT, SuiteRun, conformance_pythons
 from .known import MANAGERS, Known
 
@@ -27,6 +27,14 @@ METHODS = ("fork", "spawn")
 
 def minor(python: PeerPython) -> str:
     return "{}.{}".format(*python.version[:2])
+
+
+def suite_runs(params: dict[str, Any]) -> list[RunKey]:
+    """The suite runs that a test with these parameters needs (see ``conftest.py``)."""
+    python, method = params.get("python"), params.get("method")
+    if not isinstance(python, PeerPython) or not isinstance(method, str):
+        return []  # an empty parameter set (known.py lists no manager test)
+    return [(python, "managers", side, method) for side in ("stdlib", "distproc")]
 
 
 def known_for(python: PeerPython, method: str) -> dict[str, Known]:
