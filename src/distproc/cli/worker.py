@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import sys
 import threading
@@ -78,7 +77,7 @@ def worker(
     the task modules import (the current directory is on sys.path). The
     authkey comes from $DISTPROC_AUTHKEY or --authkey-file.
     """
-    from ..tasks.worker import Worker
+    from ..tasks.worker import TaskWorker
 
     host, port = parse_address(address)
     key = read_authkey(authkey_file, os.environ)
@@ -96,7 +95,7 @@ def worker(
             from ..tasks import payloads
 
             payloads.MAIN_PATH = main_path
-        runner = Worker(
+        runner = TaskWorker(
             (host, port), key.encode(), slots=1 if child else count, allow_pickle=allow_pickle,
             process_slot=child, parent_pid=parent, exit_on_disconnect=exit_on_disconnect,
         )  # fmt: skip
@@ -123,10 +122,11 @@ def _first_contact(address: tuple[str, int], key: bytes, stopping: threading.Eve
     A service that cannot be reached yet is waited for (said once); returns
     False if ``stopping`` is set meanwhile.
     """
+    from ..tasks.channels import backoff_delays
     from ..tasks.host import close_service, connect_service, describe_refusal
-    from ..tasks.worker import MAX_BACKOFF, is_fatal
+    from ..tasks.worker import is_fatal
 
-    backoff, said = 0.1, False
+    delay, said = backoff_delays(), False
     while not stopping.is_set():
         try:
             manager, _ = connect_service(address, key)
@@ -139,8 +139,7 @@ def _first_contact(address: tuple[str, int], key: bytes, stopping: threading.Eve
                 log.warning("cannot reach the task service at %s (%s); waiting for it",
                             format_address(address), exc)  # fmt: skip
                 said = True
-            stopping.wait(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            stopping.wait(delay())
             continue
         close_service(manager)
         return True
