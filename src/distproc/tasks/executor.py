@@ -3,8 +3,10 @@
 A :class:`concurrent.futures.Executor` whose tasks run on workers of a task
 service (:mod:`.service`):
 
-* ``Executor(workers=4)``: a private service on a loopback port with a random
-  authkey, and four local worker processes: a process pool;
+* ``Executor(workers=4)`` (or ``Executor(4)``, ``Executor(max_workers=4)``,
+  ``Executor()`` for one per CPU, as ``ProcessPoolExecutor``): a private
+  service on a loopback port with a random authkey, and four local worker
+  processes: a process pool, ready when the constructor returns;
 * ``Executor(address=("0.0.0.0", 5000), authkey=key, workers=N)``: the same
   service, also open to remote ``distproc worker HOST:5000`` processes;
 * ``Executor(connect=(host, port), authkey=key)``: submit to a service that
@@ -30,6 +32,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -50,6 +53,29 @@ log = logging.getLogger("distproc.tasks")
 
 #: Room left in a frame for what travels with a task's payload (ids, options).
 ENVELOPE = 64 * 1024
+#: Seconds the constructor waits for its local worker processes to join.
+READY_TIMEOUT = 60.0
+
+
+def _cpu_count() -> int:
+    """What ``ProcessPoolExecutor()`` takes for ``max_workers``: the CPUs this process may use."""
+    count = getattr(os, "process_cpu_count", os.cpu_count)()  # process_cpu_count: 3.13+
+    return count or 1
+
+
+def _stdlib_checks(
+    max_workers: int | None, initializer: Any, max_tasks_per_child: int | None
+) -> None:
+    """``ProcessPoolExecutor``'s checks of these arguments, with its messages."""
+    if max_workers is not None and max_workers <= 0:
+        raise ValueError("max_workers must be greater than 0")
+    if initializer is not None and not callable(initializer):
+        raise TypeError("initializer must be a callable")
+    if max_tasks_per_child is not None:
+        if not isinstance(max_tasks_per_child, int):
+            raise TypeError("max_tasks_per_child must be an integer")
+        if max_tasks_per_child <= 0:
+            raise ValueError("max_tasks_per_child must be >= 1")
 
 
 class _Pending:
@@ -94,14 +120,38 @@ class Executor(concurrent.futures.Executor):
     (``store_sync``: ``"full"``, the default, or ``"normal"``).
     ``reconnect_timeout``: how long a master of a remote service
     (``connect=``) keeps reconnecting when it goes away.
+
+    ``ProcessPoolExecutor``'s arguments mean what they mean there:
+    ``max_workers`` (also the first positional argument) is ``workers``
+    under the stdlib's name, with its check; with neither, nor ``address``
+    or ``connect``, the pool has a worker process per CPU.  ``initializer(
+    *initargs)`` runs in each worker process before its first task, in the
+    local ones and in remote ``distproc worker`` processes alike (the service
+    hands it to each worker that joins); one that raises breaks the
+    Executor as it breaks the stdlib's pool: pending futures and later
+    ``submit()`` calls fail with ``BrokenProcessPool``.  ``max_tasks_per_child``:
+    a worker process ends after that many tasks and its supervisor (the
+    Executor's fleet, or ``distproc worker -c N``) starts a fresh one.
+    ``mp_context`` is accepted and changes nothing: distproc's workers are
+    always fresh interpreters (``python -m distproc worker``, as the spawn
+    start method makes them), never forks of this process, so they import
+    task functions by name and every start method behaves alike (and
+    ``max_tasks_per_child`` is allowed with a fork context, which the
+    stdlib's pool refuses).  ``initializer`` and ``max_tasks_per_child``
+    need the Executor's own service: not with ``connect=``.
     """
 
     def __init__(
         self,
-        address: tuple[str, int] | None = None,
+        address: tuple[str, int] | int | None = None,
         authkey: bytes | str | None = None,
         *,
         workers: int = 0,
+        max_workers: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
+        mp_context: Any = None,
         connect: tuple[str, int] | None = None,
         max_attempts: int = 3,
         heartbeat_timeout: float = 10.0,
@@ -117,6 +167,24 @@ class Executor(concurrent.futures.Executor):
         store_sync: str = "full",
         reconnect_timeout: float = 300.0,
     ) -> None:
+        if isinstance(address, int):
+            # Executor(4), as ProcessPoolExecutor(4): the first positional is max_workers.
+            if max_workers is not None:
+                raise TypeError("Executor() got max_workers as its first argument and by name")
+            address, max_workers = None, address
+        _stdlib_checks(max_workers, initializer, max_tasks_per_child)
+        if max_workers is not None:
+            if workers:
+                raise ValueError("pass max_workers or workers (the same thing), not both")
+            workers = max_workers
+        if connect is None and address is None and not workers:
+            workers = _cpu_count()  # ProcessPoolExecutor(): a worker per CPU
+        if connect is not None and (initializer is not None or max_tasks_per_child is not None):
+            raise ValueError(
+                "initializer and max_tasks_per_child are handed to workers by the Executor's "
+                "own service: with connect=, pass them to no Executor; run such set-up at "
+                "the top of the task functions' module instead"
+            )
         if serializer not in ("native", "pickle"):
             raise ValueError(f"serializer must be 'native' or 'pickle', not {serializer!r}")
         if isinstance(authkey, str):
@@ -131,12 +199,8 @@ class Executor(concurrent.futures.Executor):
             raise ValueError(
                 "connect= submits to another service: leave address, workers and store out"
             )
-        if connect is None and address is None and not workers:
-            raise ValueError(
-                "nothing would run the tasks: pass workers=N for local worker processes, "
-                "address=(host, port) for remote workers, or connect=(host, port)"
-            )
         self.serializer = serializer
+        self._mp_context = mp_context  # accepted, see the class docstring
         self._codec = PICKLE if serializer == "pickle" else NATIVE
         self._allow_pickle = serializer == "pickle"
         self._progress = progress
@@ -178,6 +242,8 @@ class Executor(concurrent.futures.Executor):
             frame = min(frame, server_config.max_frame)
         self._frame_limit = frame
         self.max_task_bytes = frame - ENVELOPE
+        # Made before the service starts: an initializer that cannot travel is refused first.
+        setup = self._worker_setup(initializer, initargs, max_tasks_per_child)
         if connect is not None:
             self._channel = RemoteMasterChannel(connect, self.authkey,
                                                 reconnect_timeout=reconnect_timeout)  # fmt: skip
@@ -192,12 +258,78 @@ class Executor(concurrent.futures.Executor):
             self._host = host
             self.address = host.address
             self._channel = HostedMasterChannel(host)
+            host.run(self._attach, host.service, setup)
         self._channel.start(self)
         self._ids = itertools.count(self._channel.base + 1)
         if workers:
             self._start_workers(workers)
+            self._await_workers(workers)
 
     # ------------------------------------------------------------- set-up
+    def _attach(self, service: Any, setup: dict[str, Any]) -> None:
+        """On the loop of the service this Executor hosts: what it tells this Executor,
+        and what it hands each worker (see :meth:`_worker_setup`)."""
+        service.on_leased = self._on_leased
+        service.on_initializer_failed = self._on_initializer_failed
+        service.worker_setup = setup
+
+    def _on_leased(self, tids: list[int]) -> None:
+        """A worker took these tasks (on the service's loop): their futures are running."""
+        with self._lock:
+            futures = [f for f in map(self._futures.get, tids) if f is not None]
+        for future in futures:
+            # Pending only: a lost task leased again stays running; a cancelled one is
+            # left as it is (False: cancelled here meanwhile).
+            if not future.running() and not future.done():
+                future.set_running_or_notify_cancel()
+
+    def _worker_setup(
+        self, initializer: Callable[..., object] | None, initargs: tuple[Any, ...],
+        max_tasks: int | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """What the service hands each joining worker: the initializer and the task limit."""
+        setup: dict[str, Any] = {}
+        if initializer is not None:
+            ref = self._ref(initializer)
+            setup["init"] = [ref or PICKLED_CALLABLE,
+                             self._payload(ref, initializer, tuple(initargs), {})]  # fmt: skip
+        if max_tasks is not None:
+            setup["max_tasks"] = max_tasks
+        return setup
+
+    def _on_initializer_failed(self, worker: str, record: Any) -> None:
+        """A worker's initializer raised (on the service's loop): the pool is broken."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        text = record.get("traceback") if isinstance(record, dict) else None
+        # The stdlib's pool logs this on its logger, at CRITICAL, in the worker.
+        logging.getLogger("concurrent.futures").critical(
+            "Exception in initializer of worker %s:\n%s", worker, text or record
+        )
+        with self._lock:
+            if self._broken is not None:
+                return
+        error = rebuild_error(record)
+        broken = BrokenProcessPool(
+            f"an initializer failed in worker {worker} ({type(error).__name__}: {error}): "
+            "the Executor is not usable anymore"
+        )
+        broken.__cause__ = error
+        self.on_broken(broken)
+        if self._fleet is not None:  # as the stdlib's pool ends its processes
+            threading.Thread(target=self._fleet.kill, name="distproc-broken", daemon=True).start()
+
+    def _await_workers(self, count: int) -> None:
+        """Return once ``count`` local workers have joined (a pool that is ready), or it is
+        broken, refused, or :data:`READY_TIMEOUT` has passed (tasks then wait in the queue)."""
+        fleet = self._fleet
+        assert fleet is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        while (self._count_workers() or 0) < count and self._broken is None:
+            if fleet.refused or time.monotonic() > deadline:
+                return
+            fleet.stopping.wait(0.01)
+
     def _start_workers(self, count: int) -> None:
         assert self.address is not None
         extra = ["--parent", str(os.getpid()), "--exit-on-disconnect"]
@@ -221,6 +353,11 @@ class Executor(concurrent.futures.Executor):
 
     # ------------------------------------------------------------ submitting
     def _ref(self, fn: Callable[..., Any]) -> str:
+        """``fn``'s ``'module:qualname'``, or ``''``: it travels pickled with the arguments.
+
+        Only functions found by name are remembered (in ``_refs``): a bound
+        method or a callable object is never kept here past its task.
+        """
         try:
             return self._refs[fn]
         except (KeyError, TypeError):
@@ -438,14 +575,14 @@ class Executor(concurrent.futures.Executor):
             self._shutdown = True
             pending = dict(self._futures)
         if cancel_futures:
-            self.cancel_futures(pending.values())
+            self._cancel_unstarted(pending)
         if wait:
             concurrent.futures.wait([f for f in pending.values() if not f.cancelled()])
         if self._host is not None and self._host.service is not None:
             with contextlib.suppress(Exception):
                 self._host.run(setattr, self._host.service, "closing", True)
         if self._fleet is not None:
-            if cancel_futures or not wait:
+            if not wait:
                 self._fleet.kill()
             else:
                 self._fleet.stop()
@@ -455,6 +592,17 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             left = list(self._futures)
         self._fail(left, concurrent.futures.CancelledError())
+
+    def _cancel_unstarted(self, pending: dict[int, concurrent.futures.Future[Any]]) -> None:
+        """``shutdown(cancel_futures=True)``: cancel the tasks that no worker has taken.
+
+        Those a worker holds run to the end, as the stdlib's pool lets the
+        calls it has handed to its processes finish.  Tasks on their way to
+        the service get there first (the cancel follows them), so an idle
+        worker may still take one.
+        """
+        for tid in self._cancel_remote(sorted(pending)):
+            pending[tid].cancel()
 
     def cancel_futures(self, futures: Iterable[concurrent.futures.Future[Any]]) -> int:
         """Cancel these futures, and their tasks on the service where they have not started."""

@@ -303,12 +303,14 @@ class MapRun:
             return futures
 
     def _chunk(self, entry: _Chunk) -> Iterator[Any]:
+        """A chunk's values in order.  Nothing here holds a value once it is yielded (the
+        caller may be waiting for it to be collected, as with the stdlib's ``map``)."""
         chunk = entry.calls
         try:
             seconds, outcomes = self._result(entry.future)
         except WorkerLostError:
             for future in self._split(entry):
-                yield self._outcome(future)
+                yield from self._one(future)
             return
         except concurrent.futures.TimeoutError:
             raise
@@ -318,22 +320,29 @@ class MapRun:
             for _ in chunk:
                 yield exc
             return
+        del entry  # its future holds the outcomes too
         per_call = seconds / max(1, len(chunk))
         self.per_call = per_call if self.per_call is None else self.per_call * 0.7 + per_call * 0.3
         self.timed.set()
-        for status, value in outcomes:
-            if status == OK:
-                yield value
+        outcomes.reverse()
+        while outcomes:
+            if outcomes[-1][0] == OK:
+                yield outcomes.pop()[1]
                 continue
-            error = rebuild_error(value)
+            error = rebuild_error(outcomes.pop()[1])
             if not self.return_exceptions:
                 raise error
             yield error
 
+    def _one(self, future: _Future[Any]) -> Iterator[Any]:
+        """A single call's value (see :meth:`_chunk`: not held once yielded)."""
+        value = [self._outcome(future)]
+        del future
+        yield value.pop()
+
     def __iter__(self) -> Iterator[Any]:
         self.input = _Direct(self.iterable) if self.total is not None else _ReadAhead(self.iterable)
         self.feeder.start()
-        bar = self.bar
         try:
             while True:
                 item = self.pending.get()
@@ -341,13 +350,20 @@ class MapRun:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                values = self._chunk(item) if isinstance(item, _Chunk) else [self._outcome(item)]
-                for value in values:
-                    if bar is not None:
-                        bar.advance()  # before the caller writes it: the bar is never behind
-                    yield value
+                values = self._chunk(item) if isinstance(item, _Chunk) else self._one(item)
+                del item
+                # yield from: this frame holds no value while the caller has it.
+                yield from values if self.bar is None else self._counted(values)
         finally:
             self._close()
+
+    def _counted(self, values: Iterator[Any]) -> Iterator[Any]:
+        """``values``, the bar advanced before each is handed on: the bar is never behind."""
+        bar = self.bar
+        assert bar is not None
+        while box := list(itertools.islice(values, 1)):
+            bar.advance()
+            yield box.pop()
 
     def _close(self) -> None:
         self.stop.set()

@@ -16,9 +16,7 @@ combined as CPython's ``util.create_executor_tests`` combines them:
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
-import time
 from typing import Any
 
 import distproc
@@ -51,28 +49,17 @@ class PickleExecutor(distproc.Executor):
         super().__init__(*args, **kwargs)
 
 
-#: ``distproc.Executor`` takes ``max_workers`` (the stdlib's name), or only ``workers``.
-_WORKERS_ARG = (
-    "max_workers" if "max_workers" in inspect.signature(distproc.Executor).parameters else "workers"
-)
-
-
 class DistprocMixin(_util.ExecutorMixin):  # type: ignore[misc]  # a class of CPython's tests
-    """Builds the executor as ``util.ExecutorMixin`` does, with distproc's class.
+    """Builds the executor as ``util.ExecutorMixin`` does (it is that mixin), with
+    distproc's class: ``max_workers=worker_count`` and the tests' ``executor_kwargs``.
 
-    ``worker_count`` is passed as ``max_workers`` once the Executor takes that
-    name, as ``workers`` until then; ``executor_kwargs`` (the initializer tests
-    set them) are passed as they are.
+    It has no ``ctx`` (start method), as ``ThreadPoolMixin`` has none:
+    distproc's workers are fresh interpreters whatever the start method, and
+    a test given a ``ctx`` sends a ``multiprocessing.Queue`` to the workers in
+    ``initargs``, which only a process that multiprocessing starts can receive.
     """
 
     executor_type = PickleExecutor
-
-    def setUp(self) -> None:
-        # What ExecutorMixin.setUp does, with the workers argument's name.
-        super(_util.ExecutorMixin, self).setUp()
-        self.t1 = time.monotonic()
-        kwargs = {_WORKERS_ARG: self.worker_count, **self.executor_kwargs}
-        self.executor = self.executor_type(**kwargs)
 
 
 if SIDE == "distproc":
