@@ -45,6 +45,7 @@ from .fleet import Fleet, child_command
 from .host import ServiceHost
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
+from .pool import check_pool_arguments, default_workers, initializer_failed
 from .records import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, Outcome, TaskOptions, TaskSpec
 
 __all__ = ["Executor"]
@@ -55,27 +56,6 @@ log = logging.getLogger("distproc.tasks")
 ENVELOPE = 64 * 1024
 #: Seconds the constructor waits for its local worker processes to join.
 READY_TIMEOUT = 60.0
-
-
-def _cpu_count() -> int:
-    """What ``ProcessPoolExecutor()`` takes for ``max_workers``: the CPUs this process may use."""
-    count = getattr(os, "process_cpu_count", os.cpu_count)()  # process_cpu_count: 3.13+
-    return count or 1
-
-
-def _stdlib_checks(
-    max_workers: int | None, initializer: Any, max_tasks_per_child: int | None
-) -> None:
-    """``ProcessPoolExecutor``'s checks of these arguments, with its messages."""
-    if max_workers is not None and max_workers <= 0:
-        raise ValueError("max_workers must be greater than 0")
-    if initializer is not None and not callable(initializer):
-        raise TypeError("initializer must be a callable")
-    if max_tasks_per_child is not None:
-        if not isinstance(max_tasks_per_child, int):
-            raise TypeError("max_tasks_per_child must be an integer")
-        if max_tasks_per_child <= 0:
-            raise ValueError("max_tasks_per_child must be >= 1")
 
 
 class _Pending:
@@ -172,13 +152,13 @@ class Executor(concurrent.futures.Executor):
             if max_workers is not None:
                 raise TypeError("Executor() got max_workers as its first argument and by name")
             address, max_workers = None, address
-        _stdlib_checks(max_workers, initializer, max_tasks_per_child)
+        check_pool_arguments(max_workers, initializer, max_tasks_per_child)
         if max_workers is not None:
             if workers:
                 raise ValueError("pass max_workers or workers (the same thing), not both")
             workers = max_workers
         if connect is None and address is None and not workers:
-            workers = _cpu_count()  # ProcessPoolExecutor(): a worker per CPU
+            workers = default_workers()  # ProcessPoolExecutor(): a worker per CPU
         if connect is not None and (initializer is not None or max_tasks_per_child is not None):
             raise ValueError(
                 "initializer and max_tasks_per_child are handed to workers by the Executor's "
@@ -299,23 +279,10 @@ class Executor(concurrent.futures.Executor):
 
     def _on_initializer_failed(self, worker: str, record: Any) -> None:
         """A worker's initializer raised (on the service's loop): the pool is broken."""
-        from concurrent.futures.process import BrokenProcessPool
-
-        text = record.get("traceback") if isinstance(record, dict) else None
-        # The stdlib's pool logs this on its logger, at CRITICAL, in the worker.
-        logging.getLogger("concurrent.futures").critical(
-            "Exception in initializer of worker %s:\n%s", worker, text or record
-        )
         with self._lock:
             if self._broken is not None:
                 return
-        error = rebuild_error(record)
-        broken = BrokenProcessPool(
-            f"an initializer failed in worker {worker} ({type(error).__name__}: {error}): "
-            "the Executor is not usable anymore"
-        )
-        broken.__cause__ = error
-        self.on_broken(broken)
+        self.on_broken(initializer_failed(worker, record))
         if self._fleet is not None:  # as the stdlib's pool ends its processes
             threading.Thread(target=self._fleet.kill, name="distproc-broken", daemon=True).start()
 
