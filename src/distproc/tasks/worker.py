@@ -33,8 +33,9 @@ same is retried with backoff, said once.
 
 The service's reply to a join may name an *initializer* (an Executor's
 ``initializer``/``initargs``): the worker runs it once per process, before
-its first task.  One that raises is logged and reported to the service (the
-Executor's pool is then broken, as the stdlib's is) and the worker ends.
+its first task (when that comes, as the stdlib's pool starts its processes
+when tasks come).  One that raises is logged and reported to the service
+(the Executor's pool is then broken, as the stdlib's is) and the worker ends.
 With ``max_tasks`` (``max_tasks_per_child``) a process slot ends after that
 many tasks, handing back what it prefetched; its supervisor starts another.
 
@@ -171,6 +172,7 @@ class TaskWorker:
         self._said: frozenset[str] = frozenset()  # how the service went away, said once each
         self._lock = threading.Lock()
         self._init_lock = threading.Lock()
+        self._init: tuple[str, bytes] | None = None  # the initializer's ref and payload
         self._initialized = False
         #: Set when the initializer raised: the worker ends with status 1.
         self.init_failed = False
@@ -208,18 +210,28 @@ class TaskWorker:
             raise ValueError(f"a task of {ref!r} came without its pickled callable")
         return fn, args, kwargs
 
-    def set_up(self, reply: dict[str, Any], channel: WorkerChannel, wid: str) -> None:
-        """Take the task limit and run the initializer that a join's reply names (once)."""
+    def set_up(self, reply: dict[str, Any]) -> None:
+        """Take the task limit and the initializer that a join's reply names."""
         limit = reply.get("max_tasks")
         if self.process_slot and isinstance(limit, int) and limit > 0:
             self.max_tasks = limit
         init = reply.get("init")
+        if init is not None and self._init is None:
+            self._init = (str(init[0]), bytes(init[1]))
+
+    def initialize(self, channel: WorkerChannel, wid: str) -> bool:
+        """Run the initializer once, before this process's first task; False if it raised.
+
+        It runs at the first task, not at the join: a pool's workers join when
+        it is made, and the stdlib's pool starts its processes (which run the
+        initializer) when tasks come.
+        """
         with self._init_lock:
-            if init is None or self._initialized:
-                return
+            if self._init is None or self._initialized:
+                return not self.init_failed
             self._initialized = True
             try:
-                fn, args, kwargs = self.call_of(str(init[0]), bytes(init[1]))
+                fn, args, kwargs = self.call_of(*self._init)
                 fn(*args, **kwargs)
             except Exception as exc:
                 # The stdlib's pool logs this, on this logger, in the worker that failed.
@@ -228,7 +240,11 @@ class TaskWorker:
                 )
                 self.init_failed = True
                 self.stop()
-                channel.initializer_failed(wid, error_record(exc))
+                try:
+                    channel.initializer_failed(wid, error_record(exc))
+                except (OSError, EOFError) as lost:  # the worker ends either way
+                    log.info("could not tell the task service: %s", lost)
+            return not self.init_failed
 
     def ran_task(self) -> None:
         """One more task done: past ``max_tasks``, this process ends (another replaces it)."""
@@ -428,12 +444,11 @@ class _WorkerSlot:
             quarantined=dict(self.worker.unavailable),
             resume=(self.store, self.wid) if self.wid else None, holding=tuple(holding),
         )  # fmt: skip
-        channel = self._service()
-        reply = channel.join(info)
+        reply = self._service().join(info)
         old, self.wid = self.wid, str(reply["worker"])
         self.store = str(reply.get("store", ""))
         self.interval = float(reply["heartbeat"])
-        self.worker.set_up(reply, channel, self.wid)
+        self.worker.set_up(reply)
         if old and reply.get("resumed"):
             log.info("back at the task service at %s as %s, with %d task(s)",
                      self.worker._where(), self.wid, len(holding))  # fmt: skip
@@ -544,6 +559,8 @@ class _WorkerSlot:
             log.info("could not say goodbye to the task service: %s", exc)
 
     def _run(self, task: Lease) -> None:
+        if not self.worker.initialize(self._service(), self.wid):
+            return  # the pool is broken: the service requeues the task when this worker ends
         tid, attempt, ref, payload = task.task, task.attempt, task.fn, task.payload
         opts = task.options
         codec = payload[:1]
