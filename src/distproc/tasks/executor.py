@@ -258,7 +258,11 @@ class Executor(concurrent.futures.Executor):
             assert self.address is not None
             self._fleet = local_workers(self.address, self.authkey, workers,
                                         allow_pickle=self._allow_pickle)  # fmt: skip
-            self._await_workers(workers)
+            try:
+                self._await_workers(workers)
+            except BaseException:  # a Ctrl-C while the pool starts: stop what was started
+                self.shutdown(wait=False)
+                raise
         elif fleet is not None:
             self._fleet = fleet
 
