@@ -3,8 +3,10 @@
 A :class:`concurrent.futures.Executor` whose tasks run on workers of a task
 service (:mod:`.service`):
 
-* ``Executor(workers=4)``: a private service on a loopback port with a random
-  authkey, and four local worker processes: a process pool;
+* ``Executor(workers=4)`` (or ``Executor(4)``, ``Executor(max_workers=4)``,
+  ``Executor()`` for one per CPU, as ``ProcessPoolExecutor``): a private
+  service on a loopback port with a random authkey, and four local worker
+  processes: a process pool, ready when the constructor returns;
 * ``Executor(address=("0.0.0.0", 5000), authkey=key, workers=N)``: the same
   service, also open to remote ``distproc worker HOST:5000`` processes;
 * ``Executor(connect=(host, port), authkey=key)``: submit to a service that
@@ -35,6 +37,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -49,6 +52,7 @@ from .host import ServiceHost
 from .map_status import MapStatus
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
+from .pool import check_pool_arguments, default_workers, initializer_failed
 from .records import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, Outcome, TaskOptions, TaskSpec
 
 if TYPE_CHECKING:
@@ -64,6 +68,8 @@ log = logging.getLogger("distproc.tasks")
 ENVELOPE = 64 * 1024
 #: Room left in a block's payload for its first line number and flags.
 ENVELOPE_OF_BLOCK = 1024
+#: Seconds the constructor waits for its local worker processes to join.
+READY_TIMEOUT = 60.0
 
 
 class _Pending:
@@ -111,14 +117,38 @@ class Executor(concurrent.futures.Executor):
     dashboard and ``/metrics`` of the hosted service at this ``(host, port)``;
     ``http_token``: the token it needs (by default, one derived from the
     authkey, needed on a non-loopback address only).
+
+    ``ProcessPoolExecutor``'s arguments mean what they mean there:
+    ``max_workers`` (also the first positional argument) is ``workers``
+    under the stdlib's name, with its check; with neither, nor ``address``
+    or ``connect``, the pool has a worker process per CPU.  ``initializer(
+    *initargs)`` runs in each worker process before its first task, in the
+    local ones and in remote ``distproc worker`` processes alike (the service
+    hands it to each worker that joins); one that raises breaks the
+    Executor as it breaks the stdlib's pool: pending futures and later
+    ``submit()`` calls fail with ``BrokenProcessPool``.  ``max_tasks_per_child``:
+    a worker process ends after that many tasks and its supervisor (the
+    Executor's fleet, or ``distproc worker -c N``) starts a fresh one.
+    ``mp_context`` is accepted and changes nothing: distproc's workers are
+    always fresh interpreters (``python -m distproc worker``, as the spawn
+    start method makes them), never forks of this process, so they import
+    task functions by name and every start method behaves alike (and
+    ``max_tasks_per_child`` is allowed with a fork context, which the
+    stdlib's pool refuses).  ``initializer`` and ``max_tasks_per_child``
+    need the Executor's own service: not with ``connect=``.
     """
 
     def __init__(
         self,
-        address: tuple[str, int] | None = None,
+        address: tuple[str, int] | int | None = None,
         authkey: bytes | str | None = None,
         *,
         workers: int = 0,
+        max_workers: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
+        mp_context: Any = None,
         connect: tuple[str, int] | None = None,
         max_attempts: int = 3,
         heartbeat_timeout: float = 10.0,
@@ -143,6 +173,24 @@ class Executor(concurrent.futures.Executor):
                 "http= shows the service that this Executor hosts; for a service elsewhere, "
                 "run `distproc dashboard HOST:PORT`"
             )
+        if isinstance(address, int):
+            # Executor(4), as ProcessPoolExecutor(4): the first positional is max_workers.
+            if max_workers is not None:
+                raise TypeError("Executor() got max_workers as its first argument and by name")
+            address, max_workers = None, address
+        check_pool_arguments(max_workers, initializer, max_tasks_per_child)
+        if max_workers is not None:
+            if workers:
+                raise ValueError("pass max_workers or workers (the same thing), not both")
+            workers = max_workers
+        if connect is None and address is None and not workers and fleet is None and sock is None:
+            workers = default_workers()  # ProcessPoolExecutor(): a worker per CPU
+        if connect is not None and (initializer is not None or max_tasks_per_child is not None):
+            raise ValueError(
+                "initializer and max_tasks_per_child are handed to workers by the Executor's "
+                "own service: with connect=, pass them to no Executor; run such set-up at "
+                "the top of the task functions' module instead"
+            )
         if serializer not in ("native", "pickle"):
             raise ValueError(f"serializer must be 'native' or 'pickle', not {serializer!r}")
         if isinstance(authkey, str):
@@ -161,12 +209,8 @@ class Executor(concurrent.futures.Executor):
             )
         if fleet is not None and workers:
             raise ValueError("fleet= is the local workers, already started: leave workers out")
-        if connect is None and address is None and not workers and fleet is None:
-            raise ValueError(
-                "nothing would run the tasks: pass workers=N for local worker processes, "
-                "address=(host, port) for remote workers, or connect=(host, port)"
-            )
         self.serializer = serializer
+        self._mp_context = mp_context  # accepted, see the class docstring
         self._codec = PICKLE if serializer == "pickle" else NATIVE
         self._allow_pickle = serializer == "pickle"
         self._progress = progress
@@ -210,6 +254,8 @@ class Executor(concurrent.futures.Executor):
             frame = min(frame, server_config.max_frame)
         self._frame_limit = frame
         self.max_task_bytes = frame - ENVELOPE
+        # Made before the service starts: an initializer that cannot travel is refused first.
+        setup = self._worker_setup(initializer, initargs, max_tasks_per_child)
         if connect is not None:
             self._channel = RemoteMasterChannel(connect, self.authkey,
                                                 reconnect_timeout=reconnect_timeout)  # fmt: skip
@@ -221,12 +267,18 @@ class Executor(concurrent.futures.Executor):
             )  # fmt: skip
             self.address = self._host.address
             self._channel = HostedMasterChannel(self._host)
+            self._host.run(self._attach, self._host.service, setup)
         self._channel.start(self)
         self._ids = itertools.count(self._channel.base + 1)
         if workers:
             assert self.address is not None
             self._fleet = local_workers(self.address, self.authkey, workers,
                                         allow_pickle=self._allow_pickle)  # fmt: skip
+            try:
+                self._await_workers(workers)
+            except BaseException:  # a Ctrl-C while the pool starts: stop what was started
+                self.shutdown(wait=False)
+                raise
         elif fleet is not None:
             self._fleet = fleet
 
@@ -261,8 +313,64 @@ class Executor(concurrent.futures.Executor):
         host.start()
         return host
 
+    def _attach(self, service: Any, setup: dict[str, Any]) -> None:
+        """On the loop of the service this Executor hosts: what it tells this Executor,
+        and what it hands each worker (see :meth:`_worker_setup`)."""
+        service.on_leased = self._on_leased
+        service.on_initializer_failed = self._on_initializer_failed
+        service.worker_setup = setup
+
+    def _on_leased(self, tids: list[int]) -> None:
+        """A worker took these tasks (on the service's loop): their futures are running."""
+        with self._lock:
+            futures = [f for f in map(self._futures.get, tids) if f is not None]
+        for future in futures:
+            # Pending only: a lost task leased again stays running; a cancelled one is
+            # left as it is (False: cancelled here meanwhile).
+            if not future.running() and not future.done():
+                future.set_running_or_notify_cancel()
+
+    def _worker_setup(
+        self, initializer: Callable[..., object] | None, initargs: tuple[Any, ...],
+        max_tasks: int | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """What the service hands each joining worker: the initializer and the task limit."""
+        setup: dict[str, Any] = {}
+        if initializer is not None:
+            ref = self._ref(initializer)
+            setup["init"] = [ref or PICKLED_CALLABLE,
+                             self._payload(ref, initializer, tuple(initargs), {})]  # fmt: skip
+        if max_tasks is not None:
+            setup["max_tasks"] = max_tasks
+        return setup
+
+    def _on_initializer_failed(self, worker: str, record: Any) -> None:
+        """A worker's initializer raised (on the service's loop): the pool is broken."""
+        with self._lock:
+            if self._broken is not None:
+                return
+        self.on_broken(initializer_failed(worker, record))
+        if self._fleet is not None:  # as the stdlib's pool ends its processes
+            threading.Thread(target=self._fleet.kill, name="distproc-broken", daemon=True).start()
+
+    def _await_workers(self, count: int) -> None:
+        """Return once ``count`` local workers have joined (a pool that is ready), or it is
+        broken, refused, or :data:`READY_TIMEOUT` has passed (tasks then wait in the queue)."""
+        fleet = self._fleet
+        assert fleet is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        while (self._count_workers() or 0) < count and self._broken is None:
+            if fleet.refused or time.monotonic() > deadline:
+                return
+            fleet.stopping.wait(0.01)
+
     # ------------------------------------------------------------ submitting
     def _ref(self, fn: Callable[..., Any]) -> str:
+        """``fn``'s ``'module:qualname'``, or ``''``: it travels pickled with the arguments.
+
+        Only functions found by name are remembered (in ``_refs``): a bound
+        method or a callable object is never kept here past its task.
+        """
         try:
             return self._refs[fn]
         except (KeyError, TypeError):
@@ -544,14 +652,14 @@ class Executor(concurrent.futures.Executor):
             self._shutdown = True
             pending = dict(self._futures)
         if cancel_futures:
-            self.cancel_futures(pending.values())
+            self._cancel_unstarted(pending)
         if wait:
             concurrent.futures.wait([f for f in pending.values() if not f.cancelled()])
         if self._host is not None and self._host.service is not None:
             with contextlib.suppress(Exception):
                 self._host.run(setattr, self._host.service, "closing", True)
         if self._fleet is not None:
-            if cancel_futures or not wait:
+            if not wait:
                 self._fleet.kill()
             else:
                 self._fleet.stop()
@@ -561,6 +669,17 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             left = list(self._futures)
         self._fail(left, concurrent.futures.CancelledError())
+
+    def _cancel_unstarted(self, pending: dict[int, concurrent.futures.Future[Any]]) -> None:
+        """``shutdown(cancel_futures=True)``: cancel the tasks that no worker has taken.
+
+        Those a worker holds run to the end, as the stdlib's pool lets the
+        calls it has handed to its processes finish.  Tasks on their way to
+        the service get there first (the cancel follows them), so an idle
+        worker may still take one.
+        """
+        for tid in self._cancel_remote(sorted(pending)):
+            pending[tid].cancel()
 
     def cancel_futures(self, futures: Iterable[concurrent.futures.Future[Any]]) -> int:
         """Cancel these futures, and their tasks on the service where they have not started."""

@@ -4,7 +4,8 @@
 an :class:`~distproc.Executor` with ``workers=N``.  Each child is
 ``python -m distproc worker ... --child``: it holds its own connection, so
 when it dies the service requeues its tasks at once; the fleet then starts
-another.  A child that keeps dying at once is restarted with a growing delay.
+another.  A child that keeps dying at once is restarted with a growing delay (one
+that exits with status 0, having run its ``max_tasks_per_child``, at once).
 With ``relay_stderr``, what a child writes to stderr (its log lines) is copied
 line by line to this process's ``sys.stderr``, whatever that is at the time
 (above a progress bar, say), instead of going to the terminal around it.
@@ -121,12 +122,14 @@ class Fleet:
                 if self.on_refused is not None:
                     self.on_refused()
                 return
-            log.warning(
+            # Status 0: it ended by design (max_tasks_per_child): replaced at once, quietly.
+            log.log(
+                logging.INFO if returncode == 0 else logging.WARNING,
                 "worker process %d ended (%s); starting another", proc.pid,
                 describe_exit(returncode),
             )  # fmt: skip
             delay = min(max(delay * 2, 0.1), MAX_RESTART_DELAY) if (
-                time.monotonic() - born < QUICK_DEATH
+                returncode != 0 and time.monotonic() - born < QUICK_DEATH
             ) else 0.0  # fmt: skip
             if delay:
                 self.stopping.wait(delay)
