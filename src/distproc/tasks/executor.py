@@ -102,7 +102,8 @@ class Executor(concurrent.futures.Executor):
         authkey: bytes | str | None = None,
         *,
         workers: int = 0,
-        connect: tuple[str, int] | None = None,
+        connect: tuple[str, int] | str | None = None,
+        queue: str | None = None,
         max_attempts: int = 3,
         heartbeat_timeout: float = 10.0,
         serializer: str = "native",
@@ -178,7 +179,14 @@ class Executor(concurrent.futures.Executor):
             frame = min(frame, server_config.max_frame)
         self._frame_limit = frame
         self.max_task_bytes = frame - ENVELOPE
-        if connect is not None:
+        if isinstance(connect, str):  # a queue in Redis: no service of ours in between
+            from .redis_channels import RedisMasterChannel
+
+            self._channel = RedisMasterChannel(
+                connect, queue, max_attempts=max_attempts, heartbeat_timeout=heartbeat_timeout,
+                reconnect_timeout=reconnect_timeout,
+            )  # fmt: skip
+        elif connect is not None:
             self._channel = RemoteMasterChannel(connect, self.authkey,
                                                 reconnect_timeout=reconnect_timeout)  # fmt: skip
             self.address = (connect[0], connect[1])
