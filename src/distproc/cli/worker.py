@@ -40,7 +40,7 @@ Examples:
   $ distproc worker 127.0.0.1:5000 --authkey-file ~/.config/distproc/authkey --threads -c 8
 """,
 )
-@click.argument("address", metavar="HOST:PORT")
+@click.argument("address", metavar="HOST:PORT|redis://HOST:PORT/DB")
 @click.option(
     "-c",
     "--concurrency",
@@ -49,6 +49,7 @@ Examples:
     help="Tasks run at once [default: the number of CPUs].",
 )
 @click.option("--threads", is_flag=True, help="Run tasks on threads of this process.")
+@click.option("--queue", default=None, help="The queue to serve, for a redis:// URL [default: default].")
 @click.option(
     "--allow-pickle",
     is_flag=True,
@@ -64,6 +65,7 @@ def worker(
     address: str,
     concurrency: int | None,
     threads: bool,
+    queue: str | None,
     allow_pickle: bool,
     authkey_file: str | None,
     child: bool,
@@ -78,7 +80,12 @@ def worker(
     authkey comes from $DISTPROC_AUTHKEY or --authkey-file.
     """
     from ..tasks.worker import TaskWorker
+    from .redis_cli import is_redis_url, run_worker
 
+    if is_redis_url(address):
+        return run_worker(address, queue, concurrency or os.cpu_count() or 1, threads=threads,
+                          allow_pickle=allow_pickle, child=child, parent=parent,
+                          exit_on_disconnect=exit_on_disconnect)  # fmt: skip
     host, port = parse_address(address)
     key = read_authkey(authkey_file, os.environ)
     if key is None:

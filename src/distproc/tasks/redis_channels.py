@@ -225,8 +225,9 @@ class RedisWorkerChannel(WorkerChannel):
         return self._guard(run)
 
     def heartbeat(self, wid: str, hold: float) -> dict[str, Any] | None:
-        self._guard(lambda: self.backend.renew(wid))
-        self._closed.wait(hold)
+        backend = self.backend
+        self._guard(lambda: (backend.renew(wid), backend.refresh()))
+        self._closed.wait(min(hold, backend.heartbeat_timeout / BEATS))
         return {}
 
     def give_back(self, wid: str, tids: list[int]) -> None:

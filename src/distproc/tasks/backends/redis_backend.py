@@ -119,11 +119,14 @@ class RedisBackend(TaskBackend):
         url: str,
         queue: str | None = None,
         *,
-        max_attempts: int = 3,
-        heartbeat_timeout: float = 10.0,
+        max_attempts: int | None = None,
+        heartbeat_timeout: float | None = None,
         client: redis.Redis | None = None,
     ) -> None:
-        super().__init__(max_attempts=max_attempts, heartbeat_timeout=heartbeat_timeout)
+        super().__init__(max_attempts=max_attempts or 3,
+                         heartbeat_timeout=heartbeat_timeout or 10.0)  # fmt: skip
+        #: A master sets the queue's settings (the latest one's hold); a worker reads them.
+        self.sets = max_attempts is not None or heartbeat_timeout is not None
         self.url, self.queue = parse_url(url, queue)
         self.r: redis.Redis = client or redis.Redis.from_url(
             self.url, socket_keepalive=True, health_check_interval=30
@@ -168,10 +171,16 @@ class RedisBackend(TaskBackend):
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        config = self.key["config"]
-        self.r.hsetnx(config, "heartbeat_timeout", repr(self.heartbeat_timeout))
-        self.r.hsetnx(config, "max_attempts", str(self.max_attempts))
-        got = self.r.hmget(config, ["heartbeat_timeout", "max_attempts"])
+        if self.sets:
+            self.r.hset(self.key["config"], mapping={
+                "heartbeat_timeout": repr(self.heartbeat_timeout),
+                "max_attempts": str(self.max_attempts),
+            })  # fmt: skip
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the queue's settings (set by its latest master)."""
+        got = self.r.hmget(self.key["config"], ["heartbeat_timeout", "max_attempts"])
         self.heartbeat_timeout = float(got[0] or self.heartbeat_timeout)
         self.max_attempts = int(got[1] or self.max_attempts)
 

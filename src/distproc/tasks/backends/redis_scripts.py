@@ -112,13 +112,16 @@ return n
 """)
 
 #: ARGV: consumer, want, idle ms.  Reclaims up to ``want`` leases silent for
-#: ``idle`` ms (XAUTOCLAIM), then reads new entries.  Returns
+#: the queue's heartbeat_timeout (else ``idle`` ms) with XAUTOCLAIM, then
+#: reads new entries.  Returns
 #: ``{reclaimed, fresh}``; a reclaimed lease carries its previous owner and
 #: how many leases that owner held when it was lost.
 LEASE = _lua(_FORGET + _STAMP + """
 local consumer, want = ARGV[1], tonumber(ARGV[2])
 local reclaimed, fresh = {}, {}
-local claimed = redis.call('XAUTOCLAIM', @stream, 'workers', consumer, ARGV[3], '0-0',
+local timeout = redis.call('HGET', @config, 'heartbeat_timeout')
+local idle = timeout and math.floor(tonumber(timeout) * 1000) or tonumber(ARGV[3])
+local claimed = redis.call('XAUTOCLAIM', @stream, 'workers', consumer, idle, '0-0',
                            'COUNT', want)
 local lost = {}
 for _, e in ipairs(claimed[2]) do

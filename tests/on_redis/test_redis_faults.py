@@ -1,0 +1,129 @@
+"""The Redis backend under real faults: kill -9 and SIGSTOP of workers, kill -9 of redis-server.
+
+Workers are ``distproc worker redis://...`` subprocesses; tasks report where
+they run through a :class:`hub.Hub` and block until the test releases them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+
+import dp_taskfns as fns
+import pytest
+from faults._procs import Proc, wait_for
+from hub import Hub
+
+import distproc
+
+from .conftest import RedisServer
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+
+
+@pytest.fixture
+def hub() -> Iterator[Hub]:
+    with Hub() as running:
+        yield running
+
+
+@pytest.fixture
+def procs() -> Iterator[Callable[..., Proc]]:
+    started: list[Proc] = []
+
+    def start(*args: str) -> Proc:
+        proc = Proc(*args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def _workers(procs: Callable[..., Proc], url: str, count: int) -> None:
+    for _ in range(count):
+        procs("worker", url, "-c", "1").wait_ready()
+
+
+def test_kill_9_of_a_worker_mid_task_runs_it_elsewhere(
+    redis_server: RedisServer, hub: Hub, procs: Callable[..., Proc]
+) -> None:
+    with distproc.Executor(connect=redis_server.url, heartbeat_timeout=1.0) as ex:
+        _workers(procs, redis_server.url, 2)
+        futures = [ex.submit(fns.hold, hub.port, x) for x in range(10)]
+        _, pid = hub.next_started()
+        os.kill(pid, signal.SIGKILL)
+        hub.release()
+        assert [f.result(60) for f in futures] == [x * x for x in range(10)]
+        tasks = ex.status()["tasks"]
+        assert tasks["done"] == 10  # each task completed once
+        assert tasks["reclaimed"] >= 1
+        assert tasks["dead"] == 0
+
+
+def test_sigstop_past_the_heartbeat_timeout_then_sigcont_discards_the_late_result(
+    redis_server: RedisServer, hub: Hub, procs: Callable[..., Proc]
+) -> None:
+    with distproc.Executor(connect=redis_server.url, heartbeat_timeout=1.0) as ex:
+        _workers(procs, redis_server.url, 2)
+        future = ex.submit(fns.hold, hub.port, 7)
+        _, stopped = hub.next_started()
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            _, again = hub.next_started(timeout=30)  # reclaimed by the other worker
+            assert again != stopped
+            hub.release()
+            assert future.result(60) == 49
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        wait_for(lambda: ex.status()["tasks"]["discarded"] >= 1, what="the late result")
+        tasks = ex.status()["tasks"]
+        assert tasks["done"] == 1 and tasks["discarded"] == 1  # it ran again once
+        assert [f.result(30) for f in [ex.submit(fns.square, 4)]] == [16]
+
+
+def test_a_long_task_keeps_its_lease_while_its_worker_renews_it(
+    redis_server: RedisServer, hub: Hub, procs: Callable[..., Proc]
+) -> None:
+    with distproc.Executor(connect=redis_server.url, heartbeat_timeout=0.5) as ex:
+        _workers(procs, redis_server.url, 2)
+        future = ex.submit(fns.hold, hub.port, 3)
+        hub.next_started()
+        # Held across many heartbeat timeouts: the owner's renewals keep it.
+        wait_for(lambda: _renewed_past(ex, 4 * 0.5), what="four heartbeat timeouts")
+        hub.release()
+        assert future.result(30) == 9
+        tasks = ex.status()["tasks"]
+        assert tasks["reclaimed"] == 0 and tasks["done"] == 1
+
+
+def _renewed_past(ex: distproc.Executor, seconds: float) -> bool:
+    import time
+
+    first = getattr(_renewed_past, "start", None)
+    if first is None:
+        _renewed_past.start = time.monotonic()  # type: ignore[attr-defined]
+        return False
+    if time.monotonic() - first < seconds:
+        return False
+    del _renewed_past.start  # type: ignore[attr-defined]
+    return True
+
+
+def test_kill_9_of_redis_server_restarted_on_its_port_loses_nothing(
+    durable_redis: RedisServer, procs: Callable[..., Proc]
+) -> None:
+    count = 400
+    with distproc.Executor(connect=durable_redis.url) as ex:
+        _workers(procs, durable_redis.url, 2)
+        futures = [ex.submit(fns.slow_square, x, 0.005) for x in range(count)]
+        wait_for(lambda: ex.status()["tasks"]["done"] >= 50, what="some tasks done")
+        durable_redis.kill()
+        durable_redis.start()
+        assert [f.result(90) for f in futures] == [x * x for x in range(count)]
+        tasks = ex.status()["tasks"]
+        assert tasks["done"] == count  # each completed once, none lost in the restart
+        # Masters and workers carry on by themselves.
+        assert ex.submit(fns.square, 5).result(30) == 25
