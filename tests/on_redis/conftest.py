@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 import redis
 
 SERVER = shutil.which("redis-server")

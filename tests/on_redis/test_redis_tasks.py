@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from faults._procs import wait_for
 
 import distproc
 from distproc.tasks.redis_channels import RedisWorkerChannel
@@ -21,7 +22,7 @@ class ThreadWorker:
 
     def __init__(self, url: str, slots: int = 1, queue: str | None = None) -> None:
         self.worker = TaskWorker(("", 0), b"", slots=slots, process_slot=False,
-                                 open_channel=lambda: RedisWorkerChannel(url, queue), where=url)
+                                 open_channel=RedisWorkerChannel.opener(url, queue), where=url)
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
         self.thread.start()
 
@@ -83,16 +84,19 @@ def test_queues_are_apart(redis_server: RedisServer) -> None:
             assert ex.submit(pow, 3, 2).result(30) == 9
         with distproc.Executor(connect=redis_server.url, queue="other") as ex:
             future = ex.submit(pow, 3, 2)
-            assert ex.status()["tasks"]["queued"] == 1  # nobody serves "other"
+            # Nobody serves "other": the task waits there.
+            wait_for(lambda: ex.status()["tasks"]["queued"] == 1, what="the task queued")
             assert ex.cancel_futures([future]) == 1
     finally:
         crawl.stop()
 
 
 def test_a_server_older_than_6_2_is_refused_by_name(redis_server: RedisServer) -> None:
+    import redis
+
     from distproc.tasks.backends import redis_backend
 
-    class Old(redis_backend.redis.Redis):
+    class Old(redis.Redis):
         def info(self, *args: Any, **kwargs: Any) -> Any:
             return {"redis_version": "6.0.9", "maxmemory_policy": "noeviction"}
 

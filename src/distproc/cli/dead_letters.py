@@ -62,7 +62,6 @@ def dead_letters(
     """
     from ..errors import AuthenticationError, NoTaskServiceError
     from ..tasks.host import close_service, connect_service, describe_refusal
-
     from .redis_cli import dead_letters_report, is_redis_url
 
     if is_redis_url(address):

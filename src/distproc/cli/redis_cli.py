@@ -58,14 +58,17 @@ def redis_status(url: str, queue: str | None, as_json: bool) -> int:
     click.echo(f"Redis queue {report['store']['queue']!r} at {report['store']['url']}")
     click.echo("  tasks: " + ", ".join(f"{k} {v}" for k, v in tasks.items()))
     click.echo(f"  masters: {report['masters']}, heartbeat_timeout "
-               f"{report['heartbeat_timeout']:g} s, max_attempts {report['max_attempts']}")  # fmt: skip
+               f"{report['heartbeat_timeout']:g} s, "
+               f"max_attempts {report['max_attempts']}")  # fmt: skip
     for worker in report["workers"]:
         click.echo(f"  worker {worker['worker']}: {worker['leases']} lease(s), "
                    f"idle {worker['idle']:.1f} s")  # fmt: skip
     return 0
 
 
-def dead_letters_report(url: str, queue: str | None, as_json: bool, requeue: tuple[int, ...]) -> int:
+def dead_letters_report(
+    url: str, queue: str | None, as_json: bool, requeue: tuple[int, ...]
+) -> int:
     """``distproc dead-letters redis://...``: list them, or queue chosen ones again."""
     backend = _backend(url, queue)
     try:
@@ -102,7 +105,7 @@ def run_worker(
         runner = TaskWorker(
             ("", 0), b"", slots=1 if child else count, allow_pickle=allow_pickle,
             process_slot=child, parent_pid=parent, exit_on_disconnect=exit_on_disconnect,
-            open_channel=lambda: RedisWorkerChannel(url, queue), where=url,
+            open_channel=RedisWorkerChannel.opener(url, queue), where=url,
         )  # fmt: skip
         runner.install_signal_handlers()
         if not child:
@@ -125,7 +128,12 @@ def _supervise(url: str, queue: str | None, count: int, allow_pickle: bool) -> i
     def handler(signum: int, frame: FrameType | None) -> None:
         stop = fleet.kill if stopping.is_set() else fleet.stop
         stopping.set()
-        threading.Thread(target=lambda: (stop(), done.set()), daemon=True).start()
+
+        def finish() -> None:
+            stop()
+            done.set()
+
+        threading.Thread(target=finish, daemon=True).start()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

@@ -49,7 +49,7 @@ Examples:
     help="Tasks run at once [default: the number of CPUs].",
 )
 @click.option("--threads", is_flag=True, help="Run tasks on threads of this process.")
-@click.option("--queue", default=None, help="The queue to serve, for a redis:// URL [default: default].")
+@click.option("--queue", help="The queue to serve, for a redis:// URL [default: default].")
 @click.option(
     "--allow-pickle",
     is_flag=True,

@@ -75,20 +75,22 @@ class RedisMasterChannel(MasterChannel):
             self._threads.append(thread)
             thread.start()
 
-    def _call(self, fn: Callable[[], _T]) -> _T:
-        """``fn()`` against the server, across its restarts (until reconnect_timeout)."""
+    def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` against the server, across its restarts (until reconnect_timeout)."""
         deadline: float | None = None
         delay = backoff_delays()
         while True:
             if self._lost is not None:
                 raise self._lost
             try:
-                result = fn()
+                result = fn(*args)
             except Exception as exc:
                 if not redis_down(exc):
                     raise
                 if self._closed.is_set():
-                    raise ServiceLostError(f"the Executor's queue at {self._where} is closed")
+                    raise ServiceLostError(
+                        f"the Executor's queue at {self._where} is closed"
+                    ) from exc
                 now = time.monotonic()
                 if deadline is None:
                     log.warning("lost Redis at %s (%s); reconnecting for up to %g s",
@@ -136,7 +138,7 @@ class RedisMasterChannel(MasterChannel):
                 continue
             for part in split_by_size(batch, lambda spec: len(spec.payload)):
                 try:
-                    self._call(lambda part=part: self.backend.enqueue(self.mid, part))  # type: ignore[misc]
+                    self._call(self.backend.enqueue, self.mid, part)
                 except ServiceLostError as exc:
                     end.on_broken(exc)
                     return
@@ -150,11 +152,11 @@ class RedisMasterChannel(MasterChannel):
         block = int(POLL_WAIT * 1000)
         while not end.finished() and not self._closed.is_set():
             try:
-                got = self._call(lambda: self.backend.read_outcomes(self.mid, after, POLL_MAX, block))
+                got = self._call(self.backend.read_outcomes, self.mid, after, POLL_MAX, block)
                 if got:
                     end.on_outcomes([outcome for _, outcome in got])
                     ids = [eid for eid, _ in got]
-                    self._call(lambda: self.backend.confirm(self.mid, ids))
+                    self._call(self.backend.confirm, self.mid, ids)
                     after = ids[-1]
             except Exception as exc:
                 if not self._closed.is_set():
@@ -162,7 +164,7 @@ class RedisMasterChannel(MasterChannel):
                 return
 
     def cancel(self, tids: list[int]) -> list[int]:
-        return self._call(lambda: self.backend.cancel(self.mid, tids))
+        return self._call(self.backend.cancel, self.mid, tids)
 
     def status(self) -> dict[str, Any]:
         return self._call(self.backend.status)
@@ -192,9 +194,18 @@ class RedisWorkerChannel(WorkerChannel):
     with backoff as it does for a task service.
     """
 
-    def __init__(self, url: str, queue: str | None = None) -> None:
+    def __init__(
+        self, url: str, queue: str | None = None, held: dict[int, Any] | None = None
+    ) -> None:
         self._closed = threading.Event()
-        self.backend = self._guard(lambda: RedisBackend(url, queue))
+        self.backend = self._guard(lambda: RedisBackend(url, queue, held=held))
+
+    @classmethod
+    def opener(cls, url: str, queue: str | None = None) -> Callable[[], RedisWorkerChannel]:
+        """A worker's ``open_channel``: its slots' channels share what they leased, so a
+        slot that reconnects still knows each lease's options when it reports."""
+        held: dict[int, Any] = {}
+        return lambda: cls(url, queue, held)
 
     def _guard(self, fn: Callable[[], _T]) -> _T:
         try:
@@ -226,7 +237,11 @@ class RedisWorkerChannel(WorkerChannel):
 
     def heartbeat(self, wid: str, hold: float) -> dict[str, Any] | None:
         backend = self.backend
-        self._guard(lambda: (backend.renew(wid), backend.refresh()))
+        def beat() -> None:
+            backend.renew(wid)
+            backend.refresh()
+
+        self._guard(beat)
         self._closed.wait(min(hold, backend.heartbeat_timeout / BEATS))
         return {}
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # msgpack ships no type stubs
 
 try:
     import redis
@@ -122,13 +122,15 @@ class RedisBackend(TaskBackend):
         max_attempts: int | None = None,
         heartbeat_timeout: float | None = None,
         client: redis.Redis | None = None,
+        held: dict[int, Any] | None = None,
     ) -> None:
         super().__init__(max_attempts=max_attempts or 3,
                          heartbeat_timeout=heartbeat_timeout or 10.0)  # fmt: skip
         #: A master sets the queue's settings (the latest one's hold); a worker reads them.
         self.sets = max_attempts is not None or heartbeat_timeout is not None
         self.url, self.queue = parse_url(url, queue)
-        self.r: redis.Redis = client or redis.Redis.from_url(
+        # Any: redis-py's stubs type replies by decode_responses, which this does not use.
+        self.r: Any = client or redis.Redis.from_url(
             self.url, socket_keepalive=True, health_check_interval=30
         )
         tag = "{distproc:" + self.queue + "}"
@@ -140,7 +142,8 @@ class RedisBackend(TaskBackend):
             for name in ("ENQUEUE", "LEASE", "STAMP", "REPORT", "SETTLE", "RELEASE",
                          "RENEW", "DUE", "CANCEL")
         }  # fmt: skip
-        self._held: dict[int, _Held] = {}
+        #: The leases this side took (kept across reconnects by whoever passes ``held``).
+        self._held: dict[int, _Held] = {} if held is None else held
         self._leaving: set[str] = set()
         self.setup()
         self.store_id = f"redis:{self.queue}"
@@ -152,7 +155,7 @@ class RedisBackend(TaskBackend):
         Called again after a reconnect: a server that lost its data gets the
         group back, and the masters find out (:meth:`resume_master`).
         """
-        info = cast(dict[str, Any], self.r.info())
+        info: dict[str, Any] = self.r.info()
         version = str(info.get("redis_version", "0"))
         have = tuple(int(x) for x in version.split(".")[:2])
         if have < MIN_VERSION:
@@ -279,12 +282,12 @@ class RedisBackend(TaskBackend):
         args: list[Any] = [wid]
         outs = []
         for report in reports:
-            held = self._held.pop(report.task, None)
-            master = held.master if held else 0
+            held = self._held.get(report.task)
+            master = report.task >> ID_BITS
             delay = -1
             status = report.status
-            if status == RETRY and held is not None:
-                if held.retries < held.options.retries:
+            if status == RETRY:
+                if held is not None and held.retries < held.options.retries:
                     seconds = policy.retry_delay(held.options.backoff, held.retries + 1)
                     delay = int(seconds * 1000)
                 else:
@@ -296,7 +299,9 @@ class RedisBackend(TaskBackend):
                 payload = msgpack.packb(policy.unavailable_payload(fn, said))
             args += [report.task, report.attempt, status, payload, delay, master]
             outs.append(self.out_key(master))
-        taken, discarded = self._run("REPORT", args, outs)
+        _, discarded = self._run("REPORT", args, outs)
+        for report in reports:  # only now: a report that fails is sent again
+            self._held.pop(report.task, None)
         if discarded:
             log.info("discarded %d late result(s) of %s", discarded, wid)
 
@@ -358,7 +363,7 @@ class RedisBackend(TaskBackend):
                 self._held.pop(lease.task, None)
             else:
                 keep.append(lease)
-            master = self._held[lease.task].master if not dead else int(msgpack.unpackb(row[4])[0])
+            master = lease.task >> ID_BITS
             args += [lease.task, lease.attempt, msgpack.packb([strikes, history]), verdict,
                      master, payload, reason]  # fmt: skip
             outs.append(self.out_key(master))
@@ -443,7 +448,7 @@ class RedisBackend(TaskBackend):
         out = []
         for _, fields in self.r.xrange(self.key["dead"]):
             master, fn, payload, options = msgpack.unpackb(fields[b"spec"])
-            strikes, history = msgpack.unpackb(fields[b"strikes"])
+            _, history = msgpack.unpackb(fields[b"strikes"])
             out.append(DeadLetter(
                 int(fields[b"t"]), int(master), fn, payload, TaskOptions.from_wire(options),
                 _s(fields[b"reason"]), tuple((str(a), str(b)) for a, b in history),

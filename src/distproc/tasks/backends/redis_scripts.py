@@ -213,8 +213,8 @@ return {taken, discarded}
 #: queue's: the outcome stream of each dead task's master.  ARGV: consumer,
 #: then (task, attempt, strikes blob, verdict, master, outcome payload,
 #: dead-letter reason) septuples; verdict 0: it runs again, 1: dead letter,
-#: 2: back to its master only (a ``map`` chunk, which it splits).  A dead task leaves the queue for the
-#: dead-letter stream and its master gets a ``lost`` outcome.
+#: 2: back to its master only (a ``map`` chunk, which it splits).  A dead
+#: task leaves the queue for the dead-letter stream; its master gets ``lost``.
 SETTLE = _lua(_FORGET + """
 local consumer = ARGV[1]
 local k = #KEYS - (#ARGV - 1) / 7
