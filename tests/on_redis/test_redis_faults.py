@@ -6,9 +6,13 @@ they run through a :class:`hub.Hub` and block until the test releases them.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import dp_taskfns as fns
 import pytest
@@ -16,6 +20,7 @@ from faults._procs import Proc, wait_for
 from hub import Hub
 
 import distproc
+from distproc.errors import TaskImportError, WorkerLostError
 
 from .conftest import RedisServer
 
@@ -127,3 +132,41 @@ def test_kill_9_of_redis_server_restarted_on_its_port_loses_nothing(
         assert tasks["done"] == count  # each completed once, none lost in the restart
         # Masters and workers carry on by themselves.
         assert ex.submit(fns.square, 5).result(30) == 25
+
+
+def test_a_task_that_kills_its_workers_is_dead_lettered_and_the_commands_show_it(
+    redis_server: RedisServer, procs: Callable[..., Proc]
+) -> None:
+    url = redis_server.url
+    with distproc.Executor(connect=url, heartbeat_timeout=0.5, max_attempts=2) as ex:
+        _workers(procs, url, 1)
+        poison = ex.submit(fns.die, 1)
+        with pytest.raises(WorkerLostError, match=r"took down 2 worker\(s\)") as info:
+            poison.result(60)
+        assert len(info.value.attempts) == 2
+        assert ex.submit(fns.square, 3).result(30) == 9  # the fleet goes on
+    listing = subprocess.run([sys.executable, "-m", "distproc", "status", url, "--json"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    report = json.loads(listing.stdout)
+    assert report["tasks"]["dead"] == 1 and report["store"]["backend"] == "redis"
+    letters = subprocess.run([sys.executable, "-m", "distproc", "dead-letters", url, "--json"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    [letter] = json.loads(letters.stdout)
+    assert letter["function"] == "dp_taskfns:die" and "took down 2" in letter["reason"]
+
+
+def test_a_function_the_workers_cannot_import_fails_naming_the_worker(
+    redis_server: RedisServer, procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    _workers(procs, redis_server.url, 1)  # started before the module is on this path
+    (tmp_path / "only_here.py").write_text("def f(x):\n    return x\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import only_here  # type: ignore[import-not-found]
+
+        with distproc.Executor(connect=redis_server.url) as ex, \
+                pytest.raises(TaskImportError, match="only_here"):  # fmt: skip
+            ex.submit(only_here.f, 1).result(30)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("only_here", None)

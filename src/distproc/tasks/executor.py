@@ -94,6 +94,11 @@ class Executor(concurrent.futures.Executor):
     (``store_sync``: ``"full"``, the default, or ``"normal"``).
     ``reconnect_timeout``: how long a master of a remote service
     (``connect=``) keeps reconnecting when it goes away.
+    ``connect="redis://HOST:PORT/DB"`` (or ``rediss://``) submits to a queue in
+    Redis that ``distproc worker redis://...`` processes serve, with no
+    distproc server between (``queue``: its name, default ``default``; needs
+    ``distproc[redis]``); this master's ``max_attempts`` and
+    ``heartbeat_timeout`` become the queue's.
     """
 
     def __init__(
@@ -132,6 +137,8 @@ class Executor(concurrent.futures.Executor):
             raise ValueError(
                 "connect= submits to another service: leave address, workers and store out"
             )
+        if queue is not None and not isinstance(connect, str):
+            raise ValueError("queue= names a queue in Redis: pass connect='redis://...' too")
         if connect is None and address is None and not workers:
             raise ValueError(
                 "nothing would run the tasks: pass workers=N for local worker processes, "
