@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from faults.conftest import hub, procs  # noqa: F401  # the fault tests' fixtures, shared
 
 SERVER = shutil.which("redis-server")
 
