@@ -150,3 +150,22 @@ def test_a_function_the_workers_cannot_import_fails_naming_the_worker(
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("only_here", None)
+
+
+def test_distproc_map_through_a_redis_queue_with_its_own_and_remote_workers(
+    redis_server: RedisServer, procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f"{x}\n" for x in range(300)))
+    out = tmp_path / "out.jsonl"
+    _workers(procs, redis_server.url, 1)  # a remote worker; the map starts one more (-w 1)
+    run = procs("map", "dp_taskfns:square", str(source), "-o", str(out), "-w", "1",
+                "--connect", redis_server.url, "--no-progress")  # fmt: skip
+    assert run.finish(90) == 0, run.text
+    assert out.read_text().split() == [str(x * x) for x in range(300)]
+
+
+def test_an_executor_on_redis_starts_its_own_workers(redis_server: RedisServer) -> None:
+    with distproc.Executor(connect=redis_server.url, workers=2, queue="own") as ex:
+        assert list(ex.map(fns.square, range(50))) == [x * x for x in range(50)]
+        assert len({ex.submit(fns.pid).result(30) for _ in range(20)} - {os.getpid()}) >= 1

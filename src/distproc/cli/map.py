@@ -292,6 +292,11 @@ master's address on the network (0.0.0.0 listens on every interface):
     metavar="HOST:PORT",
     help="Also let remote workers join here (`distproc worker HOST:PORT`).",
 )
+@click.option(
+    "--connect",
+    metavar="redis://HOST:PORT/DB",
+    help="Run the calls through this queue in Redis (`distproc worker redis://...` serve it).",
+)
 @authkey_options
 @click.option(
     "--star", is_flag=True, help="Each line is a JSON array of arguments: FUNCTION(*array)."
@@ -320,6 +325,7 @@ def map_command(
     output_path: str,
     workers: int | None,
     address: str | None,
+    connect: str | None,
     authkey_file: str | None,
     star: bool,
     records: bool,
@@ -356,7 +362,9 @@ def map_command(
             )
         key, generated = os.urandom(16).hex(), True
     count = (os.cpu_count() or 1) if workers is None else workers
-    if count == 0 and bind is None:
+    if connect is not None and bind is not None:
+        raise CliUsageError("--connect and --address are two ways to reach workers: pick one")
+    if count == 0 and bind is None and connect is None:
         raise CliUsageError(
             "-w 0 starts no local workers, and without --address no remote worker can join; "
             "give -w N or --address HOST:PORT"
@@ -383,6 +391,7 @@ def map_command(
                         address=bind,
                         authkey=key.encode() if key is not None else None,
                         workers=count,
+                        **({"connect": connect} if connect is not None else {}),
                     )
             except KeyboardInterrupt:
                 raise Interrupted("stopped while the workers were starting") from None

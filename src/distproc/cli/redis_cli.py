@@ -92,12 +92,16 @@ def dead_letters_report(
 
 def run_worker(
     url: str, queue: str | None, count: int, *, threads: bool, allow_pickle: bool,
-    child: bool, parent: int | None, exit_on_disconnect: bool,
+    child: bool, parent: int | None, main_path: str | None, exit_on_disconnect: bool,
 ) -> int:  # fmt: skip
     """``distproc worker redis://... -c N``: N child processes (or threads) on the queue."""
     from ..tasks.worker import TaskWorker
 
     if child or threads:
+        if main_path:  # the master's script, for its functions (an Executor's own workers)
+            from ..tasks import payloads
+
+            payloads.MAIN_PATH = main_path
         backend = _backend(url, queue)  # the first contact: a wrong URL is said once
         backend.close()
         from ..tasks.redis_channels import RedisWorkerChannel

@@ -85,7 +85,7 @@ def worker(
     if is_redis_url(address):
         return run_worker(address, queue, concurrency or os.cpu_count() or 1, threads=threads,
                           allow_pickle=allow_pickle, child=child, parent=parent,
-                          exit_on_disconnect=exit_on_disconnect)  # fmt: skip
+                          main_path=main_path, exit_on_disconnect=exit_on_disconnect)  # fmt: skip
     host, port = parse_address(address)
     key = read_authkey(authkey_file, os.environ)
     if key is None:

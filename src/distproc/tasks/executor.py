@@ -98,7 +98,8 @@ class Executor(concurrent.futures.Executor):
     Redis that ``distproc worker redis://...`` processes serve, with no
     distproc server between (``queue``: its name, default ``default``; needs
     ``distproc[redis]``); this master's ``max_attempts`` and
-    ``heartbeat_timeout`` become the queue's.
+    ``heartbeat_timeout`` become the queue's; ``workers=N`` starts N local
+    ``distproc worker`` processes on that queue too.
     """
 
     def __init__(
@@ -133,7 +134,10 @@ class Executor(concurrent.futures.Executor):
             raise ValueError("max_pending must be at least 1")
         if workers < 0:
             raise ValueError("workers must be 0 or more")
-        if connect is not None and (address is not None or workers or store is not None):
+        redis_url = connect if isinstance(connect, str) else None
+        if connect is not None and (
+            address is not None or store is not None or (workers and redis_url is None)
+        ):
             raise ValueError(
                 "connect= submits to another service: leave address, workers and store out"
             )
@@ -210,12 +214,15 @@ class Executor(concurrent.futures.Executor):
         self._channel.start(self)
         self._ids = itertools.count(self._channel.base + 1)
         if workers:
-            self._start_workers(workers)
+            self._start_workers(workers, redis_url, queue)
 
     # ------------------------------------------------------------- set-up
-    def _start_workers(self, count: int) -> None:
-        assert self.address is not None
-        extra = ["--parent", str(os.getpid()), "--exit-on-disconnect"]
+    def _start_workers(self, count: int, redis_url: str | None, queue: str | None) -> None:
+        extra = ["--parent", str(os.getpid())]
+        if redis_url is None:  # a service it hosts: they end with it
+            extra.append("--exit-on-disconnect")
+        elif queue is not None:
+            extra += ["--queue", queue]
         if self._allow_pickle:
             extra.append("--allow-pickle")
         main = getattr(sys.modules.get("__main__"), "__file__", None)
@@ -227,10 +234,14 @@ class Executor(concurrent.futures.Executor):
         # workers import the task functions the way the master did.
         paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        host = self.address[0]
-        connect_to = ("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host,
-                      self.address[1])  # fmt: skip
-        command = child_command(format_address(connect_to), extra)
+        if redis_url is not None:
+            command = child_command(redis_url, extra)
+        else:
+            assert self.address is not None
+            host = self.address[0]
+            connect_to = ("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::"
+                          else host, self.address[1])  # fmt: skip
+            command = child_command(format_address(connect_to), extra)
         self._fleet = Fleet(command, count, env, relay_stderr=True)
         self._fleet.start()
 
