@@ -20,7 +20,7 @@ from faults._procs import Proc, wait_for
 from hub import Hub
 
 import distproc
-from distproc.errors import TaskImportError, WorkerLostError
+from distproc.errors import ServiceLostError, TaskImportError, WorkerLostError
 
 from .conftest import RedisServer
 
@@ -169,3 +169,17 @@ def test_an_executor_on_redis_starts_its_own_workers(redis_server: RedisServer) 
     with distproc.Executor(connect=redis_server.url, workers=2, queue="own") as ex:
         assert list(ex.map(fns.square, range(50))) == [x * x for x in range(50)]
         assert len({ex.submit(fns.pid).result(30) for _ in range(20)} - {os.getpid()}) >= 1
+
+
+def test_a_redis_restarted_without_its_data_ends_the_master_with_a_clear_error(
+    redis_server: RedisServer, procs: Callable[..., Proc]
+) -> None:
+    with distproc.Executor(connect=redis_server.url, reconnect_timeout=30) as ex:
+        _workers(procs, redis_server.url, 1)
+        assert ex.submit(fns.square, 2).result(30) == 4
+        redis_server.kill()
+        redis_server.start()  # no persistence: the queue and the master are gone
+        with pytest.raises(ServiceLostError, match="appendonly yes"):
+            ex.submit(fns.square, 3).result(30)
+        with pytest.raises(ServiceLostError):
+            ex.submit(fns.square, 4)  # every later call says it too

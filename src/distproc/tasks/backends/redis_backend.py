@@ -39,6 +39,7 @@ except ImportError as exc:  # pragma: no cover - the message is the test
         "the Redis task backend needs redis-py: pip install 'distproc[redis]'"
     ) from exc
 
+from ...errors import ServiceLostError
 from .. import policy
 from ..records import (
     ID_BITS,
@@ -218,7 +219,10 @@ class RedisBackend(TaskBackend):
             blob = msgpack.packb([mid, spec.fn, spec.payload, spec.options.to_wire()])
             args += [spec.id, spec.id - base, blob]
         if self._run("ENQUEUE", args) < 0:
-            raise KeyError(f"master {mid} is unknown to the Redis server")
+            raise ServiceLostError(
+                f"Redis at {self.url} does not know master {mid}: its data was lost (a restart "
+                "without persistence?); run Redis with appendonly yes"
+            )
         self.notices.ready = True
 
     def cancel(self, mid: int, tids: list[int]) -> list[int]:
