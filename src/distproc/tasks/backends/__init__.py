@@ -19,8 +19,6 @@ __all__ = ["BACKENDS", "Capabilities", "Joined", "Notices", "TaskBackend", "open
 BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "memory": (".memory", "MemoryBackend", None),
     "sqlite": (".sqlite", "SqliteBackend", None),
-    # Reached by masters and workers directly (tasks.redis_channels), not by open_backend.
-    "redis": (".redis_backend", "RedisBackend", "redis"),
 }
 
 
