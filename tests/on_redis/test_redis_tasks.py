@@ -118,3 +118,10 @@ def test_an_evicting_server_gets_a_warning(
     backend.close()
     assert "maxmemory-policy allkeys-lru" in caplog.text
     assert "noeviction" in caplog.text
+
+
+def test_a_queue_without_a_redis_url_is_refused_saying_why() -> None:
+    with pytest.raises(ValueError, match=r"queue= names a queue in Redis"):
+        distproc.Executor(connect=("127.0.0.1", 1), queue="crawl")
+    with pytest.raises(ValueError, match="leave address, workers and store out"):
+        distproc.Executor(connect=("127.0.0.1", 1), workers=2)
