@@ -38,9 +38,10 @@ log = logging.getLogger("distproc.worker")
 Examples:
   $ DISTPROC_AUTHKEY=... distproc worker 192.168.0.9:5000 -c 4
   $ distproc worker 127.0.0.1:5000 --authkey-file ~/.config/distproc/authkey --threads -c 8
+  $ distproc worker redis://10.0.0.5:6379/0 -c 8 --queue crawl
 """,
 )
-@click.argument("address", metavar="HOST:PORT|redis://HOST:PORT/DB")
+@click.argument("address", metavar="HOST:PORT")
 @click.option(
     "-c",
     "--concurrency",
@@ -74,6 +75,9 @@ def worker(
     exit_on_disconnect: bool,
 ) -> int:
     """Join the task service at HOST:PORT and run its tasks until stopped.
+
+    Or serve a queue in Redis: give redis://HOST:PORT/DB (rediss:// for TLS)
+    instead, with --queue NAME (default: default); no authkey is needed.
 
     Functions are imported by name ('module:function'): run the worker where
     the task modules import (the current directory is on sys.path). The
