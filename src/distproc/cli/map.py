@@ -300,6 +300,11 @@ master's address on the network (0.0.0.0 listens on every interface):
     metavar="HOST:PORT",
     help="Also let remote workers join here (`distproc worker HOST:PORT`).",
 )
+@click.option(
+    "--connect",
+    metavar="redis://HOST:PORT/DB",
+    help="Run the calls through this queue in Redis (`distproc worker redis://...` serve it).",
+)
 @authkey_options
 @click.option(
     "--star", is_flag=True, help="Each line is a JSON array of arguments: FUNCTION(*array)."
@@ -343,6 +348,7 @@ def map_command(
     output_path: str,
     workers: int | None,
     address: str | None,
+    connect: str | None,
     authkey_file: str | None,
     star: bool,
     records: bool,
@@ -387,7 +393,9 @@ def map_command(
             )
         key, generated = os.urandom(16).hex(), True
     count = (os.cpu_count() or 1) if workers is None else workers
-    if count == 0 and bind is None:
+    if connect is not None and bind is not None:
+        raise CliUsageError("--connect and --address are two ways to reach workers: pick one")
+    if count == 0 and bind is None and connect is None:
         raise CliUsageError(
             "-w 0 starts no local workers, and without --address no remote worker can join; "
             "give -w N or --address HOST:PORT"
@@ -419,7 +427,7 @@ def map_command(
                     count = min(count, at_hand)  # an input all at hand: a worker per line at most
                 stopped = _start_and_run(
                     hooks, fn, stream, output, point, key=key, generated=generated, bind=bind,
-                    count=count, target=target, dashboard=dashboard,
+                    connect=connect, count=count, target=target, dashboard=dashboard,
                     token_file=http_token_file, options={
                         "star": star, "records": records, "block_lines": chunksize,
                         "read_ahead": read_ahead, "progress": progress,
@@ -443,6 +451,7 @@ def _start_and_run(
     key: str | None,
     generated: bool,
     bind: tuple[str, int] | None,
+    connect: str | None,
     count: int,
     target: str,
     dashboard: dict[str, Any],
@@ -468,7 +477,9 @@ def _start_and_run(
                 "address": bind, "authkey": key.encode() if key is not None else None,
                 "workers": count,
             }  # fmt: skip
-            if hooks.executor is _distproc_executor and count:
+            if connect is not None:  # a queue in Redis: the Executor starts the workers on it
+                kwargs = {"connect": connect, "workers": count}
+            elif hooks.executor is _distproc_executor and count:
                 # The workers start first, and import while this process does.
                 kwargs["authkey"] = kwargs["authkey"] or os.urandom(16).hex().encode()
                 kwargs["sock"], fleet = _start_executor(_early_workers, **kwargs)

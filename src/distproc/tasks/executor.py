@@ -113,7 +113,13 @@ class Executor(concurrent.futures.Executor):
     a path makes the hosted service keep its tasks in that SQLite file
     (``store_sync``: ``"full"``, the default, or ``"normal"``).
     ``reconnect_timeout``: how long a master of a remote service
-    (``connect=``) keeps reconnecting when it goes away.  ``http``: serve the
+    (``connect=``) keeps reconnecting when it goes away.
+    ``connect="redis://HOST:PORT/DB"`` (or ``rediss://``) submits to a queue in
+    Redis that ``distproc worker redis://...`` processes serve, with no
+    distproc server between (``queue``: its name, default ``default``; needs
+    ``distproc[redis]``); this master's ``max_attempts`` and
+    ``heartbeat_timeout`` become the queue's; ``workers=N`` starts N local
+    ``distproc worker`` processes on that queue too.  ``http``: serve the
     dashboard and ``/metrics`` of the hosted service at this ``(host, port)``;
     ``http_token``: the token it needs (by default, one derived from the
     authkey, needed on a non-loopback address only).
@@ -149,7 +155,8 @@ class Executor(concurrent.futures.Executor):
         initargs: tuple[Any, ...] = (),
         max_tasks_per_child: int | None = None,
         mp_context: Any = None,
-        connect: tuple[str, int] | None = None,
+        connect: tuple[str, int] | str | None = None,
+        queue: str | None = None,
         max_attempts: int = 3,
         heartbeat_timeout: float = 10.0,
         serializer: str = "native",
@@ -201,12 +208,16 @@ class Executor(concurrent.futures.Executor):
             raise ValueError("max_pending must be at least 1")
         if workers < 0:
             raise ValueError("workers must be 0 or more")
+        redis_url = connect if isinstance(connect, str) else None
         if connect is not None and (
-            address is not None or workers or store is not None or sock or fleet
+            address is not None or store is not None or sock or fleet
+            or (workers and redis_url is None)
         ):
             raise ValueError(
                 "connect= submits to another service: leave address, workers and store out"
             )
+        if queue is not None and not isinstance(connect, str):
+            raise ValueError("queue= names a queue in Redis: pass connect='redis://...' too")
         if fleet is not None and workers:
             raise ValueError("fleet= is the local workers, already started: leave workers out")
         self.serializer = serializer
@@ -256,7 +267,14 @@ class Executor(concurrent.futures.Executor):
         self.max_task_bytes = frame - ENVELOPE
         # Made before the service starts: an initializer that cannot travel is refused first.
         setup = self._worker_setup(initializer, initargs, max_tasks_per_child)
-        if connect is not None:
+        if isinstance(connect, str):  # a queue in Redis: no service of ours in between
+            from .redis_channels import RedisMasterChannel
+
+            self._channel = RedisMasterChannel(
+                connect, queue, max_attempts=max_attempts, heartbeat_timeout=heartbeat_timeout,
+                reconnect_timeout=reconnect_timeout,
+            )  # fmt: skip
+        elif connect is not None:
             self._channel = RemoteMasterChannel(connect, self.authkey,
                                                 reconnect_timeout=reconnect_timeout)  # fmt: skip
             self.address = (connect[0], connect[1])
@@ -271,14 +289,18 @@ class Executor(concurrent.futures.Executor):
         self._channel.start(self)
         self._ids = itertools.count(self._channel.base + 1)
         if workers:
-            assert self.address is not None
-            self._fleet = local_workers(self.address, self.authkey, workers,
-                                        allow_pickle=self._allow_pickle)  # fmt: skip
-            try:
-                self._await_workers(workers)
-            except BaseException:  # a Ctrl-C while the pool starts: stop what was started
-                self.shutdown(wait=False)
-                raise
+            if redis_url is not None:  # workers in Redis are not counted: none to wait for
+                self._fleet = local_workers(redis_url, self.authkey, workers, queue=queue,
+                                            allow_pickle=self._allow_pickle)  # fmt: skip
+            else:
+                assert self.address is not None
+                self._fleet = local_workers(self.address, self.authkey, workers,
+                                            allow_pickle=self._allow_pickle)  # fmt: skip
+                try:
+                    self._await_workers(workers)
+                except BaseException:  # a Ctrl-C while the pool starts: stop what was started
+                    self.shutdown(wait=False)
+                    raise
         elif fleet is not None:
             self._fleet = fleet
 

@@ -169,8 +169,9 @@ class Fleet:
 
 
 def local_workers(
-    address: tuple[str, int], authkey: bytes, count: int, *, allow_pickle: bool = False
-) -> Fleet:
+    address: tuple[str, int] | str, authkey: bytes, count: int, *, allow_pickle: bool = False,
+    queue: str | None = None,
+) -> Fleet:  # fmt: skip
     """Start ``count`` worker processes for this process's task service at ``address``.
 
     The workers of ``Executor(workers=N)``: they import task functions the way
@@ -179,7 +180,11 @@ def local_workers(
     need not be up yet, only listening (:func:`~distproc.addresses.listen_on`):
     ``distproc map`` starts them before its own imports are done.
     """
-    extra = ["--parent", str(os.getpid()), "--exit-on-disconnect"]
+    extra = ["--parent", str(os.getpid())]
+    if isinstance(address, str):  # a Redis URL: they serve its queue, across Redis restarts
+        extra += ["--queue", queue] if queue else []
+    else:
+        extra.append("--exit-on-disconnect")
     if allow_pickle:
         extra.append("--allow-pickle")
     main = getattr(sys.modules.get("__main__"), "__file__", None)
@@ -191,9 +196,13 @@ def local_workers(
     # workers import the task functions the way the master did.
     paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    host = address[0]
-    connect_to = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-    where = f"[{connect_to}]:{address[1]}" if ":" in connect_to else f"{connect_to}:{address[1]}"
+    if isinstance(address, str):
+        where = address
+    else:
+        host = address[0]
+        connect_to = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        port = address[1]
+        where = f"[{connect_to}]:{port}" if ":" in connect_to else f"{connect_to}:{port}"
     fleet = Fleet(child_command(where, extra), count, env, relay_stderr=True)
     fleet.start()
     return fleet

@@ -157,8 +157,15 @@ class TaskWorker:
         process_slot: bool = True,
         parent_pid: int | None = None,
         exit_on_disconnect: bool = False,
+        open_channel: Callable[[], WorkerChannel] | None = None,
+        where: str | None = None,
     ) -> None:
         self.address = address
+        #: A new channel for a slot (default: a connection to the task service at address).
+        self.open_channel: Callable[[], WorkerChannel] = open_channel or (
+            lambda: ServiceWorkerChannel(address, authkey)
+        )
+        self.where = where
         self.authkey = authkey
         self.slots = slots
         self.allow_pickle = allow_pickle
@@ -309,7 +316,7 @@ class TaskWorker:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def _where(self) -> str:
-        return format_address(self.address)
+        return self.where or format_address(self.address)
 
     def _gone(self, what: str, exc: BaseException) -> None:
         """Say once that the service went away (or cannot be reached), once that it refuses us."""
@@ -387,7 +394,7 @@ class _WorkerSlot:
             if worker._parent_gone():
                 return False
             try:
-                self.channel = ServiceWorkerChannel(worker.address, worker.authkey)
+                self.channel = worker.open_channel()
                 self.hello()
             except Exception as exc:
                 fatal = is_fatal(exc)
