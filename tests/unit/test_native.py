@@ -255,13 +255,13 @@ def test_references_of_a_dead_process_are_released(serve: ServeFn) -> None:
     # ... and this process "dies": its connection goes, its session never comes back.
     from distproc.client import mux_cache
 
-    monkey_session = mux_cache._session
-    mux_cache._session = (0, b"")  # a new process identity for the next connection
+    monkey_sessions = mux_cache._sessions
+    mux_cache._sessions = (-1, {})  # a new process identity for the next connection
     try:
         close_multiplexers(server.address)
         assert client._number_of_objects() == 0  # released after the (zero) grace period
     finally:
-        mux_cache._session = monkey_session
+        mux_cache._sessions = monkey_sessions
     del q
 
 

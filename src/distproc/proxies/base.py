@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Protocol
 from ..callcontext import context
 from ..client.connection import Client, Connection, convert_to_error, dispatch
 from ..client.mux import Multiplexer
-from ..client.mux_cache import fork_generation, get_multiplexer
+from ..client.mux_cache import fork_generation, get_multiplexer, successor
 from ..errors import ConnectionLostError
 from ..wire.messages import KIND_PROXY, KIND_RETURN, Token
 from ..wire.serializers import SERIALIZERS
@@ -271,6 +271,8 @@ class BaseProxy:
     ) -> None:
         idset.discard(serial)
         if mux is not None and mux.generation == fork_generation():
+            if mux.broken is not None:  # reconnected: the new connection holds the reference
+                mux = successor(mux) or mux
             if mux.broken is None and (state is None or state.value == 1):
                 mux.send_later(None, "decref", (token.id,))
             return
