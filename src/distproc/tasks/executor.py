@@ -205,7 +205,9 @@ class Executor(concurrent.futures.Executor):
 
     def _start_workers(self, count: int) -> None:
         assert self.address is not None
-        extra = ["--parent", str(os.getpid()), "--exit-on-disconnect"]
+        # Its own workers run what it sends (see .allowlist): pow and str as with
+        # ProcessPoolExecutor.
+        extra = ["--parent", str(os.getpid()), "--exit-on-disconnect", "--trust-master"]
         if self._allow_pickle:
             extra.append("--allow-pickle")
         main = getattr(sys.modules.get("__main__"), "__file__", None)

@@ -50,6 +50,7 @@ from typing import Any
 from ..addresses import format_address
 from ..errors import DistprocError, FrameTooLargeError, ProtocolError, TaskTimeoutError
 from ..wire.framing import DEFAULT_MAX_FRAME
+from .allowlist import AllowList, NotAllowedError
 from .host import connect_service, describe_refusal
 from .payloads import (
     PICKLE,
@@ -124,8 +125,11 @@ class Worker:
         process_slot: bool = True,
         parent_pid: int | None = None,
         exit_on_disconnect: bool = False,
+        allowed: AllowList | None = None,
     ) -> None:
         self.address = address
+        #: What this worker may run (``None``: anything; see :mod:`.allowlist`).
+        self.allowed = allowed
         self.authkey = authkey
         self.slots = slots
         self.allow_pickle = allow_pickle
@@ -149,13 +153,20 @@ class Worker:
         if known is not None:
             raise _Unavailable(known)
         try:
+            if self.allowed is not None:
+                self.allowed.check(ref)  # before anything is imported
             fn: Callable[..., Any] = resolve(ref)
+            if self.allowed is not None:
+                self.allowed.check_resolved(ref, fn)
         except Exception as exc:
-            error = describe_exception(exc)
+            refused = isinstance(exc, NotAllowedError)
+            error = str(exc) if refused else describe_exception(exc)
             with self._lock:
                 first = ref not in self.unavailable
                 self.unavailable[ref] = error
-            if first:
+            if first and refused:
+                log.warning("%s; other workers may run its tasks", error)
+            elif first:
                 log.warning(
                     "cannot import %s: %s; this worker runs none of its tasks (other "
                     "workers get them): run it where the module imports", ref, error,
