@@ -18,7 +18,13 @@
     ├── TaskTimeoutError         (also TimeoutError) a task ran past its timeout
     ├── TaskImportError          (also ImportError) no connected worker can import
     │                            a task's function
-    └── NoTaskServiceError       the server reached is not a task service
+    ├── NoTaskServiceError       the server reached is not a task service
+    ├── StoreError               a task store cannot be opened or written (not a
+    │                            store, another version, damaged, read-only, full,
+    │                            served by another process)
+    └── ServiceLostError         (also concurrent.futures.BrokenExecutor) a master's
+                                 task service went away for good, or came back
+                                 without the master's tasks
 
 ``RemoteTraceback`` is not raised: it is the ``__cause__`` of an exception
 that a task raised on a worker, and its text is the worker's traceback.
@@ -32,6 +38,7 @@ the caller with their own type (``queue.Empty`` stays ``queue.Empty``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
 import multiprocessing.managers as _mp_managers
 
@@ -45,7 +52,9 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RemoteTraceback",
+    "ServiceLostError",
     "StartError",
+    "StoreError",
     "TaskImportError",
     "TaskTimeoutError",
     "WorkerLostError",
@@ -128,6 +137,16 @@ class TaskImportError(DistprocError, ImportError):
 
 class NoTaskServiceError(DistprocError):
     """The server reached is not a task service (a manager, or not distproc at all)."""
+
+
+class StoreError(DistprocError):
+    """A task store cannot be opened or written; ``str()`` says why and what to do."""
+
+
+class ServiceLostError(DistprocError, concurrent.futures.BrokenExecutor):
+    """A master lost its task service for good: it did not come back within the
+    master's reconnect time, or came back without the master's tasks (a store
+    kept in memory).  Pending futures fail with it, and so does every later call."""
 
 
 class RemoteTraceback(Exception):

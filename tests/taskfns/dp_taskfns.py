@@ -75,3 +75,9 @@ def flaky(directory: str, failures: int) -> str:
     if count < failures:
         raise ConnectionError(f"attempt {count} fails")
     return f"ok after {count}"
+
+
+def slow_square(x: int, seconds: float) -> int:
+    """``x * x`` after ``seconds``: a task that keeps a run going while a test hits it."""
+    time.sleep(seconds)
+    return x * x

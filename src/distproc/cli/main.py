@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import click
 
 from .._version import __version__
+from .dead_letters import dead_letters
 from .group import DistprocGroup, configure_logging
 from .map import map_command
 from .serve import serve
@@ -23,6 +24,7 @@ Examples:
   seq 1 100 | distproc map examples.squares:square
   distproc serve myapp.queues:QueueManager --address 127.0.0.1:50000
   distproc status 127.0.0.1:50000
+  distproc serve --address 127.0.0.1:50000 --store tasks.db
   distproc serve --help
 """,
 )
@@ -44,6 +46,7 @@ cli.add_command(serve)
 cli.add_command(map_command)
 cli.add_command(status)
 cli.add_command(worker)
+cli.add_command(dead_letters)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -130,18 +130,40 @@ Example, with this in queues.py in the current directory:
     show_default=True,
     help="Task service: seconds a silent worker keeps its tasks.",
 )
+@click.option(
+    "--store",
+    metavar="FILE",
+    help="Task service: keep the tasks in this SQLite file (created if missing), so "
+    "that they survive a restart. Without it they are kept in memory and lost with "
+    "the service.",
+)
+@click.option(
+    "--sync",
+    type=click.Choice(["full", "normal"]),
+    default="full",
+    show_default=True,
+    help="Task service with --store: 'full' puts every acknowledged task on disk before "
+    "the answer; 'normal' is faster, and a power failure (not a crash of the service) "
+    "may lose the last acknowledged changes.",
+)
 def serve(
     manager: str | None,
     address: str,
     authkey_file: str | None,
     max_attempts: int,
     heartbeat_timeout: float,
+    store: str | None,
+    sync: str,
 ) -> int:
     """Serve the objects registered on a manager class, or a task service, until stopped.
 
     Without MODULE:CLASS, host a task service: masters submit to it with
     distproc.Executor(connect=(HOST, PORT), authkey=...) and workers join it
     with `distproc worker HOST:PORT`; it outlives masters and serves several.
+    With --store FILE it keeps queued tasks, results not yet taken, dead
+    letters, retry times and counters in that file: restarted on the same
+    address and file, it loses nothing it acknowledged, and masters and
+    workers that come back carry on (workers within --heartbeat-timeout).
 
     MODULE:CLASS names a subclass of distproc.managers.BaseManager, imported
     with the current directory on sys.path as `python -m` does. Importing it
@@ -155,6 +177,8 @@ def serve(
     listens. Ctrl-C, SIGTERM or a client's shutdown() stop it with status 0.
     """
     host, port = parse_address(address)
+    if manager is not None and store is not None:
+        raise CliUsageError("--store is for a task service: leave out MODULE:CLASS, or --store")
     key = read_authkey(authkey_file, os.environ)
     generated = key is None
     if key is None:
@@ -165,14 +189,20 @@ def serve(
             )
         key = os.urandom(16).hex()
     what = manager or "a task service"
+    if manager is None and store is not None:
+        what += f" (tasks in {store})"
     try:
         if manager is None:
+            from ..errors import StoreError
             from ..tasks.host import ServiceHost
 
-            server: _Server = ServiceHost(
-                (host, port), key.encode(), max_attempts=max_attempts,
-                heartbeat_timeout=heartbeat_timeout,
-            )  # fmt: skip
+            try:
+                server: _Server = ServiceHost(
+                    (host, port), key.encode(), max_attempts=max_attempts,
+                    heartbeat_timeout=heartbeat_timeout, store=store, sync=sync,
+                )  # fmt: skip
+            except StoreError as exc:
+                raise CliError(str(exc)) from None
         else:
             cls = load_manager_class(manager)
             server = cls(address=(host, port), authkey=key.encode()).get_server()

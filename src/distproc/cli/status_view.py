@@ -89,6 +89,25 @@ def _clients(clients: Sequence[Mapping[str, Any]]) -> RenderableType:
     return _table("Clients", columns, rows, len(clients))
 
 
+def _store(store: Mapping[str, Any]) -> Text:
+    """``Store  sqlite /var/lib/tasks.db · 1.2 MiB · schema 1 · sync full``, or ``memory``."""
+    text = Text()
+    text.append("Store", style="bold")
+    text.append(f"  {store.get('backend', '?')}")
+    if store.get("path"):
+        text.append(f" {store['path']}")
+    size = store.get("size")
+    if isinstance(size, int):
+        text.append(f" · {size / 1048576:.1f} MiB")
+    if store.get("schema") is not None:
+        text.append(f" · schema {store['schema']}")
+    if store.get("sync"):
+        text.append(f" · sync {store['sync']}")
+    if store.get("backend") == "memory":
+        text.append(" · lost when the service stops", style="yellow")
+    return text
+
+
 def _tasks(service: Mapping[str, Any]) -> list[RenderableType]:
     counts = service.get("tasks") or {}
     summary = Text()
@@ -127,10 +146,11 @@ def _tasks(service: Mapping[str, Any]) -> list[RenderableType]:
         ("oldest running", "right"),
         ("connected for", "right"),
     ]
-    parts: list[RenderableType] = [
-        summary,
-        _table("Workers", worker_columns, worker_rows, len(workers)),
-    ]
+    parts: list[RenderableType] = [summary]
+    store = service.get("store")
+    if isinstance(store, Mapping):
+        parts.append(_store(store))
+    parts.append(_table("Workers", worker_columns, worker_rows, len(workers)))
     quarantined = [
         [w.get("id"), q.get("function"), q.get("error")]
         for w in workers

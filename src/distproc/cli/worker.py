@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import sys
 import threading
@@ -105,7 +104,7 @@ def worker(
     authkey comes from $DISTPROC_AUTHKEY or --authkey-file.
     """
     from ..tasks.allowlist import AllowList
-    from ..tasks.worker import Worker
+    from ..tasks.worker import TaskWorker
 
     host, port = parse_address(address)
     key = read_authkey(authkey_file, os.environ)
@@ -129,7 +128,7 @@ def worker(
             from ..tasks import payloads
 
             payloads.MAIN_PATH = main_path
-        runner = Worker(
+        runner = TaskWorker(
             (host, port), key.encode(), slots=1 if child else count, allow_pickle=allow_pickle,
             process_slot=child, parent_pid=parent, exit_on_disconnect=exit_on_disconnect,
             allowed=allowed,
@@ -161,10 +160,11 @@ def _first_contact(address: tuple[str, int], key: bytes, stopping: threading.Eve
     A service that cannot be reached yet is waited for (said once); returns
     False if ``stopping`` is set meanwhile.
     """
+    from ..tasks.channels import backoff_delays
     from ..tasks.host import close_service, connect_service, describe_refusal
-    from ..tasks.worker import MAX_BACKOFF, is_fatal
+    from ..tasks.worker import is_fatal
 
-    backoff, said = 0.1, False
+    delay, said = backoff_delays(), False
     while not stopping.is_set():
         try:
             manager, _ = connect_service(address, key)
@@ -177,8 +177,7 @@ def _first_contact(address: tuple[str, int], key: bytes, stopping: threading.Eve
                 log.warning("cannot reach the task service at %s (%s); waiting for it",
                             format_address(address), exc)  # fmt: skip
                 said = True
-            stopping.wait(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            stopping.wait(delay())
             continue
         close_service(manager)
         return True

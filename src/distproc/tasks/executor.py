@@ -11,8 +11,13 @@ service (:mod:`.service`):
   ``distproc serve`` hosts and other masters share.
 
 When the Executor hosts the service, it runs on a thread of this process and
-the Executor talks to it on its loop, with no connection in between.  Tasks
-and results are sent in batches either way.
+the Executor talks to it on its loop, with no connection in between; with
+``store="tasks.db"`` that service keeps its tasks in a SQLite file.  Tasks and
+results are sent in batches either way (:mod:`.channels`).  A master of a
+remote service that goes away reconnects for ``reconnect_timeout`` seconds;
+a durable service that comes back gives it every outcome of the tasks it
+submitted, each future completing once.  Otherwise its pending futures, and
+every later call, fail with :class:`~distproc.errors.ServiceLostError`.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ from ..addresses import format_address, is_loopback
 from ..errors import FrameTooLargeError, TaskImportError, TaskTimeoutError, WorkerLostError
 from ..server import ServerConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
+from .channels import HostedMasterChannel, MasterChannel, RemoteMasterChannel
 from .fleet import Fleet, child_command
-from .host import ServiceHost, ServiceManager, connect_service
+from .host import ServiceHost
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
-from .service import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, split_by_size
+from .records import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, Outcome, TaskOptions, TaskSpec
 
 __all__ = ["Executor"]
 
@@ -83,7 +89,11 @@ class Executor(concurrent.futures.Executor):
     ``task_timeout``: the default per-task timeout.  ``retry_on``: exception
     types after which a task runs again, up to ``max_retries`` times, waiting
     ``retry_backoff`` s, doubled each time.  ``progress``: ``map`` draws a
-    progress bar on stderr (default: when stderr is a terminal).
+    progress bar on stderr (default: when stderr is a terminal).  ``store``:
+    a path makes the hosted service keep its tasks in that SQLite file
+    (``store_sync``: ``"full"``, the default, or ``"normal"``).
+    ``reconnect_timeout``: how long a master of a remote service
+    (``connect=``) keeps reconnecting when it goes away.
     """
 
     def __init__(
@@ -103,6 +113,9 @@ class Executor(concurrent.futures.Executor):
         retry_backoff: float = 0.5,
         progress: bool | None = None,
         server_config: ServerConfig | None = None,
+        store: str | None = None,
+        store_sync: str = "full",
+        reconnect_timeout: float = 300.0,
     ) -> None:
         if serializer not in ("native", "pickle"):
             raise ValueError(f"serializer must be 'native' or 'pickle', not {serializer!r}")
@@ -114,8 +127,10 @@ class Executor(concurrent.futures.Executor):
             raise ValueError("max_pending must be at least 1")
         if workers < 0:
             raise ValueError("workers must be 0 or more")
-        if connect is not None and (address is not None or workers):
-            raise ValueError("connect= submits to another service: leave address and workers out")
+        if connect is not None and (address is not None or workers or store is not None):
+            raise ValueError(
+                "connect= submits to another service: leave address, workers and store out"
+            )
         if connect is None and address is None and not workers:
             raise ValueError(
                 "nothing would run the tasks: pass workers=N for local worker processes, "
@@ -134,17 +149,15 @@ class Executor(concurrent.futures.Executor):
         self._refs: dict[Any, str] = {}
         self._lock = threading.Lock()
         self._futures: dict[int, concurrent.futures.Future[Any]] = {}
-        self._outbox: list[tuple[int, str, bytes, Any]] = []
+        self._outbox: list[TaskSpec] = []
         self._flushing = False
         self._slots = _Pending(max_pending)
         self._shutdown = False
+        #: Set when the service is lost for good: every later call raises it.
+        self._broken: BaseException | None = None
         self._host: ServiceHost | None = None
         self._fleet: Fleet | None = None
-        self._service: Any = None
-        self._manager: ServiceManager | None = None
-        self._sender: threading.Thread | None = None
-        self._receiver: threading.Thread | None = None
-        self._wake_sender = threading.Event()
+        self._channel: MasterChannel
         if authkey is None:
             env = os.environ.get("DISTPROC_AUTHKEY")
             if env:
@@ -166,43 +179,25 @@ class Executor(concurrent.futures.Executor):
         self._frame_limit = frame
         self.max_task_bytes = frame - ENVELOPE
         if connect is not None:
-            self._connect_remote(connect)
+            self._channel = RemoteMasterChannel(connect, self.authkey,
+                                                reconnect_timeout=reconnect_timeout)  # fmt: skip
+            self.address = (connect[0], connect[1])
         else:
-            self._host_service(address, max_attempts, heartbeat_timeout, server_config)
-            if workers:
-                self._start_workers(workers)
+            host = ServiceHost(
+                address or ("127.0.0.1", 0), self.authkey, max_attempts=max_attempts,
+                heartbeat_timeout=heartbeat_timeout, config=server_config, store=store,
+                sync=store_sync,
+            )  # fmt: skip
+            host.start()
+            self._host = host
+            self.address = host.address
+            self._channel = HostedMasterChannel(host)
+        self._channel.start(self)
+        self._ids = itertools.count(self._channel.base + 1)
+        if workers:
+            self._start_workers(workers)
 
     # ------------------------------------------------------------- set-up
-    def _host_service(
-        self,
-        address: tuple[str, int] | None,
-        max_attempts: int,
-        heartbeat_timeout: float,
-        config: ServerConfig | None,
-    ) -> None:
-        host = ServiceHost(
-            address or ("127.0.0.1", 0), self.authkey, max_attempts=max_attempts,
-            heartbeat_timeout=heartbeat_timeout, config=config,
-        )  # fmt: skip
-        host.start()
-        self._host = host
-        self.address = host.address
-        assert host.service is not None
-        self._mid, base = host.run(host.service.add_master, self._on_results)
-        self._ids = itertools.count(base + 1)
-
-    def _connect_remote(self, connect: tuple[str, int]) -> None:
-        self._manager, self._service = connect_service(connect, self.authkey)
-        reply = self._service.hello_master()
-        self._mid = int(reply["master"])
-        self._ids = itertools.count(int(reply["base"]) + 1)
-        self.address = (connect[0], connect[1])
-        self._sender = threading.Thread(target=self._send_loop, name="distproc-submit", daemon=True)
-        self._receiver = threading.Thread(target=self._receive_loop, name="distproc-results",
-                                          daemon=True)  # fmt: skip
-        self._sender.start()
-        self._receiver.start()
-
     def _start_workers(self, count: int) -> None:
         assert self.address is not None
         # Its own workers run what it sends (see .allowlist): pow and str as with
@@ -288,9 +283,13 @@ class Executor(concurrent.futures.Executor):
         self, ref: str, payload: bytes, opts: Any, *, wait: bool = True
     ) -> concurrent.futures.Future[Any]:
         """Queue a task; ``wait=False`` goes past ``max_pending`` rather than wait."""
+        options = TaskOptions.from_wire(opts or None)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._slots.take(wait)
         with self._lock:
+            if self._broken is not None:
+                self._slots.release()
+                raise self._broken
             if self._shutdown:
                 self._slots.release()
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -298,69 +297,47 @@ class Executor(concurrent.futures.Executor):
             # A Future takes attributes; its task id lets cancel_futures() find the task.
             future.distproc_task_id = tid  # type: ignore[attr-defined]  # set on purpose, see above
             self._futures[tid] = future
-            self._outbox.append((tid, ref or PICKLED_CALLABLE, payload, opts))
+            self._outbox.append(TaskSpec(tid, ref or PICKLED_CALLABLE, payload, options))
             if self._flushing:
                 return future
             self._flushing = True
-        if self._host is not None:
-            self._host.call_soon(self._flush_hosted)
-        else:
-            self._wake_sender.set()
+        self._channel.kick()
         return future
 
-    def _take_outbox(self) -> list[tuple[int, str, bytes, Any]]:
+    # ------------------------------------------- the channel's MasterEnd side
+    def take_outbox(self) -> list[TaskSpec]:
         with self._lock:
             batch, self._outbox = self._outbox, []
             self._flushing = False
         return batch
 
-    def _flush_hosted(self) -> None:  # on the service's loop
-        batch = self._take_outbox()
-        if batch:
-            assert self._host is not None and self._host.service is not None
-            self._host.service.add_tasks(self._mid, batch)
+    def on_failed(self, specs: list[TaskSpec], exc: BaseException) -> None:
+        self._fail([spec.id for spec in specs], exc)
 
-    def _send_loop(self) -> None:
-        while True:
-            self._wake_sender.wait()
-            self._wake_sender.clear()
-            batch = self._take_outbox()
-            if batch:
-                try:
-                    for part in split_by_size(batch, lambda task: len(task[2])):
-                        self._service.submit(self._mid, part)
-                except Exception as exc:
-                    self._fail_all(exc)
-                    return
-            elif self._shutdown:
-                return
-
-    def _receive_loop(self) -> None:
-        while True:
-            with self._lock:
-                if self._shutdown and not self._futures:
-                    return
-            try:
-                results = self._service.results(self._mid, 10_000, 0.5)
-            except Exception as exc:
-                self._fail_all(exc)
-                return
-            if results:
-                self._on_results(results)
-
-    def _fail_all(self, exc: BaseException) -> None:
+    def on_broken(self, exc: BaseException) -> None:
         with self._lock:
-            futures, self._futures = self._futures, {}
-        for future in futures.values():
+            self._broken = exc
+            tids = list(self._futures)
+        log.error("%s", exc)
+        self._fail(tids, exc)
+
+    def finished(self) -> bool:
+        with self._lock:
+            return self._shutdown and not self._futures
+
+    def _fail(self, tids: list[int], exc: BaseException) -> None:
+        with self._lock:
+            futures = [f for f in map(self._futures.pop, tids, [None] * len(tids)) if f]
+        for future in futures:
             self._slots.release()
             with contextlib.suppress(concurrent.futures.InvalidStateError):
                 future.set_exception(exc)
 
     # -------------------------------------------------------------- results
-    def _on_results(self, results: list[Any]) -> None:
+    def on_outcomes(self, outcomes: list[Outcome]) -> None:
         with self._lock:
             pop = self._futures.pop
-            found = [(pop(tid, None), status, payload) for tid, status, payload in results]
+            found = [(pop(o.task, None), o.status, o.payload) for o in outcomes]
         release = self._slots.release
         for future, status, payload in found:
             if future is None:
@@ -451,18 +428,11 @@ class Executor(concurrent.futures.Executor):
 
     # ------------------------------------------------------------- status
     def _count_workers(self) -> int | None:
-        host = self._host
-        if host is not None and host.service is not None:
-            return len(host.service.workers)
-        return None
+        return self._channel.worker_count()
 
     def status(self) -> dict[str, Any]:
         """The task service's status (see ``distproc status``)."""
-        if self._host is not None:
-            assert self._host.service is not None
-            return self._host.run(self._host.service.__distproc_status__)
-        result: dict[str, Any] = self._service.status()
-        return result
+        return self._channel.status()
 
     # ----------------------------------------------------------- shutdown
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -481,10 +451,12 @@ class Executor(concurrent.futures.Executor):
                 self._fleet.kill()
             else:
                 self._fleet.stop()
+        self._channel.close()
         if self._host is not None:
             self._host.stop()
-        self._wake_sender.set()
-        self._fail_all(concurrent.futures.CancelledError())
+        with self._lock:
+            left = list(self._futures)
+        self._fail(left, concurrent.futures.CancelledError())
 
     def cancel_futures(self, futures: Iterable[concurrent.futures.Future[Any]]) -> int:
         """Cancel these futures, and their tasks on the service where they have not started."""
@@ -495,12 +467,7 @@ class Executor(concurrent.futures.Executor):
 
     def _cancel_remote(self, tids: list[int]) -> list[int]:
         try:
-            if self._host is not None and self._host.service is not None:
-                done = self._host.run(self._host.service.cancel_tasks, self._mid, tids)
-            elif self._service is not None:
-                done = list(self._service.cancel(self._mid, tids))
-            else:
-                return []
+            done = self._channel.cancel(tids)
         except Exception as exc:
             log.warning("could not cancel %d task(s) on the service: %s", len(tids), exc)
             return []

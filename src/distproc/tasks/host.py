@@ -10,6 +10,7 @@ talks to the service on the loop directly, without a connection.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from ..addresses import format_address
 from ..errors import AuthenticationError, DistprocError, NoTaskServiceError, RemoteError
 from ..managers import BaseManager
 from ..server import Server, ServerConfig
+from .backends import TaskBackend, open_backend
 from .service import TaskService, check_options
 
 __all__ = [
@@ -95,7 +97,12 @@ def describe_refusal(address: Any, exc: BaseException) -> str:
 
 
 class ServiceHost:
-    """A server whose registry holds the task service; start it on a thread or serve here."""
+    """A server whose registry holds the task service; start it on a thread or serve here.
+
+    ``store``: ``None`` keeps the tasks in memory; a path keeps them in that
+    SQLite file (``sync``: ``"full"`` or ``"normal"``), opened here, so a bad
+    file is refused before anything listens.
+    """
 
     def __init__(
         self,
@@ -105,13 +112,20 @@ class ServiceHost:
         max_attempts: int = 3,
         heartbeat_timeout: float = 10.0,
         config: ServerConfig | None = None,
+        store: str | None = None,
+        sync: str = "full",
     ) -> None:
         check_options(max_attempts, heartbeat_timeout)  # here, not later on the loop
-        self._max_attempts = max_attempts
-        self._heartbeat_timeout = heartbeat_timeout
+        self.backend: TaskBackend = open_backend(
+            store, max_attempts=max_attempts, heartbeat_timeout=heartbeat_timeout, sync=sync
+        )
         self.service: TaskService | None = None
         registry = {"TaskService": (self._get_service, SERVICE_METHODS, None, None)}
-        self.server = Server(registry, address, authkey, "native", config=config)
+        try:
+            self.server = Server(registry, address, authkey, "native", config=config)
+        except BaseException:
+            self.backend.close()
+            raise
         self.server.on_start.append(self._create_service)
         self.address: tuple[str, int] = self.server.address
         self._thread: threading.Thread | None = None
@@ -119,10 +133,7 @@ class ServiceHost:
     def _create_service(self) -> None:
         assert self.server.loop is not None
         self.service = TaskService(
-            self.server.loop,
-            address=format_address(self.address),
-            max_attempts=self._max_attempts,
-            heartbeat_timeout=self._heartbeat_timeout,
+            self.server.loop, self.backend, address=format_address(self.address)
         )
         self.server.services.append(self.service)  # shown by `distproc status` at once
 
@@ -137,6 +148,8 @@ class ServiceHost:
         finally:
             if self.service is not None:
                 self.service.close()
+            else:
+                self.backend.close()
 
     def start(self) -> None:
         """Serve on a daemon thread; return once the service is up."""
@@ -145,6 +158,11 @@ class ServiceHost:
         self.server.started.wait()
 
     def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop serving.  Workers and masters that are connected then are not lost:
+        with a durable store they come back to the next service."""
+        if self.server.loop is not None and self.service is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has stopped already
+                self.call_soon(setattr, self.service, "closing", True)
         self.server.stop()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import FrameTooLargeError, WorkerLostError
 from .payloads import encode, rebuild_error
-from .service import OK
+from .records import OK
 
 if TYPE_CHECKING:
     from .executor import Executor

@@ -19,13 +19,20 @@ function's tasks again.  The worker says so once, at WARNING, and keeps the
 verdict for as long as it runs (it tells the service again when it rejoins).
 
 A slot whose connection fails reconnects with exponential backoff (at most
-``MAX_BACKOFF`` s apart); tasks it held were requeued by the service.  It
-says once that the service has gone and once that it is back, not at every
-attempt.  A wrong authkey, or a server that is not a task service, ends the
-worker on its first contact (:func:`is_fatal`): retrying will not fix it.
-After a first contact the same is retried with backoff, said once.  The
-first SIGTERM or SIGINT lets each slot finish its running task, hand back
-its prefetched ones and exit; a second one exits at once (the service
+``MAX_BACKOFF`` s apart) and says hello with the worker id it had and the
+tasks it still holds: a service that still knows it (a durable one that
+restarted within ``heartbeat_timeout``, or one that has not timed it out)
+gives it back its id and those leases, and the results it had not yet
+reported are accepted.  Otherwise it joins under a new id and drops what it
+held (the service requeued it).  It joins again once per loss, whichever of
+its threads finds out first.  It says once that the service has gone and
+once that it is back, not at every attempt.  A wrong authkey, or a server
+that is not a task service, ends the worker on its first contact
+(:func:`is_fatal`): retrying will not fix it.  After a first contact the
+same is retried with backoff, said once.
+
+The first SIGTERM or SIGINT lets each slot finish its running task, hand
+back its prefetched ones and exit; a second one exits at once (the service
 requeues what was held).  A task run past its ``timeout`` is reported as
 timed out; in a process slot the process then exits (its supervisor starts
 another), in a thread slot the thread is left to finish and its result is
@@ -37,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import signal
 import socket
 import threading
@@ -48,10 +54,17 @@ from types import FrameType
 from typing import Any
 
 from ..addresses import format_address
-from ..errors import DistprocError, FrameTooLargeError, ProtocolError, TaskTimeoutError
+from ..errors import (
+    DistprocError,
+    FrameTooLargeError,
+    ProtocolError,
+    StoreError,
+    TaskTimeoutError,
+)
 from ..wire.framing import DEFAULT_MAX_FRAME
 from .allowlist import AllowList, NotAllowedError
-from .host import connect_service, describe_refusal
+from .channels import MAX_BACKOFF, ServiceWorkerChannel, WorkerChannel, backoff_delays
+from .host import describe_refusal
 from .payloads import (
     PICKLE,
     PICKLED_CALLABLE,
@@ -61,9 +74,19 @@ from .payloads import (
     error_record,
     resolve,
 )
-from .service import ERROR, OK, RETRY, TIMEOUT, UNAVAILABLE, split_by_size
+from .records import (
+    ERROR,
+    OK,
+    RETRY,
+    TIMEOUT,
+    UNAVAILABLE,
+    Lease,
+    Report,
+    WorkerHello,
+    split_by_size,
+)
 
-__all__ = ["MAX_BACKOFF", "Worker", "is_fatal", "run_chunk"]
+__all__ = ["MAX_BACKOFF", "TaskWorker", "is_fatal", "run_chunk"]
 
 log = logging.getLogger("distproc.worker")
 
@@ -71,7 +94,6 @@ PREFETCH_SECONDS = 0.05
 PREFETCH_MAX = 1000
 #: Send results at least this often while a batch runs.
 REPORT_EVERY = 0.02
-MAX_BACKOFF = 5.0
 #: How long a slot with nothing to do waits in one request for tasks.
 IDLE_WAIT = 1.0
 #: How often a slot's monitor looks at the running task.
@@ -112,7 +134,7 @@ def run_chunk(fn: Callable[..., Any], calls: list[Any]) -> list[Any]:
     return [time.perf_counter() - started, out]
 
 
-class Worker:
+class TaskWorker:
     """Serve a task service with ``slots`` slots; see the module docstring."""
 
     def __init__(
@@ -137,7 +159,7 @@ class Worker:
         self.parent_pid = parent_pid
         self.exit_on_disconnect = exit_on_disconnect
         self.stopping = threading.Event()
-        self.active: set[_Slot] = set()
+        self.active: set[_WorkerSlot] = set()
         #: Functions this worker cannot import -> what went wrong.
         self.unavailable: dict[str, str] = {}
         #: Why the worker stopped on its first contact (see :func:`is_fatal`).
@@ -236,83 +258,156 @@ class Worker:
             log.debug("%s the task service at %s (%s)", what, self._where(), exc)
 
     def _slot_main(self) -> None:
-        backoff = 0.1
-        while not self.stopping.is_set():
-            if self._parent_gone():
-                return
-            try:
-                slot = _Slot(self)
-            except Exception as exc:
-                fatal = is_fatal(exc)
-                if fatal and not self.joined.is_set():
-                    self.refused = describe_refusal(self.address, exc)
-                    self.stopping.set()
-                    return
-                if not fatal and not isinstance(exc, (OSError, EOFError)):
-                    raise
-                if self.exit_on_disconnect:
-                    return
-                self._gone("refused by" if fatal else "cannot reach", exc)
-                self.stopping.wait(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, MAX_BACKOFF)
-                continue
-            backoff = 0.1
-            with self._lock:
-                back, self._said = bool(self._said), frozenset()
-            if back and self.joined.is_set():
-                log.warning("the task service at %s is back: joined it again", self._where())
-            self.joined.set()
-            self.active.add(slot)
-            try:
+        slot = _WorkerSlot(self)
+        try:
+            if slot.start():
+                self.active.add(slot)
                 slot.serve()
-                return  # stopped
-            except (OSError, EOFError) as exc:
-                if self.exit_on_disconnect or self._parent_gone():
-                    return
-                self._gone("lost", exc)
-            finally:
-                self.active.discard(slot)
-                slot.close()
+        finally:
+            self.active.discard(slot)
+            slot.stop()
+
+    def _back(self) -> None:
+        """A slot joined: say that the service is back, if it was said to be gone."""
+        with self._lock:
+            back, self._said = bool(self._said), frozenset()
+        if back and self.joined.is_set():
+            log.warning("the task service at %s is back: joined it again", self._where())
+        self.joined.set()
 
 
-class _Slot:
-    """One slot's connection, worker id, buffer and heartbeat."""
+class _WorkerSlot:
+    """One slot: its worker id, buffer and unreported results, across connections.
 
-    def __init__(self, worker: Worker) -> None:
+    Whichever of its threads finds the connection gone connects again
+    (:meth:`_reconnect`, one thread at a time) and says hello with what the
+    slot holds, while a task may still be running: the buffer and the results
+    go on with the new connection if the service gives the slot its leases back.
+    """
+
+    def __init__(self, worker: TaskWorker) -> None:
         self.worker = worker
-        self.manager, self.service = connect_service(worker.address, worker.authkey)
-        self.buffer: deque[list[Any]] = deque()
+        self.channel: WorkerChannel | None = None
+        self.buffer: deque[Lease] = deque()
         self.lock = threading.Lock()
-        self.results: list[list[Any]] = []  # [task id, attempt, status, payload]
+        self.results: list[Report] = []
         self.results_since = 0.0  # when the oldest unreported result was added
         self.refilling = threading.Lock()  # held by the monitor while it refills the buffer
+        self.joining = threading.Lock()  # one thread joins again, the others wait for it
         self.avg = 0.0  # seconds per task, smoothed
-        self.closed = threading.Event()
+        self.closed = threading.Event()  # the slot stops: its threads end
         #: The running task as (sequence number, id, attempt, started, deadline).
         self.current: tuple[int, int, int, float, float | None] | None = None
         self.seq = 0
         self.timed_out = 0  # the sequence number of a task reported as timed out
-        self.hello()
-        self.heartbeat = threading.Thread(target=self._heartbeat, name="distproc-hb", daemon=True)
-        self.heartbeat.start()
-        self.monitor = threading.Thread(target=self._monitor, name="distproc-monitor", daemon=True)
-        self.monitor.start()
+        self.wid = ""
+        self.store = ""
+        self.interval = 1.0
+
+    # --------------------------------------------------------- connection
+    def start(self) -> bool:
+        """Connect and join, waiting for the service; False if the worker stops meanwhile."""
+        if not self._connect():
+            return False
+        for target, name in ((self._heartbeat, "distproc-hb"),
+                             (self._monitor, "distproc-monitor")):  # fmt: skip
+            threading.Thread(target=target, name=name, daemon=True).start()
+        return True
+
+    def _connect(self) -> bool:
+        """Open a channel and join (again), with backoff until it works or the worker stops."""
+        worker = self.worker
+        delay = backoff_delays()
+        while not worker.stopping.is_set() and not self.closed.is_set():
+            if worker._parent_gone():
+                return False
+            try:
+                self.channel = ServiceWorkerChannel(worker.address, worker.authkey)
+                self.hello()
+            except Exception as exc:
+                fatal = is_fatal(exc)
+                if fatal and not worker.joined.is_set():
+                    worker.refused = describe_refusal(worker.address, exc)
+                    worker.stopping.set()
+                    return False
+                if not fatal and not isinstance(exc, (OSError, EOFError)):
+                    raise
+                if worker.exit_on_disconnect:
+                    return False
+                worker._gone("refused by" if fatal else "cannot reach", exc)
+                worker.stopping.wait(delay())
+                continue
+            worker._back()
+            return True
+        return False
+
+    def _reconnect(self, failed: WorkerChannel | None, exc: BaseException) -> bool:
+        """The connection of ``failed`` is gone: connect again (or see that another thread
+        did).  False if the slot must stop instead."""
+        with self.joining:
+            if self.channel is not failed:
+                return not self.closed.is_set()
+            if failed is not None:
+                failed.close()
+            if self.worker.exit_on_disconnect or self.worker._parent_gone():
+                self.closed.set()
+                return False
+            self.worker._gone("lost", exc)
+            if self._connect():
+                return True
+            self.closed.set()
+            return False
+
+    def stop(self) -> None:
+        self.closed.set()
+        if self.channel is not None:
+            self.channel.close()
+
+    def _service(self) -> WorkerChannel:
+        channel = self.channel
+        if channel is None:
+            raise ConnectionError("the slot is not connected")
+        return channel
 
     def hello(self) -> None:
-        info = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "slots": 1,
-            "quarantined": dict(self.worker.unavailable),
-        }
-        reply = self.service.hello_worker(info)
-        self.wid: str = reply["worker"]
-        self.interval: float = float(reply["heartbeat"])
-        log.info("joined the task service at %s as %s", self.worker.address, self.wid)
+        """Join, or come back as ``self.wid`` with what this slot still holds."""
+        with self.lock:
+            holding = [lease.task for lease in self.buffer]
+            holding += [report.task for report in self.results]
+        current = self.current
+        if current is not None:
+            holding.append(current[1])
+        info = WorkerHello(
+            host=socket.gethostname(), pid=os.getpid(), slots=1,
+            quarantined=dict(self.worker.unavailable),
+            resume=(self.store, self.wid) if self.wid else None, holding=tuple(holding),
+        )  # fmt: skip
+        reply = self._service().join(info)
+        old, self.wid = self.wid, str(reply["worker"])
+        self.store = str(reply.get("store", ""))
+        self.interval = float(reply["heartbeat"])
+        if old and reply.get("resumed"):
+            log.info("back at the task service at %s as %s, with %d task(s)",
+                     self.worker._where(), self.wid, len(holding))  # fmt: skip
+            return
+        if old:
+            with self.lock:
+                dropped = len(self.buffer) + len(self.results)
+                self.buffer.clear()
+                self.results.clear()
+            why = reply.get("reason") or "its leases were given to others"
+            # Said at WARNING only when work is dropped: that is news.
+            log.log(logging.WARNING if dropped else logging.INFO,
+                    "the task service did not know %s any more (%s): joined as %s; dropped "
+                    "%d task(s) it had requeued", old, why, self.wid, dropped)  # fmt: skip
+        else:
+            log.info("joined the task service at %s as %s", self.worker._where(), self.wid)
 
-    def close(self) -> None:
-        self.closed.set()
-        self.service = None  # drops this slot's reference to the service object
+    def _rejoin(self, wid: str) -> None:
+        """The service does not know ``wid`` here: join again, once for all threads."""
+        with self.joining:
+            if self.wid == wid:
+                self.hello()
 
     # --------------------------------------------------------------- tasks
     def _want(self) -> int:
@@ -321,20 +416,40 @@ class _Slot:
         return max(1, min(PREFETCH_MAX, int(PREFETCH_SECONDS / self.avg)))
 
     def _exchange(self, want: int, wait: float) -> None:
+        """Report the results in hand and take up to ``want`` tasks.
+
+        Results whose call fails stay in hand, for the next call or the next
+        connection; ``None`` from the service means "join again".
+        """
         with self.lock:
             results, self.results = self.results, []
-        *before, last = split_by_size(results, lambda r: len(r[3])) or [[]]
-        for part in before:  # many large results: in several calls of a bounded size
-            self.service.exchange(self.wid, part, 0, 0.0)
-        tasks = self.service.exchange(self.wid, last, want, wait)
-        if tasks is None:  # the service gave our leases away (missed heartbeats)
-            log.warning("the task service forgot %s (missed heartbeats); joining again", self.wid)
-            with self.lock:
-                self.buffer.clear()
-            self.hello()
-            return
+        runs = split_by_size(results, lambda r: len(r.payload)) or [[]]
+        wid = self.wid
+        tasks: list[Lease] = []
+        for i, part in enumerate(runs):  # many large results: in calls of a bounded size
+            last = i == len(runs) - 1
+            try:
+                got = self._service().exchange(wid, part, want if last else 0,
+                                               wait if last else 0.0)  # fmt: skip
+            except StoreError as exc:  # the service cannot store them now: try again later
+                self._keep(runs[i:])
+                log.warning("%s; this worker keeps its result(s) and tries again", exc)
+                self.closed.wait(1.0)
+                return
+            except BaseException:
+                self._keep(runs[i:])
+                raise
+            if got is None:
+                self._keep(runs[i:])
+                self._rejoin(wid)
+                return
+            tasks = got
         with self.lock:
             self.buffer.extend(tasks)
+
+    def _keep(self, runs: list[list[Report]]) -> None:
+        with self.lock:
+            self.results[:0] = [report for run in runs for report in run]
 
     def serve(self) -> None:
         """Run tasks from the buffer; when it is empty, ask for more (and wait for them).
@@ -343,7 +458,7 @@ class _Slot:
         refills it in the background, so this thread does not wait on the network.
         """
         worker = self.worker
-        while True:
+        while not self.closed.is_set():
             if worker.stopping.is_set():
                 self._goodbye()
                 return
@@ -352,30 +467,39 @@ class _Slot:
             if task is None:
                 if worker._parent_gone():
                     return
-                self._exchange(self._want(), IDLE_WAIT)
+                channel = self.channel
+                try:
+                    self._exchange(self._want(), IDLE_WAIT)
+                except (OSError, EOFError) as exc:
+                    if not self._reconnect(channel, exc):
+                        return
                 continue
             self._run(task)
 
     def hand_back(self) -> None:
         """Return the prefetched tasks and take no more (the worker is stopping)."""
         with self.lock:
-            unstarted = [task[0] for task in self.buffer]
+            unstarted = [lease.task for lease in self.buffer]
             self.buffer.clear()
-        self.service.goodbye(self.wid, unstarted)
+        self._service().goodbye(self.wid, unstarted)
 
     def _goodbye(self) -> None:
         with self.refilling, self.lock:
-            unstarted = [task[0] for task in self.buffer]
+            unstarted = [lease.task for lease in self.buffer]
             self.buffer.clear()
             results, self.results = self.results, []
-        if results:
-            self.service.exchange(self.wid, results, 0, 0.0)
-        self.service.goodbye(self.wid, unstarted)
+        try:
+            if results:
+                self._service().exchange(self.wid, results, 0, 0.0)
+            self._service().goodbye(self.wid, unstarted)
+        except (OSError, EOFError) as exc:  # the service requeues what we held
+            log.info("could not say goodbye to the task service: %s", exc)
 
-    def _run(self, task: list[Any]) -> None:
-        tid, attempt, ref, payload, opts = task
+    def _run(self, task: Lease) -> None:
+        tid, attempt, ref, payload = task.task, task.attempt, task.fn, task.payload
+        opts = task.options
         codec = payload[:1]
-        timeout = opts.get("timeout") if isinstance(opts, dict) else None
+        timeout = opts.timeout
         started = time.perf_counter()
         self.seq = seq = self.seq + 1
         self.current = (seq, tid, attempt, started, started + float(timeout) if timeout else None)
@@ -386,10 +510,7 @@ class _Slot:
                 fn, args = args[0], args[1:]
             if fn is None:
                 raise ValueError(f"a task of {ref!r} came without its pickled callable")
-            if isinstance(opts, dict) and opts.get("chunk"):
-                value = run_chunk(fn, *args)
-            else:
-                value = fn(*args, **kwargs)
+            value = run_chunk(fn, *args) if opts.chunk else fn(*args, **kwargs)
             status, out = OK, encode(value, codec)
             if len(out) > MAX_RESULT:
                 raise FrameTooLargeError(
@@ -400,7 +521,7 @@ class _Slot:
         except _Unavailable as exc:
             status, out = UNAVAILABLE, str(exc).encode()  # for the service, which reads it
         except Exception as exc:
-            status = RETRY if _matches(exc, opts.get("retry_on") if opts else None) else ERROR
+            status = RETRY if _matches(exc, opts.retry_on) else ERROR
             out = encode(error_record(exc), b"n")
         finally:
             self.current = None
@@ -411,7 +532,7 @@ class _Slot:
         with self.lock:
             if not self.results:
                 self.results_since = time.perf_counter()
-            self.results.append([tid, attempt, status, out])
+            self.results.append(Report(tid, attempt, status, out))
 
     # ------------------------------------------------------------- monitor
     def _monitor(self) -> None:
@@ -436,10 +557,10 @@ class _Slot:
                     if seq != handed and now - started >= max(LONG_TASK, 10 * self.avg):
                         handed = seq
                         with self.lock:
-                            unstarted = [task[0] for task in self.buffer]
+                            unstarted = [lease.task for lease in self.buffer]
                             self.buffer.clear()
                         if unstarted:
-                            self.service.give_back(self.wid, unstarted)
+                            self._service().give_back(self.wid, unstarted)
                 want = self._want()
                 with self.lock:
                     held = len(self.buffer)
@@ -456,14 +577,14 @@ class _Slot:
         record = encode(error_record(exc), b"n")
         with self.lock:
             results, self.results = self.results, []
-            unstarted = [task[0] for task in self.buffer]
+            unstarted = [lease.task for lease in self.buffer]
             if self.worker.process_slot:
                 self.buffer.clear()
-        results.append([tid, attempt, TIMEOUT, record])
+        results.append(Report(tid, attempt, TIMEOUT, record))
         try:
-            self.service.exchange(self.wid, results, 0, 0.0)
+            self._service().exchange(self.wid, results, 0, 0.0)
             if self.worker.process_slot:
-                self.service.goodbye(self.wid, unstarted)
+                self._service().goodbye(self.wid, unstarted)
         except Exception as exc2:
             log.warning("could not report a timed-out task: %s", exc2)
         if self.worker.process_slot:
@@ -473,22 +594,31 @@ class _Slot:
 
     # ----------------------------------------------------------- heartbeat
     def _heartbeat(self) -> None:
+        """Keep the leases alive; connect again when the connection goes, even while a
+        task runs (a durable service gives back the leases of a worker that returns in time)."""
         while not self.closed.is_set():
+            channel = self.channel
             try:
-                news = self.service.heartbeat(self.wid, self.interval)
-            except Exception:
-                return  # the connection is gone: the slot's next call finds out
+                news = self._service().heartbeat(self.wid, self.interval)
+            except (OSError, EOFError) as exc:
+                if not self._reconnect(channel, exc):
+                    return
+                continue
+            except Exception as exc:
+                log.debug("heartbeat: %s", exc)
+                self.closed.wait(self.interval)
+                continue
             if news is None:
                 self.closed.wait(self.interval)  # the slot joins again on its next exchange
                 continue
             give = news.get("give_back", 0)
             if give:
                 with self.lock:
-                    back = [self.buffer.pop()[0] for _ in range(min(give, len(self.buffer)))]
+                    back = [self.buffer.pop().task for _ in range(min(give, len(self.buffer)))]
                 if back:
                     back.reverse()
                     with contextlib.suppress(Exception):
-                        self.service.give_back(self.wid, back)
+                        self._service().give_back(self.wid, back)
             if self.worker._parent_gone():
                 self.worker.stopping.set()
 
