@@ -58,6 +58,7 @@ from ..wire.records import (
     KIND_CODES,
     NOREPLY,
     REPLY,
+    call_fields,
     iter_records,
     only_record,
     record_parts,
@@ -222,20 +223,11 @@ class NativeSession:
         ident, method, args, kwds = request
         self.call(rid, tid, ident, method, args, kwds, noreply)
 
-    def _decode_call(self, blob: BytesLike) -> tuple[Any, str, tuple[Any, ...], dict[str, Any]]:
+    def _decode_call(
+        self, blob: BytesLike
+    ) -> tuple[str | None, str, tuple[Any, ...], dict[str, Any]]:
         """A ``CALL`` record's ``(ident, method, args, kwds)``, each checked for its type."""
-        ident, method, args, kwds = self.server.decode(blob, self.codec)
-        if type(args) is not tuple:
-            if type(args) is not list:
-                raise TypeError(f"the arguments must be a tuple, not {type(args).__name__}")
-            args = tuple(args)
-        if type(kwds) is not dict:
-            raise TypeError(f"the keywords must be a dict, not {type(kwds).__name__}")
-        if type(method) is not str:
-            raise TypeError(f"the method name must be a str, not {type(method).__name__}")
-        if ident is not None and type(ident) is not str:
-            raise TypeError(f"the object id must be a str or None, not {type(ident).__name__}")
-        return ident, method, args, kwds
+        return call_fields(self.server.decode(blob, self.codec))
 
     def _bad_call(self, rid: int, tid: int, noreply: bool, exc: BaseException) -> None:
         self.server.limiter.warning("call", "bad call from %s: %s", self.conn.peer, exc)
