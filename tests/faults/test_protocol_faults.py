@@ -62,6 +62,35 @@ def test_two_connections_of_one_process_keep_their_own_references(
     assert c.qsize() == 1
 
 
+def test_a_proxy_of_a_restarted_server_releases_nothing_on_the_new_one() -> None:
+    """The server restarts on its port (ids start again at 1) and the process
+    reconnects: a proxy from before that goes away must not release the new
+    object that now has its id (it did: the new queue vanished under its proxy)."""
+    first = QM(address=("127.0.0.1", 0), authkey=AUTHKEY).get_server()
+    running = serve_in_thread(first)
+    address = first.address
+    client: Any = QM(address=address, authkey=AUTHKEY, serializer="native")
+    client.connect()
+    old: Any = client.Queue()
+    old.put("old")
+    running.stop()
+    second = QM(address=address, authkey=AUTHKEY).get_server()
+    running = serve_in_thread(second)
+    try:
+        client = QM(address=address, authkey=AUTHKEY, serializer="native")
+        client.connect()
+        new: Any = client.Queue()
+        assert new._token.id == old._token.id  # the case: one id, two objects
+        new.put("new")
+        del old  # its decref goes nowhere: the server that held it is gone
+        assert new.get(timeout=5) == "new"
+        new.put("again")
+        assert new.qsize() == 1 and len(second.table) == 1
+    finally:
+        close_multiplexers()
+        running.stop()
+
+
 # ------------------------------------------- replies that cannot be delivered
 #: Weak references to the objects that ``Slow`` made, and what they wait for.
 _made: list[weakref.ref[Any]] = []

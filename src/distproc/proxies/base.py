@@ -271,10 +271,14 @@ class BaseProxy:
     ) -> None:
         idset.discard(serial)
         if mux is not None and mux.generation == fork_generation():
-            if mux.broken is not None:  # reconnected: the new connection holds the reference
-                mux = successor(mux) or mux
+            args: tuple[Any, ...] = (token.id,)
+            if mux.broken is not None:  # reconnected: the new connection may hold the reference
+                found = successor(mux)
+                # ``True``: release it only if that connection took it over from this
+                # one (a restarted server gave the id to another object).
+                mux, args = (found, (token.id, True)) if found is not None else (mux, args)
             if mux.broken is None and (state is None or state.value == 1):
-                mux.send_later(None, "decref", (token.id,))
+                mux.send_later(None, "decref", args)
             return
         if state is None or state.value == 1:  # State.STARTED
             try:

@@ -128,6 +128,8 @@ class NativeSession:
         self.codec = codec
         self.pending: dict[int, _NativeCall] = {}
         self.refs: collections.Counter[str] = collections.Counter()
+        #: Of :attr:`refs`, those taken over from a dropped connection (see :meth:`hello`).
+        self.taken_over: collections.Counter[str] = collections.Counter()
         self.out: list[BytesLike] = []
         self.out_size = 0
         self.flush_scheduled = False
@@ -356,7 +358,7 @@ class NativeSession:
                 self.refs[args[0]] += 1
                 call.deliver((KIND_RETURN, None))
             elif method == "decref":
-                self.release(args[0])
+                self.release(args[0], taken_over=len(args) > 1 and args[1] is True)
                 call.deliver((KIND_RETURN, None))
             elif method == "create":
                 call.owns = True  # the proxy owns the reference: one round trip per proxy
@@ -368,7 +370,15 @@ class NativeSession:
         except Exception as exc:
             call.deliver((KIND_TRACEBACK, traceback_text(exc)))
 
-    def release(self, ident: str) -> None:
+    def release(self, ident: str, *, taken_over: bool = False) -> None:
+        """Give back one reference to ``ident``.  ``taken_over``: one that a proxy took
+        on the connection this one replaced; if this one took over none (the server
+        restarted since, and the id may be another object's), nothing is released."""
+        if taken_over:
+            if self.taken_over[ident] <= 0:
+                self.taken_over.pop(ident, None)
+                return
+            self.taken_over[ident] -= 1
         if self.refs[ident] <= 0:
             raise KeyError(f"this connection holds no reference to {ident!r}")
         self.refs[ident] -= 1
@@ -386,6 +396,7 @@ class NativeSession:
             refs, timer = orphaned
             timer.cancel()
             self.refs.update(refs)
+            self.taken_over.update(refs)
 
     def closed(self) -> None:
         """The connection is gone: cancel its calls; its references wait for a reconnect."""
@@ -394,6 +405,7 @@ class NativeSession:
             if call.cancel is not None:
                 call.cancel()
         refs, self.refs = self.refs, collections.Counter()
+        self.taken_over.clear()
         server = self.server
         if refs and self.session_id and server.loop is not None and not server.loop.is_closed():
             earlier = server.orphans.pop(self.session_id, None)
