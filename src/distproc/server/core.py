@@ -34,7 +34,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ..addresses import format_address
+from ..addresses import format_address, listen_on
 from ..callcontext import context
 from ..errors import ConnectionLostError
 from ..spinning import new_event_loop
@@ -82,24 +82,6 @@ CHEAP_CONSTRUCTORS: tuple[Any, ...] = (
     Value,
     Array,
 )
-
-
-def _bind(address: Any, backlog: int) -> socket.socket:
-    if isinstance(address, (str, bytes)):
-        sock = socket.socket(socket.AF_UNIX)
-    else:
-        host = address[0]
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address if isinstance(address, (str, bytes)) else (address[0], address[1]))
-        sock.listen(backlog)
-    except BaseException:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
 
 
 def _address_text(address: Any) -> str:
@@ -155,7 +137,10 @@ class Server:
         serializer: str,
         *,
         config: ServerConfig | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
+        """``sock``: a socket already listening (see :func:`~distproc.addresses.listen_on`)
+        to serve instead of binding ``address``; the server closes it."""
         if not isinstance(authkey, bytes):
             raise TypeError(f"Authkey {authkey!r} is type {type(authkey)!s}, not bytes")
         self.registry = registry
@@ -180,7 +165,9 @@ class Server:
         #: first (see :meth:`admit`).
         self.handshaking: collections.Counter[Any] = collections.Counter()
         self._handshaking: dict[ServerConnection, None] = {}
-        self._sock = _bind(("127.0.0.1", 0) if address is None else address, self.config.backlog)
+        if sock is None:
+            sock = listen_on(("127.0.0.1", 0) if address is None else address, self.config.backlog)
+        self._sock = sock
         name = self._sock.getsockname()
         self.address: Any = name if isinstance(name, str) else (name[0], name[1])
         #: The same-host Unix socket's name while it is served (see :mod:`distproc.wire.same_host`).
@@ -254,7 +241,7 @@ class Server:
             return None
         name = same_host.new_name()
         try:
-            sock = _bind(name, self.config.backlog)
+            sock = listen_on(name, self.config.backlog)
         except OSError as exc:
             log.info("no same-host socket: %s", exc)
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -114,6 +115,7 @@ class ServiceHost:
         config: ServerConfig | None = None,
         store: str | None = None,
         sync: str = "full",
+        sock: socket.socket | None = None,
     ) -> None:
         check_options(max_attempts, heartbeat_timeout)  # here, not later on the loop
         self.backend: TaskBackend = open_backend(
@@ -122,7 +124,7 @@ class ServiceHost:
         self.service: TaskService | None = None
         registry = {"TaskService": (self._get_service, SERVICE_METHODS, None, None)}
         try:
-            self.server = Server(registry, address, authkey, "native", config=config)
+            self.server = Server(registry, address, authkey, "native", config=config, sock=sock)
         except BaseException:
             self.backend.close()
             raise
