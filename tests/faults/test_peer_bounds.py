@@ -328,6 +328,15 @@ sys.stdin.read()
 """
 
 
+def stop_flood(flood: subprocess.Popen[str]) -> None:
+    """Kill the flooding child process and close its pipes."""
+    flood.kill()
+    flood.wait(10)
+    for stream in (flood.stdin, flood.stdout):
+        if stream is not None:
+            stream.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("hosts", [1, 20], ids=["one-peer", "twenty-peers"])
 def test_idle_unauthenticated_connections_leave_room_for_a_good_client(
@@ -363,11 +372,7 @@ def test_idle_unauthenticated_connections_leave_room_for_a_good_client(
             )
             round_trip(srv.address, AUTHKEY)
         finally:
-            flood.kill()
-            flood.wait(10)
-            for stream in (flood.stdin, flood.stdout):
-                if stream is not None:
-                    stream.close()
+            stop_flood(flood)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
@@ -469,11 +474,7 @@ def test_out_of_descriptors_is_one_line_without_a_traceback(
             "no line about the failed accept()",
         )
     finally:
-        flood.kill()
-        flood.wait(10)
-        for stream in (flood.stdin, flood.stdout):
-            if stream is not None:
-                stream.close()
+        stop_flood(flood)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors and all(r.exc_info is None for r in errors), [r.getMessage() for r in errors]
