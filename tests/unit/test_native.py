@@ -328,15 +328,16 @@ def test_a_client_that_reads_no_replies_is_no_longer_read(serve: ServeFn) -> Non
     echo: Any = client.Echo()
     ident = echo._id
     codec = PickleCodec()
-    payload = b"".join(record(CALL, 1, 7, 0, codec.dumps((ident, "echo", (b"x" * 65536,), {}))))
-    frame = encode_header(len(payload)) + payload
+    blob = codec.dumps((ident, "echo", (b"x" * 65536,), {}))
     sock = _native_socket(server.address)
     sock.settimeout(2.0)  # a send that waits this long: the server has stopped reading
     sent = 0
     try:
         with pytest.raises(TimeoutError):
-            for _ in range(1000):  # 64 MiB of replies, if the server never stopped
-                sock.sendall(frame)
+            for rid in range(1, 1001):  # 64 MiB of replies, if the server never stopped
+                # Each call its own request id (one in flight twice drops the connection).
+                payload = b"".join(record(CALL, rid, 7, 0, blob))
+                sock.sendall(encode_header(len(payload)) + payload)
                 sent += 1
     finally:
         sock.close()
