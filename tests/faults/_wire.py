@@ -168,9 +168,10 @@ class WireClient:
         if verdict != WELCOME:
             raise AssertionError(f"the server refused our digest: {verdict!r}")
 
-    def deliver_challenge(self, authkey: bytes, *, then: bytes = b"") -> None:
-        """Steps 4-6: challenge the server; ``then`` is written with the WELCOME frame."""
-        nonce = b"{sha256}" + os.urandom(40)
+    def deliver_challenge(self, authkey: bytes, *, then: bytes = b"", marker: bytes = b"") -> None:
+        """Steps 4-6: challenge the server; ``then`` is written with the WELCOME frame.
+        ``marker`` starts the random part (distproc's upgrade marker asks for its protocol)."""
+        nonce = b"{sha256}" + marker + os.urandom(40 - len(marker))
         self.send_frame(CHALLENGE + nonce)
         response = self.recv_frame()
         if not _check_response(authkey, nonce, response):

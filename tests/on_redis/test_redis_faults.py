@@ -183,3 +183,18 @@ def test_a_redis_restarted_without_its_data_ends_the_master_with_a_clear_error(
             ex.submit(fns.square, 3).result(30)
         with pytest.raises(ServiceLostError):
             ex.submit(fns.square, 4)  # every later call says it too
+
+
+def test_a_redis_worker_runs_only_what_it_is_allowed(
+    redis_server: RedisServer, procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    mark = tmp_path / "ran"
+    _workers(procs, redis_server.url, 1)
+    with distproc.Executor(connect=redis_server.url) as ex:
+        refused = ex.submit(os.system, f"touch {mark}")
+        with pytest.raises(TaskImportError) as info:
+            refused.result(30)
+        assert "posix:system is not allowed on this worker" in str(info.value)
+        assert "start it with --allow " in str(info.value)
+        assert ex.submit(fns.square, 12).result(30) == 144  # its own tasks still run
+    assert not mark.exists()

@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "addresses": 0,
     "spinning": 0,
     "callcontext": 0,
+    "tls": 0,
     "wire": 1,
     "server": 2,
     "client": 2,

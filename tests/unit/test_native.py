@@ -255,13 +255,13 @@ def test_references_of_a_dead_process_are_released(serve: ServeFn) -> None:
     # ... and this process "dies": its connection goes, its session never comes back.
     from distproc.client import mux_cache
 
-    monkey_session = mux_cache._session
-    mux_cache._session = (0, b"")  # a new process identity for the next connection
+    monkey_sessions = mux_cache._sessions
+    mux_cache._sessions = (-1, {})  # a new process identity for the next connection
     try:
         close_multiplexers(server.address)
         assert client._number_of_objects() == 0  # released after the (zero) grace period
     finally:
-        mux_cache._session = monkey_session
+        mux_cache._sessions = monkey_sessions
     del q
 
 
@@ -328,15 +328,16 @@ def test_a_client_that_reads_no_replies_is_no_longer_read(serve: ServeFn) -> Non
     echo: Any = client.Echo()
     ident = echo._id
     codec = PickleCodec()
-    payload = b"".join(record(CALL, 1, 7, 0, codec.dumps((ident, "echo", (b"x" * 65536,), {}))))
-    frame = encode_header(len(payload)) + payload
+    blob = codec.dumps((ident, "echo", (b"x" * 65536,), {}))
     sock = _native_socket(server.address)
     sock.settimeout(2.0)  # a send that waits this long: the server has stopped reading
     sent = 0
     try:
         with pytest.raises(TimeoutError):
-            for _ in range(1000):  # 64 MiB of replies, if the server never stopped
-                sock.sendall(frame)
+            for rid in range(1, 1001):  # 64 MiB of replies, if the server never stopped
+                # Each call its own request id (one in flight twice drops the connection).
+                payload = b"".join(record(CALL, rid, 7, 0, blob))
+                sock.sendall(encode_header(len(payload)) + payload)
                 sent += 1
     finally:
         sock.close()

@@ -6,6 +6,7 @@ import ast
 import builtins
 import datetime as dt
 import decimal
+import gc
 import importlib
 import inspect
 import math
@@ -797,3 +798,38 @@ def test_pickle_blobs_as_ext_payloads_are_rejected(no_unpickling: None) -> None:
             CODEC.loads(raw(msgpack.ExtType(code, EVIL_PICKLE)))
     with pytest.raises(ProtocolError):
         CODEC.loads(EVIL_PICKLE)  # a pickle is not msgpack
+
+
+class _SendsOnCollection:
+    """Garbage whose finalizer encodes a message, as a proxy's decref does."""
+
+    def __init__(self, sent: list[bytes]) -> None:
+        self.sent = sent
+        self.cycle = self
+
+    def __del__(self) -> None:
+        self.sent.append(encode.dumps((None, "decref", ("7",), {})))
+        if len(self.sent) < 50:
+            _SendsOnCollection(self.sent)  # garbage for the next collection
+
+
+def test_a_finalizer_that_encodes_during_an_encode_leaves_both_whole() -> None:
+    """A garbage collection in the middle of a ``dumps`` (the tuples' tags allocate)
+    runs a finalizer that encodes on the same thread: each message comes out whole.
+    (It took the first part of the outer message: a server got a ``submit`` whose
+    blob began at its arguments.)"""
+    message: Any = ("18", "submit", (1, [(i, "m:f", b"x", {}) for i in range(200)]), {})
+    sent: list[bytes] = []
+    old = gc.get_threshold()
+    gc.collect()
+    try:
+        _SendsOnCollection(sent)
+        gc.set_threshold(1)
+        data = encode.dumps(message)
+        during = len(sent)
+    finally:
+        gc.set_threshold(*old)
+    gc.collect()
+    assert during, "no finalizer ran during the encode"
+    assert decode.loads(data) == message
+    assert all(decode.loads(one) == (None, "decref", ("7",), {}) for one in sent)

@@ -146,22 +146,20 @@ def test_pickle_loads_protocol_0_lines() -> None:
 
 def test_spare_buffers_are_lent_again_only_when_free() -> None:
     spares = _SpareBuffers()
-    first = spares.take(100_000)
-    assert len(first) == 100_000
-    second = spares.take(100_000)  # the first is still in use
-    assert second.obj is not first.obj
-    underlying = id(first.obj)
-    first.release()
-    del first
-    third = spares.take(90_000)  # smaller: the free one serves it
-    assert id(third.obj) == underlying and len(third) == 90_000
-    frame = third[10:20]  # a slice of a frame keeps the buffer busy
-    third.release()
-    del third
-    assert id(spares.take(90_000).obj) != underlying
+    assert spares.take(100_000) is None  # nothing kept yet
+    spares.keep(bytearray(100_000))
+    in_use = memoryview(spares._buffers[0])  # a frame handed out from it
+    assert spares.take(90_000) is None  # still in use
+    in_use.release()
+    del in_use
+    free = spares.take(90_000)  # free again: a smaller frame fits
+    assert free is spares._buffers[0]
+    del free
+    assert spares.take(100_001) is None  # too small for this one
+    frame = memoryview(spares._buffers[0])[10:20]  # a slice of a frame keeps it busy
+    assert spares.take(90_000) is None
     frame.release()
-    huge = spares.take(_SpareBuffers.KEEP + 1)
-    assert len(huge) == _SpareBuffers.KEEP + 1
+    spares.keep(bytearray(_SpareBuffers.KEEP + 1))  # too large to keep
     assert all(len(buf) <= _SpareBuffers.KEEP for buf in spares._buffers)
 
 

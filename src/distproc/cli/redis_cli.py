@@ -14,11 +14,14 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .errors import CliError
+
+if TYPE_CHECKING:
+    from ..tasks.allowlist import AllowList
 
 __all__ = ["dead_letters_report", "is_redis_url", "redis_status", "run_worker"]
 
@@ -93,8 +96,13 @@ def dead_letters_report(
 def run_worker(
     url: str, queue: str | None, count: int, *, threads: bool, allow_pickle: bool,
     child: bool, parent: int | None, main_path: str | None, exit_on_disconnect: bool,
+    allowed: AllowList, policy: list[str],
 ) -> int:  # fmt: skip
-    """``distproc worker redis://... -c N``: N child processes (or threads) on the queue."""
+    """``distproc worker redis://... -c N``: N child processes (or threads) on the queue.
+
+    ``allowed``: what the worker may run; ``policy``: the options that tell
+    its children the same.
+    """
     from ..tasks.worker import TaskWorker
 
     if child or threads:
@@ -109,20 +117,22 @@ def run_worker(
         runner = TaskWorker(
             ("", 0), b"", slots=1 if child else count, allow_pickle=allow_pickle,
             process_slot=child, parent_pid=parent, exit_on_disconnect=exit_on_disconnect,
-            open_channel=RedisWorkerChannel.opener(url, queue), where=url,
+            open_channel=RedisWorkerChannel.opener(url, queue), where=url, allowed=allowed,
         )  # fmt: skip
         runner.install_signal_handlers()
         if not child:
             click.echo(f"distproc: worker with {count} thread(s) for {url}", err=True)
         return runner.run()
-    return _supervise(url, queue, count, allow_pickle)
+    return _supervise(url, queue, count, allow_pickle, policy)
 
 
-def _supervise(url: str, queue: str | None, count: int, allow_pickle: bool) -> int:
+def _supervise(
+    url: str, queue: str | None, count: int, allow_pickle: bool, policy: list[str]
+) -> int:
     from ..tasks.fleet import Fleet, child_command
 
     _backend(url, queue).close()
-    extra = ["--allow-pickle"] if allow_pickle else []
+    extra = (["--allow-pickle"] if allow_pickle else []) + policy
     if queue:
         extra += ["--queue", queue]
     fleet = Fleet(child_command(url, [*extra, "--parent", str(os.getpid())]), count)

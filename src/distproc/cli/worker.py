@@ -6,6 +6,12 @@ instead.  The first SIGTERM or Ctrl-C lets running tasks finish and hands
 prefetched ones back; a second one stops at once (the service requeues what
 was held).  When the service goes away, workers reconnect with backoff.
 
+It runs only the tasks' own code: functions of modules under its directory
+or a ``--path`` directory, and those that ``--allow`` names (see
+:mod:`distproc.tasks.allowlist`).  The children that an Executor or
+``distproc map`` starts for itself (``--trust-master``, hidden) run anything
+their master sends.
+
 Before it starts anything, the command connects once to HOST:PORT: a wrong
 authkey, or a server that is not a task service, is one line on stderr and
 exit status 2, since retrying would not fix it.  A service that is not up
@@ -57,7 +63,24 @@ Examples:
     help="Accept tasks whose arguments are pickled (masters with serializer='pickle'); "
     "only for trusted networks.",
 )
+@click.option(
+    "--allow",
+    "allow",
+    metavar="MODULE[:FUNCTION]",
+    multiple=True,
+    help="Also run this function, or the functions of this module and its submodules "
+    "(by default only modules under this directory and --path run). Repeatable.",
+)
+@click.option(
+    "--path",
+    "paths",
+    metavar="DIR",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Import task modules from DIR too (and allow them). Repeatable.",
+)
 @authkey_options
+@click.option("--trust-master", is_flag=True, hidden=True)
 @click.option("--child", is_flag=True, hidden=True)
 @click.option("--parent", type=int, hidden=True)
 @click.option("--main", "main_path", hidden=True)
@@ -68,7 +91,10 @@ def worker(
     threads: bool,
     queue: str | None,
     allow_pickle: bool,
+    allow: tuple[str, ...],
+    paths: tuple[str, ...],
     authkey_file: str | None,
+    trust_master: bool,
     child: bool,
     parent: int | None,
     main_path: str | None,
@@ -83,13 +109,29 @@ def worker(
     the task modules import (the current directory is on sys.path). The
     authkey comes from $DISTPROC_AUTHKEY or --authkey-file.
     """
+    from ..tasks.allowlist import AllowList
     from ..tasks.worker import TaskWorker
     from .redis_cli import is_redis_url, run_worker
 
+    cwd = os.getcwd()
+    roots = [os.path.abspath(p) for p in paths]
+    for root in [*reversed(roots), cwd]:
+        if root not in sys.path:
+            sys.path.insert(0, root)
+    try:
+        allowed = AllowList.trust_all() if trust_master else AllowList([cwd, *roots], allow)
+    except ValueError as exc:
+        raise CliUsageError(str(exc)) from None
+    # What a supervisor's children are told, so that they allow what it allows.
+    policy = [f"--allow={entry}" for entry in allow] + [f"--path={root}" for root in roots]
+    if trust_master:
+        policy.append("--trust-master")
+    count = concurrency or os.cpu_count() or 1
     if is_redis_url(address):
-        return run_worker(address, queue, concurrency or os.cpu_count() or 1, threads=threads,
-                          allow_pickle=allow_pickle, child=child, parent=parent,
-                          main_path=main_path, exit_on_disconnect=exit_on_disconnect)  # fmt: skip
+        return run_worker(address, queue, count, threads=threads, allow_pickle=allow_pickle,
+                          child=child, parent=parent, main_path=main_path,
+                          exit_on_disconnect=exit_on_disconnect, allowed=allowed,
+                          policy=policy)  # fmt: skip
     host, port = parse_address(address)
     key = read_authkey(authkey_file, os.environ)
     if key is None:
@@ -97,10 +139,6 @@ def worker(
             f"no authkey: set {AUTHKEY_ENV} or use --authkey-file FILE "
             "(the same one the task service uses)"
         )
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    count = concurrency or os.cpu_count() or 1
     if child or threads:
         if main_path:
             from ..tasks import payloads
@@ -109,6 +147,7 @@ def worker(
         runner = TaskWorker(
             (host, port), key.encode(), slots=1 if child else count, allow_pickle=allow_pickle,
             process_slot=child, parent_pid=parent, exit_on_disconnect=exit_on_disconnect,
+            allowed=allowed,
         )  # fmt: skip
         runner.install_signal_handlers()
         if not child:
@@ -124,7 +163,8 @@ def worker(
 
         click.echo(f"distproc: error: {runner.refused}", err=True)
         return EXIT_REFUSED  # the supervisor stops the other children, and says nothing more
-    return _supervise(address, key, count, allow_pickle)
+    extra = ["--allow-pickle"] if allow_pickle else []
+    return _supervise(address, key, count, extra + policy)
 
 
 def _first_contact(address: tuple[str, int], key: bytes, stopping: threading.Event) -> bool:
@@ -157,13 +197,13 @@ def _first_contact(address: tuple[str, int], key: bytes, stopping: threading.Eve
     return False
 
 
-def _supervise(address: str, key: str, count: int, allow_pickle: bool) -> int:
+def _supervise(address: str, key: str, count: int, extra: list[str]) -> int:
+    """Run ``count`` one-slot children (with the options ``extra``) and replace any that dies."""
     from ..tasks.fleet import Fleet, child_command
 
     env = dict(os.environ)
     env[AUTHKEY_ENV] = key
     env.pop("DISTPROC_AUTHKEY_FILE", None)
-    extra = ["--allow-pickle"] if allow_pickle else []
     fleet = Fleet(child_command(address, [*extra, "--parent", str(os.getpid())]), count, env)
     stopping = threading.Event()
     done = threading.Event()

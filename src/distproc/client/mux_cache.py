@@ -11,8 +11,13 @@ A forked child must not use its parent's sockets.  Each fork starts a new
 *generation* (:func:`fork_generation`); a connection remembers the
 generation that made it, so a proxy tells, without a ``getpid()`` system call
 per call, that the connection it holds is its parent's.  The child's cache
-starts empty, and so does its session id, which the server uses to give a
+starts empty, and so do its session ids, by which the server gives a
 reconnecting process its references back.
+
+Each cached connection has a session id of its own (a process may hold
+several connections to one server: a ``pickle`` and a ``native`` one, or one
+to ``localhost`` and one to ``127.0.0.1``), kept for its reconnects: two
+connections with one id would share one set of references on the server.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import weakref
 from typing import Any
 
 from ..errors import DistprocError
@@ -27,7 +33,7 @@ from ..wire.handshake import FLAG_PICKLE
 from .connect import codec_for, connect
 from .mux import Multiplexer
 
-__all__ = ["close_multiplexers", "fork_generation", "get_multiplexer"]
+__all__ = ["close_multiplexers", "fork_generation", "get_multiplexer", "successor"]
 
 #: Bumped in a forked child (see the module docstring).
 _generation = 0
@@ -58,15 +64,31 @@ def _forget(mux: Multiplexer) -> None:
                 del _muxes[key]
 
 
-_session = (-1, b"")
+#: The session id of each cache key, and the generation they belong to.
+_sessions: tuple[int, dict[Any, bytes]] = (-1, {})
 
 
-def _session_id() -> bytes:
-    """A random id for this process, sent in HELLO: a reconnect finds its references again."""
-    global _session
-    if _session[0] != _generation:
-        _session = (_generation, os.urandom(16))
-    return _session[1]
+def _session_id(key: Any) -> bytes:
+    """The random id that the connection of ``key`` sends in HELLO: its reconnects
+    send it again and find their references."""
+    global _sessions
+    with _lock:
+        if _sessions[0] != _generation:
+            _sessions = (_generation, {})
+        return _sessions[1].setdefault(key, os.urandom(16))
+
+
+#: The cache key of each multiplexer made here, for :func:`successor`.
+_keys: weakref.WeakKeyDictionary[Multiplexer, Any] = weakref.WeakKeyDictionary()
+
+
+def successor(mux: Multiplexer) -> Multiplexer | None:
+    """The live connection that replaced ``mux`` (which broke) in this process's cache,
+    if one has: after a reconnect, the references ``mux`` held are held there."""
+    key = _keys.get(mux)
+    with _lock:
+        found = _muxes.get(key) if key is not None and _cache_generation == _generation else None
+    return found if found is not None and found is not mux and found.broken is None else None
 
 
 def _key(address: Any) -> Any:
@@ -95,7 +117,9 @@ def get_multiplexer(
     # for a server that restarted at the same address connects to the new one.
     if found and (cached is None or not cached.closed_by_server()):
         return cached
-    mux = _connect(address, bytes(authkey), serializer, allow_md5)
+    mux = _connect(address, bytes(authkey), serializer, allow_md5, _session_id(key))
+    if mux is not None:
+        _keys[mux] = key
     with _lock:
         existing = _muxes.get(key)
         if existing is not None and mux is not None:
@@ -105,10 +129,12 @@ def get_multiplexer(
     return mux
 
 
-def _connect(address: Any, authkey: bytes, serializer: str, allow_md5: bool) -> Multiplexer | None:
+def _connect(
+    address: Any, authkey: bytes, serializer: str, allow_md5: bool, session_id: bytes
+) -> Multiplexer | None:
     flags = FLAG_PICKLE if serializer == "pickle" else 0
     sock, agreement = connect(
-        address, authkey, flags=flags, allow_md5=allow_md5, session_id=_session_id()
+        address, authkey, flags=flags, allow_md5=allow_md5, session_id=session_id
     )
     if not agreement.native:
         # A stdlib server: it took our marker for random bytes.  Say goodbye the

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Protocol
 from ..callcontext import context
 from ..client.connection import Client, Connection, convert_to_error, dispatch
 from ..client.mux import Multiplexer
-from ..client.mux_cache import fork_generation, get_multiplexer
+from ..client.mux_cache import fork_generation, get_multiplexer, successor
 from ..errors import ConnectionLostError
 from ..wire.messages import KIND_PROXY, KIND_RETURN, Token
 from ..wire.serializers import SERIALIZERS
@@ -277,8 +277,14 @@ class BaseProxy:
     ) -> None:
         idset.discard(serial)
         if mux is not None and mux.generation == fork_generation():
+            args: tuple[Any, ...] = (token.id,)
+            if mux.broken is not None:  # reconnected: the new connection may hold the reference
+                found = successor(mux)
+                # ``True``: release it only if that connection took it over from this
+                # one (a restarted server gave the id to another object).
+                mux, args = (found, (token.id, True)) if found is not None else (mux, args)
             if mux.broken is None and (state is None or state.value == 1):
-                mux.send_later(None, "decref", (token.id,))
+                mux.send_later(None, "decref", args)
             return
         if state is None or state.value == 1:  # State.STARTED
             try:

@@ -26,23 +26,31 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ..wire.messages import KIND_ERROR, KIND_RETURN, KIND_TRACEBACK
+from ..wire.messages import KIND_ERROR, KIND_PROXY, KIND_RETURN, KIND_TRACEBACK
 from ..wire.proxy_methods import ARRAY_METHODS, DICT_METHODS, LIST_METHODS
 from .context import Message, ServerContext
 from .loop_service import CallConnection
 from .objects import Entry
 from .queues import LOOP_METHODS, is_loop_servable
-from .threads import CallThread
+from .threads import CallThread, ThreadGate
 
 __all__ = [
+    "ARGUMENT_COST",
     "INLINE_METHODS",
     "Call",
     "execute",
+    "give_back",
     "run_off_loop",
     "serving",
     "traceback_text",
 ]
 
+#: Container methods whose cost grows with an argument, not with the data a
+#: frame carries: ``ListProxy * 30_000_000`` is a few bytes.  A thread would not
+#: help (the repetition holds the GIL throughout), so the result's size is
+#: bounded instead, by ``ServerConfig.max_decoded_items``: no more values than
+#: one call could have sent.
+ARGUMENT_COST = frozenset(("__mul__", "__rmul__", "__imul__"))
 #: Methods that run on the loop because they cannot block (per exact type): all
 #: of the builtin containers' methods that their proxies expose.
 INLINE_METHODS: dict[type, frozenset[str]] = {
@@ -80,6 +88,11 @@ class Call:
         self.methodname = ""
         self.cancel: Callable[[], None] | None = None
 
+    @property
+    def gate(self) -> ThreadGate | None:
+        """What bounds the threads of this call's connection (``None``: nothing)."""
+        return getattr(self.connection, "gate", None)
+
     def deliver(self, msg: Message) -> None:
         """Send the reply ``(kind, value)``; called on the loop, at most once counts."""
         raise NotImplementedError
@@ -107,6 +120,30 @@ class Call:
         self.cancel = callback
 
 
+def give_back(server: ServerContext, msg: Message, *, owns: bool = False) -> None:
+    """Release the reference that an undelivered reply would have handed its client:
+    a proxy's (``#PROXY``), or with ``owns`` the object a ``create`` returned."""
+    kind, value = msg
+    try:
+        if kind == KIND_PROXY:
+            server.table.decref(value[1].id)
+        elif owns and kind == KIND_RETURN:
+            server.table.decref(value[0])
+    except KeyError:
+        pass
+
+
+def _check_repeat(server: ServerContext, obj: Any, args: tuple[Any, ...]) -> None:
+    """Refuse a repetition whose result would hold more values than a call may carry."""
+    times = args[0] if len(args) == 1 else None
+    limit = server.config.max_decoded_items
+    if isinstance(times, int) and times > 1 and len(obj) * times > limit:
+        raise ValueError(
+            f"the result would hold {len(obj) * times} items, more than one call may "
+            f"carry ({limit}, ServerConfig.max_decoded_items)"
+        )
+
+
 def serving(entry: Entry) -> tuple[frozenset[str], bool]:
     """How calls to ``entry.obj`` are served, worked out once: the methods its
     class runs on the loop, and whether it is a queue that the loop serves."""
@@ -121,8 +158,10 @@ def run_off_loop(
     job: Callable[[], Message],
     done: Callable[[Message], None],
     thread: CallThread | None = None,
+    gate: ThreadGate | None = None,
 ) -> None:
-    """Run ``job`` on a thread; hand its message to ``done`` on the loop."""
+    """Run ``job`` on a thread (``thread``, or one of the pool's through the
+    connection's ``gate``); hand its message to ``done`` on the loop."""
     loop = server.loop
     assert loop is not None
 
@@ -136,6 +175,8 @@ def run_off_loop(
 
     if thread is not None:
         thread.submit(work)
+    elif gate is not None:
+        gate.submit(work)
     else:
         server.pool.submit(work)
 
@@ -183,6 +224,8 @@ def execute(
                 call.reply(getattr(obj, methodname)(*args, **kwds))
                 return
         elif methodname in INLINE_METHODS.get(type(obj), ()):
+            if methodname in ARGUMENT_COST:
+                _check_repeat(server, obj, args)
             call.reply(getattr(obj, methodname)(*args, **kwds))
             return
     except Exception as exc:
@@ -199,4 +242,7 @@ def execute(
         except Exception as exc:
             return (KIND_TRACEBACK, traceback_text(exc))
 
-    run_off_loop(server, job, call.deliver, sticky() if isinstance(obj, STICKY_TYPES) else None)
+    if isinstance(obj, STICKY_TYPES):
+        run_off_loop(server, job, call.deliver, sticky())
+    else:
+        run_off_loop(server, job, call.deliver, gate=call.gate)

@@ -11,6 +11,16 @@ what was agreed:
 * distproc's native protocol (:mod:`.native_session`), when the peer's challenge
   carried the upgrade marker.
 
+With TLS (``ServerConfig.tls``) the connection first writes the plain
+:data:`~distproc.tls.PREAMBLE` frame, then runs the TLS handshake
+(``loop.start_tls``), and only then the authkey handshake, inside TLS.
+
+A connection counts as *handshaking* from its accept until the authkey
+handshake is through; the server caps those in total and per peer address
+(:meth:`~.context.ServerContext.admit`).  A session may :meth:`hold` the
+connection: the server then reads no more of it (its frames already read wait
+in the reader) until :meth:`release`, which is how a peer that sends faster
+than its calls are served is slowed instead of buffered without bound.
 """
 
 from __future__ import annotations
@@ -19,12 +29,14 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ProtocolError
+from ..tls import PREAMBLE
 from ..wire import same_host
 from ..wire.codecs import BytesLike
 from ..wire.framing import (
@@ -37,6 +49,7 @@ from ..wire.framing import (
 )
 from ..wire.handshake import Handshake
 from .context import ServerContext, Session
+from .threads import ThreadGate
 
 __all__ = ["ServerConnection"]
 
@@ -77,6 +90,12 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.protocol = "handshake"  # then "native" or "stdlib"
         #: Called (on the loop) when the connection is lost; loop services use it.
         self.close_callbacks: list[Callable[[], None]] = []
+        #: Bounds the pool threads that this connection's calls hold.
+        self.gate = ThreadGate(server.pool, server.config.max_threads_per_connection)
+        #: Whether the server counts this connection among those handshaking.
+        self.admitted = False
+        #: Why reading is paused (see :meth:`hold`; ``"writing"``: see :meth:`pause_writing`).
+        self._holds: set[str] = set()
 
     # -------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,21 +115,60 @@ class ServerConnection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SEND_BUFFER)
         server = self.server
         server.connections.add(self)
+        if not server.admit(self):
+            self.abort()
+            return
+        self.admitted = True
         assert server.loop is not None
         self.timer = server.loop.call_later(
             server.config.handshake_timeout, self._handshake_timeout
         )
         self.handshake = server.handshake_for(sock)
+        if server.tls_context is not None:
+            transport.pause_reading()  # type: ignore[attr-defined]  # the client's TLS is for start_tls
+            self.send(PREAMBLE)
+            server.loop.create_task(self._start_tls(server.tls_context))
+            return
+        self._start_handshake()
+
+    def _start_handshake(self) -> None:
         for frame in self.handshake.start():
             self.send(frame)
 
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        """Run the TLS handshake on this connection, then the authkey handshake inside it."""
+        transport, loop = self.transport, self.server.loop
+        assert transport is not None and loop is not None
+        try:
+            tls = await loop.start_tls(
+                transport,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self.server.config.handshake_timeout,
+            )
+        except (OSError, EOFError, asyncio.TimeoutError, ConnectionError) as exc:
+            self.server.limiter.warning(
+                "tls", "TLS handshake with %s failed: %s", self.peer, _tls_reason(exc)
+            )
+            transport.abort()
+            return
+        if tls is None or self.state == _CLOSING:
+            transport.abort()
+            return
+        self.transport = tls
+        self._start_handshake()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        self.leave_handshaking()
         self.state = _CLOSING
         if self.timer is not None:
             self.timer.cancel()
-        if self.session is not None:
-            self.session.closed()
+        session, self.session = self.session, None  # no cycle keeps either alive
+        if session is not None:
+            session.closed()
+        self.gate.clear()
         callbacks, self.close_callbacks = self.close_callbacks, []
         for callback in callbacks:
             try:
@@ -118,30 +176,64 @@ class ServerConnection(asyncio.BufferedProtocol):
             except Exception:
                 log.exception("error in a close callback of the connection from %s", self.peer)
 
+    def leave_handshaking(self) -> None:
+        """This connection is through the handshake, or gone: the server stops counting it."""
+        if self.admitted:
+            self.admitted = False
+            self.server.left_handshake(self)
+
     def pause_writing(self) -> None:
         """The peer reads its replies slower than it sends calls: stop reading it
         until it catches up, so that replies cannot pile up here without bound (the
         stdlib's thread per connection blocks in its send the same way)."""
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.pause_reading()
+        self.hold("writing")
 
     def resume_writing(self) -> None:
+        self.release("writing")
+
+    def hold(self, reason: str) -> None:
+        """Read nothing more from the peer, and hand no more frames to the
+        session, until :meth:`release` of every reason given."""
+        holds = self._holds
+        if reason in holds:
+            return
+        holds.add(reason)
+        transport = self.transport
+        if len(holds) == 1 and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+
+    def release(self, reason: str) -> None:
+        """Undo :meth:`hold` for ``reason``; the frames already read are handled first."""
+        holds = self._holds
+        if reason not in holds:
+            return
+        holds.discard(reason)
+        if holds:
+            return
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
+        if self.server.loop is not None:
+            self.server.loop.call_soon(self._frames_read)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.reader.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.reader.buffer_updated(nbytes)
+        self._frames_read()
+
+    def _frames_read(self) -> None:
+        """Hand the whole frames read so far to the handshake or the session, in order."""
         reader = self.reader
-        reader.buffer_updated(nbytes)
-        while self.state != _CLOSING:
+        holds = self._holds
+        while self.state != _CLOSING and not (holds and holds != {"writing"}):
             try:
                 frame = reader.next_frame()
             except ProtocolError as exc:
-                log.warning("dropping connection from %s: %s", self.peer, exc)
+                self.server.limiter.warning(
+                    "frame", "dropping connection from %s: %s", self.peer, exc
+                )
                 self.abort()
                 return
             if frame is None:
@@ -197,7 +289,8 @@ class ServerConnection(asyncio.BufferedProtocol):
     # -------------------------------------------------------------- handshake
     def _handshake_timeout(self) -> None:
         if self.state == _HANDSHAKE:
-            log.info(
+            self.server.limiter.info(
+                "timeout",
                 "dropping connection from %s: no handshake within %ss",
                 self.peer,
                 self.server.config.handshake_timeout,
@@ -209,7 +302,9 @@ class ServerConnection(asyncio.BufferedProtocol):
         for frame in step.send:
             self.send(frame)
         if step.error is not None:
-            log.warning("authentication failed for %s: %s", self.peer, step.error)
+            self.server.limiter.warning(
+                "auth", "authentication failed for %s: %s", self.peer, step.error
+            )
             self.close()
         elif self.handshake.done:
             self.authenticated()
@@ -220,6 +315,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         assert agreement is not None
         if self.timer is not None:
             self.timer.cancel()
+        self.leave_handshaking()
         self.reader.max_size = server.config.max_frame
         session = server.session_for(self, agreement)
         if session is None:
@@ -228,3 +324,17 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.session = session
         self.state = _SESSION
         self.protocol = session.protocol
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """A failed TLS handshake, in a few words (a plain peer sends no TLS at all)."""
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNEXPECTED_EOF_WHILE_READING"):
+            return f"{reason}: the peer speaks no TLS (a plain distproc or stdlib client?)"
+        return str(reason)
+    if isinstance(exc, (ConnectionError, EOFError)):
+        return "the peer closed the connection (a plain client that read the TLS notice?)"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return str(exc)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..wire.codecs import BytesLike, Codec
 from ..wire.handshake import Agreement, Handshake
 from .config import ServerConfig
+from .lograte import LogLimiter
 from .objects import Entry, ObjectTable
 from .queues import LoopQueue
 from .threads import ElasticPool
@@ -68,6 +70,18 @@ class ServerContext(Protocol):
     #: References of native sessions whose connection dropped, by session id,
     #: with the timer that releases them.
     orphans: dict[bytes, tuple[collections.Counter[str], asyncio.TimerHandle]]
+    #: The TLS context each connection starts with (``None``: plain TCP).
+    tls_context: ssl.SSLContext | None
+    #: Rate-limits the log lines that peers can cause.
+    limiter: LogLimiter
+
+    def admit(self, conn: Any) -> bool:
+        """Count ``conn`` among the connections in the handshake; ``False``: too many."""
+        ...
+
+    def left_handshake(self, conn: Any) -> None:
+        """``conn``, admitted, is through the handshake or gone."""
+        ...
 
     def handshake_for(self, sock: socket.socket | None) -> Handshake:
         """The server's side of the handshake with the peer at the other end of ``sock``."""

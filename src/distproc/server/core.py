@@ -12,7 +12,10 @@ which it implements.
 Bad input never costs other clients anything: a frame over the limit is
 refused from its length prefix, garbage fails the handshake, a silent peer is
 dropped after ``handshake_timeout``, and a client that disconnects has its
-pending calls cancelled.
+pending calls cancelled.  What one peer may hold (connections still in the
+handshake, buffered requests, calls, threads, decoded values) is bounded by
+:class:`~.config.ServerConfig`, and the log lines a peer can cause are
+rate-limited (:mod:`.lograte`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import os
 import queue
 import socket
+import ssl
 import threading
 import time
 import traceback
@@ -44,6 +48,7 @@ from .calls import run_off_loop, traceback_text
 from .config import ServerConfig
 from .connection import ServerConnection
 from .context import Message, Session
+from .lograte import LogLimiter
 from .loop_service import StatusReporter
 from .native_session import NativeSession
 from .objects import Entry, ObjectTable, public_methods
@@ -92,6 +97,13 @@ def _not_a_server_method(method: str) -> str:
         "Traceback (most recent call last):\n"
         f"AttributeError: {method!r} is not a server method\n"
     )
+
+
+def _peer_key(peer: Any) -> Any:
+    """What connections from one peer share: its IP address (a Unix socket's peers are one)."""
+    if isinstance(peer, tuple) and peer:
+        return peer[0]
+    return "local"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -176,6 +188,16 @@ class Server:
         #: Whether pickle may travel on native connections (both ends must allow it).
         self.allow_pickle = serializer == "pickle"
         self.config = config or ServerConfig()
+        #: The TLS context every connection starts with (``None``: plain TCP).
+        self.tls_context: ssl.SSLContext | None = (
+            self.config.tls.server_context() if self.config.tls is not None else None
+        )
+        #: Rate-limits the log lines that peers can cause.
+        self.limiter = LogLimiter(log)
+        #: Connections in the handshake, by peer address, and all of them oldest
+        #: first (see :meth:`admit`).
+        self.handshaking: collections.Counter[Any] = collections.Counter()
+        self._handshaking: dict[ServerConnection, None] = {}
         if sock is None:
             sock = listen_on(("127.0.0.1", 0) if address is None else address, self.config.backlog)
         self._sock = sock
@@ -212,6 +234,7 @@ class Server:
                 errno.EBADF, f"cannot serve {_address_text(self.address)}: its listener is closed"
             )
         loop = new_event_loop()
+        loop.set_exception_handler(self._loop_exception)
         self.loop = loop
         local_srv: asyncio.AbstractServer | None = None
         try:
@@ -220,7 +243,9 @@ class Server:
             # The Unix socket first: a TCP client accepted before it exists would not be offered it.
             local_srv = self._serve_local(loop)
             srv = loop.run_until_complete(
-                loop.create_server(lambda: ServerConnection(self), sock=self._sock)
+                loop.create_server(
+                    lambda: ServerConnection(self), sock=self._sock, backlog=self.config.backlog
+                )
             )
             self.started_at = time.monotonic()
             for callback in self.on_start:
@@ -246,12 +271,14 @@ class Server:
             self.pool.shutdown()
             loop.close()
             self._sock.close()
+            self.limiter.flush()
             self.stopped.set()
 
     def _serve_local(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractServer | None:
         """Listen on a same-host Unix socket too, if this server listens on TCP."""
         if not (
             self.config.local_socket
+            and self.tls_context is None  # the Unix socket would skip the client certificate
             and same_host.enabled()
             and self._sock.family in (socket.AF_INET, socket.AF_INET6)
         ):
@@ -264,13 +291,29 @@ class Server:
             return None
         try:
             srv = loop.run_until_complete(
-                loop.create_server(lambda: ServerConnection(self), sock=sock)
+                loop.create_server(
+                    lambda: ServerConnection(self), sock=sock, backlog=self.config.backlog
+                )
             )
         except BaseException:
             sock.close()
             raise
         self.local_address = name
         return srv
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's errors, rate-limited: out of descriptors, every ``accept()`` fails."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and "accept" in str(context.get("message", "")):
+            self.limiter.log(
+                logging.ERROR,
+                "accept",
+                "cannot accept connections: %s (raise the limit of open files, ulimit -n, "
+                "or lower ServerConfig.max_handshaking)",
+                exc,
+            )
+            return
+        loop.default_exception_handler(context)
 
     def serve_forever(self) -> None:
         """Serve until shut down, then exit the process, as the stdlib's server does."""
@@ -414,6 +457,51 @@ class Server:
         return (KIND_RETURN, None)
 
     # ------------------------------------------------------------- connections
+    def admit(self, conn: ServerConnection) -> bool:
+        """Count ``conn`` among the connections in the handshake.
+
+        Past ``max_handshaking`` in total, or ``max_handshaking_per_peer`` from
+        its peer, the *oldest* such connection is dropped to make room: a peer
+        that completes the handshake does so in a round trip or two, so what
+        has waited longest is what a flood left behind.  ``False``: refuse
+        ``conn`` itself (a limit of 0).
+        """
+        config = self.config
+        key = _peer_key(conn.peer)
+        for limit, name, of_peer in (
+            (config.max_handshaking_per_peer, "max_handshaking_per_peer", True),
+            (config.max_handshaking, "max_handshaking", False),
+        ):
+            count = self.handshaking[key] if of_peer else len(self._handshaking)
+            if count < limit:
+                continue
+            if limit <= 0:
+                return False
+            oldest = next(
+                c for c in self._handshaking if not of_peer or _peer_key(c.peer) == key
+            )
+            self.limiter.warning(
+                "admit",
+                "dropping the connection from %s, in the handshake for %.1fs: too many "
+                "connections in the handshake (ServerConfig.%s)",
+                oldest.peer,
+                time.monotonic() - oldest.since,
+                name,
+            )
+            oldest.abort()
+            oldest.leave_handshaking()
+        self.handshaking[key] += 1
+        self._handshaking[conn] = None
+        return True
+
+    def left_handshake(self, conn: ServerConnection) -> None:
+        """``conn``, counted by :meth:`admit`, is through the handshake or gone."""
+        key = _peer_key(conn.peer)
+        self._handshaking.pop(conn, None)
+        self.handshaking[key] -= 1
+        if self.handshaking[key] <= 0:
+            del self.handshaking[key]
+
     def handshake_for(self, sock: socket.socket | None) -> Handshake:
         """The server's side of the handshake with the peer at the other end of ``sock``:
         the same-host socket is offered to peers on loopback."""
@@ -477,7 +565,7 @@ class Server:
         ):
             done(job())
         else:
-            run_off_loop(self, job, done)
+            run_off_loop(self, job, done, gate=getattr(conn, "gate", None))
 
     # ------------------------------------------------------------------ helpers
     def loop_queue(self, q: Any) -> LoopQueue:
@@ -493,6 +581,8 @@ class Server:
         codec = self._session_codecs.get(serializer)
         if codec is None:
             codec = self._session_codecs[serializer] = get_codec(serializer)
+            if serializer == "native":  # what a few bytes may expand to (see ServerConfig)
+                codec.max_items = self.config.max_decoded_items  # type: ignore[attr-defined]
         return codec
 
     def encode_parts(self, msg: Any, codec: Codec | None = None) -> list[BytesLike]:

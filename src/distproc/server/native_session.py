@@ -23,16 +23,30 @@ served by the loop).  A proxy pickled into a reply takes a reference for the
 client too (:meth:`NativeSession.take_reference`).  When the connection drops,
 its references wait ``ServerConfig.reconnect_grace`` seconds for the client's
 process to come back with the session id of its ``HELLO``, then are released.
+Two connections that name the same session id and drop share one wait: their
+references are merged, never overwritten, and released together after the
+later drop's grace.
+
+A record whose fields have the wrong types (an id that is no ``str``, say)
+fails alone, with an error reply; a request id already in flight on the
+connection is a protocol error, and the connection is dropped (its calls
+cancelled, so a ``get()`` takes nothing).  At most
+``ServerConfig.max_calls_per_connection`` calls wait at once; a reply that
+cannot be delivered (its call was cancelled) gives back the reference it
+would have carried, so a cancelled ``create`` leaves nothing behind.  A
+call's arguments decode to at most ``ServerConfig.max_decoded_items`` values.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import traceback
 from typing import Any
 
 from ..callcontext import context
+from ..errors import ProtocolError
 from ..wire.codecs import BytesLike, Codec
 from ..wire.messages import KIND_ERROR, KIND_PROXY, KIND_RETURN, KIND_TRACEBACK, KIND_UNSERIALIZABLE
 from ..wire.records import (
@@ -44,11 +58,12 @@ from ..wire.records import (
     KIND_CODES,
     NOREPLY,
     REPLY,
+    call_fields,
     iter_records,
     only_record,
     record_parts,
 )
-from .calls import Call, execute, serving, traceback_text
+from .calls import Call, execute, give_back, serving, traceback_text
 from .connection import ServerConnection
 from .context import Message, ServerContext
 from .queues import is_loop_servable
@@ -57,6 +72,9 @@ from .threads import CallThread
 __all__ = ["NativeSession"]
 
 log = logging.getLogger("distproc.server")
+
+#: A call record larger than this is decoded on a thread, not on the loop.
+DECODE_OFF_LOOP = 1024 * 1024
 
 def hints_for(obj: Any) -> dict[str, Any]:
     """What a client may do without waiting for replies, for this object."""
@@ -87,8 +105,10 @@ class _NativeCall(Call):
 
     def deliver(self, msg: Message) -> None:
         session = self.session
-        if session.pending.pop(self.rid, None) is not self:
-            return  # cancelled, or the connection is gone
+        if session.pending.get(self.rid) is not self:
+            give_back(session.server, msg, owns=self.owns)  # cancelled, or the connection is gone
+            return
+        del session.pending[self.rid]
         kind, value = msg
         if kind == KIND_PROXY:
             session.refs[value[1].id] += 1
@@ -108,6 +128,8 @@ class NativeSession:
         self.codec = codec
         self.pending: dict[int, _NativeCall] = {}
         self.refs: collections.Counter[str] = collections.Counter()
+        #: Of :attr:`refs`, those taken over from a dropped connection (see :meth:`hello`).
+        self.taken_over: collections.Counter[str] = collections.Counter()
         self.out: list[BytesLike] = []
         self.out_size = 0
         self.flush_scheduled = False
@@ -136,7 +158,9 @@ class NativeSession:
                 else:
                     raise ValueError(f"unknown record type {op!r}")
         except Exception as exc:
-            log.warning("dropping native connection from %s: %s", self.conn.peer, exc)
+            self.server.limiter.warning(
+                "native", "dropping native connection from %s: %s", self.conn.peer, exc
+            )
             self.conn.abort()
 
     def queue_out(self, op: int, id: int, kind: str, value: Any) -> None:
@@ -186,23 +210,60 @@ class NativeSession:
 
     # -------------------------------------------------------------- calls
     def call_record(self, rid: int, tid: int, aux: int, blob: BytesLike) -> None:
-        """Decode one ``CALL`` record and make the call."""
-        try:
-            ident, method, args, kwds = self.server.decode(blob, self.codec)
-            if type(args) is not tuple:
-                args = tuple(args)
-            if type(kwds) is not dict:
-                kwds = dict(kwds)
-            if not isinstance(method, str):
-                raise TypeError("the method name must be a str")
-        except (Exception, SystemExit) as exc:  # unpickling runs the peer's code
-            log.warning("bad call from %s: %s", self.conn.peer, exc)
-            if aux & NOREPLY:
-                self.queue_out(DEFERRED, tid, KIND_TRACEBACK, traceback_text(exc))
-            else:
-                self.queue_out(REPLY, rid, KIND_TRACEBACK, traceback_text(exc))
+        """Decode one ``CALL`` record and make the call (a large one is decoded off the loop)."""
+        if rid in self.pending:
+            raise ProtocolError(f"request id {rid} is already in flight on this connection")
+        noreply = bool(aux & NOREPLY)
+        if len(blob) > DECODE_OFF_LOOP:
+            self._call_off_loop(rid, tid, noreply, blob)
             return
-        self.call(rid, tid, ident, method, args, kwds, bool(aux & NOREPLY))
+        try:
+            request = self._decode_call(blob)
+        except (Exception, SystemExit) as exc:  # unpickling runs the peer's code
+            self._bad_call(rid, tid, noreply, exc)
+            return
+        ident, method, args, kwds = request
+        self.call(rid, tid, ident, method, args, kwds, noreply)
+
+    def _decode_call(
+        self, blob: BytesLike
+    ) -> tuple[str | None, str, tuple[Any, ...], dict[str, Any]]:
+        """A ``CALL`` record's ``(ident, method, args, kwds)``, each checked for its type."""
+        return call_fields(self.server.decode(blob, self.codec))
+
+    def _bad_call(self, rid: int, tid: int, noreply: bool, exc: BaseException) -> None:
+        self.server.limiter.warning("call", "bad call from %s: %s", self.conn.peer, exc)
+        if noreply:
+            self.queue_out(DEFERRED, tid, KIND_TRACEBACK, traceback_text(exc))
+        else:
+            self.queue_out(REPLY, rid, KIND_TRACEBACK, traceback_text(exc))
+
+    def _call_off_loop(self, rid: int, tid: int, noreply: bool, blob: BytesLike) -> None:
+        """Decode a large call on a thread, so that the loop serves others meanwhile; the
+        connection is held until then, so that its calls keep their order."""
+        conn, loop = self.conn, self.server.loop
+        assert loop is not None
+        conn.hold("decoding")
+
+        def decode() -> None:
+            try:
+                outcome: Any = self._decode_call(blob)
+            except (Exception, SystemExit) as exc:
+                outcome = exc
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to answer
+                loop.call_soon_threadsafe(decoded, outcome)
+
+        def decoded(outcome: Any) -> None:
+            if conn.session is not self:
+                return  # the connection is gone
+            if isinstance(outcome, BaseException):
+                self._bad_call(rid, tid, noreply, outcome)
+            else:
+                ident, method, args, kwds = outcome
+                self.call(rid, tid, ident, method, args, kwds, noreply)
+            conn.release("decoding")
+
+        self.server.pool.submit(decode)
 
     def call(
         self,
@@ -221,6 +282,10 @@ class NativeSession:
             and not kwds
             and self.queue_call(rid, tid, ident, method, args, noreply)
         ):
+            return
+        if len(self.pending) >= self.server.config.max_calls_per_connection:
+            limit = self.server.config.max_calls_per_connection
+            self.answer(rid, tid, noreply, KIND_TRACEBACK, _too_many_calls(limit))
             return
         call = _NativeCall(self, rid, tid, noreply)
         self.pending[rid] = call
@@ -293,7 +358,7 @@ class NativeSession:
                 self.refs[args[0]] += 1
                 call.deliver((KIND_RETURN, None))
             elif method == "decref":
-                self.release(args[0])
+                self.release(args[0], taken_over=len(args) > 1 and args[1] is True)
                 call.deliver((KIND_RETURN, None))
             elif method == "create":
                 call.owns = True  # the proxy owns the reference: one round trip per proxy
@@ -305,7 +370,15 @@ class NativeSession:
         except Exception as exc:
             call.deliver((KIND_TRACEBACK, traceback_text(exc)))
 
-    def release(self, ident: str) -> None:
+    def release(self, ident: str, *, taken_over: bool = False) -> None:
+        """Give back one reference to ``ident``.  ``taken_over``: one that a proxy took
+        on the connection this one replaced; if this one took over none (the server
+        restarted since, and the id may be another object's), nothing is released."""
+        if taken_over:
+            if self.taken_over[ident] <= 0:
+                self.taken_over.pop(ident, None)
+                return
+            self.taken_over[ident] -= 1
         if self.refs[ident] <= 0:
             raise KeyError(f"this connection holds no reference to {ident!r}")
         self.refs[ident] -= 1
@@ -315,12 +388,15 @@ class NativeSession:
 
     def hello(self, session_id: bytes) -> None:
         """The client names its process; take back references it left on a dropped connection."""
+        if self.session_id:
+            raise ProtocolError("a second HELLO on one connection")
         self.session_id = session_id
         orphaned = self.server.orphans.pop(session_id, None)
         if orphaned is not None:
             refs, timer = orphaned
             timer.cancel()
             self.refs.update(refs)
+            self.taken_over.update(refs)
 
     def closed(self) -> None:
         """The connection is gone: cancel its calls; its references wait for a reconnect."""
@@ -329,8 +405,13 @@ class NativeSession:
             if call.cancel is not None:
                 call.cancel()
         refs, self.refs = self.refs, collections.Counter()
+        self.taken_over.clear()
         server = self.server
         if refs and self.session_id and server.loop is not None and not server.loop.is_closed():
+            earlier = server.orphans.pop(self.session_id, None)
+            if earlier is not None:  # another connection of that id dropped too: one wait
+                earlier[1].cancel()
+                refs.update(earlier[0])
             timer = server.loop.call_later(
                 server.config.reconnect_grace, self._release_orphans, self.session_id
             )
@@ -340,6 +421,7 @@ class NativeSession:
         for thread in self.threads.values():
             thread.stop()
         self.threads.clear()
+
 
     def _release_orphans(self, session_id: bytes) -> None:
         orphaned = self.server.orphans.pop(session_id, None)
@@ -354,6 +436,14 @@ def _hinted(server: ServerContext, msg: Message) -> Message:
         return msg
     ident, exposed = value
     return KIND_RETURN, (ident, exposed, hints_for(server.table.get(ident).obj))
+
+
+def _too_many_calls(limit: int) -> str:
+    return (
+        "Traceback (most recent call last):\n"
+        f"distproc.errors.ProtocolError: too many calls in flight on this connection "
+        f"({limit}, ServerConfig.max_calls_per_connection)\n"
+    )
 
 
 def _release(server: ServerContext, refs: collections.Counter[str]) -> None:

@@ -12,7 +12,10 @@ already waiting on the old conditions are notified too.
 Items are taken from the queue only when a live waiter is at the head of the
 line, so when a client dies while it waits, its waiter is dropped and the next
 item goes to a live consumer (the stdlib's server thread would take it and
-lose it writing to a dead socket).  Waiters are served in arrival order.
+lose it writing to a dead socket).  Waiters are served in arrival order.  A
+cancelled waiter is marked and left where it is until it reaches the head (or
+until most of its line is cancelled), so a connection that drops with many
+calls parked costs one step per call, not one search of the line each.
 
 Only queues whose class keeps ``queue.Queue``'s own ``get`` and ``put`` are
 served this way (``LifoQueue`` and ``PriorityQueue`` qualify); a subclass that
@@ -81,13 +84,58 @@ def _notify(cond: threading.Condition) -> None:
 
 
 class _Waiter:
-    __slots__ = ("call", "item", "many", "timer")
+    __slots__ = ("call", "gone", "item", "many", "timer")
 
     def __init__(self, call: LoopCall, item: Any = None, many: int = 0) -> None:
         self.call = call
         self.item = item  # put: the item, or for put_many the items not yet in
         self.many = many  # get_many: at most this many items; put_many: 1
         self.timer: asyncio.TimerHandle | None = None
+        #: Served, expired or cancelled: no longer in line (see :class:`_Line`).
+        self.gone = False
+
+
+class _Line(deque[_Waiter]):
+    """Waiters in arrival order; one that leaves out of turn is marked ``gone`` and
+    dropped when it reaches the head, or when most of the line has left."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dead = 0
+
+    def __len__(self) -> int:
+        """The waiters still in line."""
+        return super().__len__() - self.dead
+
+    def head(self) -> _Waiter | None:
+        """The first waiter still in line, or ``None``."""
+        while super().__len__():
+            waiter = self[0]
+            if not waiter.gone:
+                return waiter
+            super().popleft()
+            self.dead -= 1
+        return None
+
+    def take(self) -> _Waiter:
+        """Remove the first waiter still in line (there is one: see :meth:`head`)."""
+        self.head()
+        waiter = super().popleft()
+        waiter.gone = True
+        return waiter
+
+    def leave(self, waiter: _Waiter) -> bool:
+        """Take ``waiter`` out of line; ``False`` if it had left already."""
+        if waiter.gone:
+            return False
+        waiter.gone = True
+        self.dead += 1
+        if self.dead > 32 and 2 * self.dead > super().__len__():
+            alive = [w for w in self if not w.gone]
+            self.clear()
+            self.dead = 0
+            self.extend(alive)
+        return True
 
 
 def _get_args(block: bool = True, timeout: float | None = None) -> tuple[bool, float | None]:
@@ -113,8 +161,8 @@ class LoopQueue:
         self.q = q
         self.loop = loop
         self._loop_thread = threading.get_ident()
-        self.getters: deque[_Waiter] = deque()
-        self.putters: deque[_Waiter] = deque()
+        self.getters = _Line()
+        self.putters = _Line()
         self._get_wake = False
         self._put_wake = False
         #: True while a put on the loop thread is under way: it serves the
@@ -194,31 +242,31 @@ class LoopQueue:
 
     def _serve_getters(self) -> None:
         self._get_wake = False
-        while self.getters:
-            many = self.getters[0].many
+        getters = self.getters
+        while (waiter := getters.head()) is not None:
+            many = waiter.many
             if many:
                 items = self._take(many)
                 if not items:
                     return
-                self._finish(self.getters.popleft(), items)
+                self._finish(getters.take(), items)
                 continue
             found, item = self._take_one()
             if not found:
                 return
-            self._finish(self.getters.popleft(), item)
+            self._finish(getters.take(), item)
 
     def _serve_putters(self) -> None:
         self._put_wake = False
-        while self.putters:
-            waiter = self.putters[0]
+        putters = self.putters
+        while (waiter := putters.head()) is not None:
             if waiter.many:
                 waiter.item = self._give(waiter.item)
                 if waiter.item:
                     return
             elif not self._put_one(waiter.item):
                 return
-            self.putters.popleft()
-            self._finish(waiter, None)
+            self._finish(putters.take(), None)
 
     def _take(self, limit: int) -> list[Any]:
         """Up to ``limit`` items, taken at once (as ``get_nowait`` would, in a batch)."""
@@ -249,15 +297,11 @@ class LoopQueue:
             waiter.timer.cancel()
         waiter.call.reply(value)
 
-    def _wait(self, line: deque[_Waiter], waiter: _Waiter, timeout: float | None) -> None:
+    def _wait(self, line: _Line, waiter: _Waiter, timeout: float | None) -> None:
         line.append(waiter)
 
         def cancel() -> None:
-            try:
-                line.remove(waiter)
-            except ValueError:
-                return
-            if waiter.timer is not None:
+            if line.leave(waiter) and waiter.timer is not None:
                 waiter.timer.cancel()
 
         waiter.call.on_cancel(cancel)
@@ -265,11 +309,8 @@ class LoopQueue:
             exc = queue.Empty() if line is self.getters else queue.Full()
 
             def expire() -> None:
-                try:
-                    line.remove(waiter)
-                except ValueError:
-                    return
-                waiter.call.fail(exc)
+                if line.leave(waiter):
+                    waiter.call.fail(exc)
 
             waiter.timer = self.loop.call_later(timeout, expire)
 
@@ -334,7 +375,7 @@ class LoopQueue:
         """Fail every waiter (the server is stopping)."""
         for line in (self.getters, self.putters):
             while line:
-                waiter = line.popleft()
+                waiter = line.take()
                 if waiter.timer is not None:
                     waiter.timer.cancel()
                 waiter.call.fail(exc)

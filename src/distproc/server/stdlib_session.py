@@ -5,7 +5,10 @@ The first request is either one *server method* call (``create``,
 ``accept_connection``, which turns the connection into a channel of object
 calls, answered strictly in order, one at a time (see
 ``shared/reference/stdlib-managers-protocol.md``, section 4).  Requests that
-arrive while a call runs wait here, in order.
+arrive while a call runs wait here, in order; once they add up to
+``ServerConfig.max_pipelined_bytes``, the connection is held (the server
+reads no more of it) until they are served, as the stdlib's thread per
+connection, busy with its call, reads nothing either.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 from ..wire.codecs import BytesLike, Codec
 from ..wire.messages import KIND_RETURN, KIND_TRACEBACK
-from .calls import Call, execute, traceback_text
+from .calls import Call, execute, give_back, traceback_text
 from .connection import ServerConnection
 from .context import Message
 from .threads import CallThread
@@ -40,11 +43,15 @@ class _ChannelCall(Call):
     def deliver(self, msg: Message) -> None:
         session = self.session
         if session.inflight is not self:
-            return  # cancelled: the client is gone
+            give_back(session.server, msg)  # cancelled: the client is gone
+            return
         session.inflight = None
         session.send(msg)
         if session.requests:
             session.next_request()
+        if session.held and session.queued_bytes <= session.server.config.max_pipelined_bytes:
+            session.held = False
+            session.conn.release("pipelined")
 
     @property
     def connection(self) -> ServerConnection:
@@ -64,8 +71,13 @@ class StdlibSession:
         #: The name that ``accept_connection`` gave (for the sticky thread's name).
         self.name = ""
         self.requests: deque[BytesLike] = deque()
+        #: The bytes of ``requests``, and whether they hold the connection.
+        self.queued_bytes = 0
+        self.held = False
         self.inflight: _ChannelCall | None = None
         self.sticky_thread: CallThread | None = None
+        #: The connection is closed (a reply made now reaches nobody).
+        self.gone = False
 
     def send(self, msg: Message) -> None:
         self.conn.send_parts(self.server.encode_parts(msg, self.codec))
@@ -73,8 +85,12 @@ class StdlibSession:
     def frame_received(self, frame: BytesLike) -> None:
         if self.state == _CHANNEL:
             self.requests.append(frame)
+            self.queued_bytes += len(frame)
             if self.inflight is None:
                 self.next_request()
+            elif not self.held and self.queued_bytes > self.server.config.max_pipelined_bytes:
+                self.held = True
+                self.conn.hold("pipelined")
         elif self.state == _FIRST_REQUEST:
             # The client's pickle protocol, if older than ours, for the whole
             # connection: a Python 2.7 client reads protocol 2 at most.
@@ -86,10 +102,12 @@ class StdlibSession:
 
     def closed(self) -> None:
         self.state = _OVER
+        self.gone = True
         call, self.inflight = self.inflight, None
         if call is not None and call.cancel is not None:
             call.cancel()
         self.requests.clear()
+        self.queued_bytes = 0
         if self.sticky_thread is not None:
             self.sticky_thread.stop()
             self.sticky_thread = None
@@ -108,7 +126,7 @@ class StdlibSession:
             args = tuple(args)
             kwds = dict(kwds)
         except (Exception, SystemExit) as exc:  # unpickling runs the peer's choice of code
-            log.warning("bad request from %s: %s", self.conn.peer, exc)
+            self.server.limiter.warning("request", "bad request from %s: %s", self.conn.peer, exc)
             self.send((KIND_TRACEBACK, traceback_text(exc)))
             return None
         return ident, methodname, args, kwds
@@ -127,6 +145,9 @@ class StdlibSession:
         self.state = _OVER
 
         def done(msg: Message) -> None:
+            if self.gone:  # nobody to own what was made for the reply
+                give_back(self.server, msg, owns=methodname == "create")
+                return
             self.send(msg)
             self.conn.close()
 
@@ -134,7 +155,9 @@ class StdlibSession:
 
     def next_request(self) -> None:
         while self.requests and self.inflight is None and self.state == _CHANNEL:
-            request = self.parse(self.requests.popleft())
+            frame = self.requests.popleft()
+            self.queued_bytes -= len(frame)
+            request = self.parse(frame)
             if request is not None:
                 ident, methodname, args, kwds = request
                 call = _ChannelCall(self)

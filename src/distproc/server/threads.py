@@ -11,15 +11,21 @@ warm threads.
 objects whose methods care which thread calls them (``threading.RLock`` and
 ``threading.Condition`` check the owner thread) are always called from the
 same thread for a given connection, as they would be with the stdlib.
+
+:class:`ThreadGate` bounds how many of the pool's threads one connection's
+calls hold at once (``ServerConfig.max_threads_per_connection``): past it,
+its calls wait in order for one of its own threads, so one peer cannot make
+the server start thousands of threads.
 """
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 from collections.abc import Callable
 
-__all__ = ["CallThread", "ElasticPool"]
+__all__ = ["CallThread", "ElasticPool", "ThreadGate"]
 
 Job = Callable[[], None]
 
@@ -106,3 +112,56 @@ class ElasticPool:
             idle, self._idle = self._idle, []
         for thread in idle:
             thread.stop()
+
+
+class ThreadGate:
+    """At most ``limit`` jobs of one connection on ``pool`` at once; the others wait in order.
+
+    A thread that finishes one of the connection's jobs runs the next one that
+    waits, so the connection never holds more than ``limit`` threads.
+    """
+
+    def __init__(self, pool: ElasticPool, limit: int) -> None:
+        self._pool = pool
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._running = 0
+        self._waiting: collections.deque[Job] = collections.deque()
+
+    @property
+    def running(self) -> int:
+        """Threads that this connection's jobs hold now."""
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        """Jobs of this connection that wait for one of its threads."""
+        return len(self._waiting)
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._running >= self._limit:
+                self._waiting.append(job)
+                return
+            self._running += 1
+        try:
+            self._pool.submit(lambda: self._run(job))
+        except BaseException:
+            with self._lock:
+                self._running -= 1
+            raise
+
+    def _run(self, job: Job | None) -> None:
+        while job is not None:
+            job()
+            with self._lock:
+                if self._waiting:
+                    job = self._waiting.popleft()
+                else:
+                    self._running -= 1
+                    job = None
+
+    def clear(self) -> None:
+        """Drop the jobs that wait (their connection is gone)."""
+        with self._lock:
+            self._waiting.clear()

@@ -180,7 +180,9 @@ def local_workers(
     need not be up yet, only listening (:func:`~distproc.addresses.listen_on`):
     ``distproc map`` starts them before its own imports are done.
     """
-    extra = ["--parent", str(os.getpid())]
+    # They run what this process sends (see .allowlist): pow and str, as with
+    # ProcessPoolExecutor.
+    extra = ["--parent", str(os.getpid()), "--trust-master"]
     if isinstance(address, str):  # a Redis URL: they serve its queue, across Redis restarts
         extra += ["--queue", queue] if queue else []
     else:

@@ -251,6 +251,11 @@ class RedisWorkerChannel(WorkerChannel):
     def goodbye(self, wid: str, tids: list[int]) -> None:
         self._guard(lambda: self.backend.leave(wid, tids))
 
+    def initializer_failed(self, wid: str, record: dict[str, Any]) -> None:
+        """Never called: a join on a Redis queue names no initializer (an Executor with
+        ``connect=`` refuses one), so there is nobody to tell."""
+        raise NotImplementedError("a Redis queue hands its workers no initializer")
+
     def close(self) -> None:
         self._closed.set()
         self.backend.close()

@@ -70,6 +70,7 @@ from ..errors import (
     TaskTimeoutError,
 )
 from ..wire.framing import DEFAULT_MAX_FRAME
+from .allowlist import AllowList, NotAllowedError
 from .blocks import run_block
 from .channels import MAX_BACKOFF, ServiceWorkerChannel, WorkerChannel, backoff_delays
 from .host import describe_refusal
@@ -159,6 +160,7 @@ class TaskWorker:
         exit_on_disconnect: bool = False,
         open_channel: Callable[[], WorkerChannel] | None = None,
         where: str | None = None,
+        allowed: AllowList | None = None,
     ) -> None:
         self.address = address
         #: A new channel for a slot (default: a connection to the task service at address).
@@ -166,6 +168,8 @@ class TaskWorker:
             lambda: ServiceWorkerChannel(address, authkey)
         )
         self.where = where
+        #: What this worker may run (``None``: anything; see :mod:`.allowlist`).
+        self.allowed = allowed
         self.authkey = authkey
         self.slots = slots
         self.allow_pickle = allow_pickle
@@ -196,13 +200,20 @@ class TaskWorker:
         if known is not None:
             raise _Unavailable(known)
         try:
+            if self.allowed is not None:
+                self.allowed.check(ref)  # before anything is imported
             fn: Callable[..., Any] = resolve(ref)
+            if self.allowed is not None:
+                self.allowed.check_resolved(ref, fn)
         except Exception as exc:
-            error = describe_exception(exc)
+            refused = isinstance(exc, NotAllowedError)
+            error = str(exc) if refused else describe_exception(exc)
             with self._lock:
                 first = ref not in self.unavailable
                 self.unavailable[ref] = error
-            if first:
+            if first and refused:
+                log.warning("%s; other workers may run its tasks", error)
+            elif first:
                 log.warning(
                     "cannot import %s: %s; this worker runs none of its tasks (other "
                     "workers get them): run it where the module imports", ref, error,

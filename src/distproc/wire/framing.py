@@ -160,21 +160,27 @@ class _SpareBuffers:
         self._lock = threading.Lock()
         self._buffers: list[bytearray] = []
 
-    def take(self, size: int) -> memoryview:
-        """A writable buffer of exactly ``size`` bytes (its contents are undefined)."""
+    def take(self, size: int) -> bytearray | None:
+        """A kept buffer of at least ``size`` bytes that nothing else uses, if there is one."""
         with self._lock:
-            buffers = self._buffers
-            for buf in buffers:
+            for buf in self._buffers:
                 # Free when only the list, this name and getrefcount's argument
                 # refer to it: no frame or memoryview of an earlier loan is alive.
                 if len(buf) >= size and sys.getrefcount(buf) <= 3:
-                    return memoryview(buf)[:size]
-            buf = bytearray(size)
-            if size <= self.KEEP:
-                buffers.append(buf)
-                if len(buffers) > self.COUNT:
-                    buffers.pop(0)
-            return memoryview(buf)
+                    return buf
+        return None
+
+    def keep(self, buf: bytearray) -> None:
+        """Keep ``buf`` (filled, and about to be handed out) for a later frame."""
+        if len(buf) > self.KEEP:
+            return
+        with self._lock:
+            buffers = self._buffers
+            if any(b is buf for b in buffers):
+                return
+            buffers.append(buf)
+            if len(buffers) > self.COUNT:
+                buffers.pop(0)
 
 
 _spares = _SpareBuffers()
@@ -186,9 +192,12 @@ class FrameReader:
     ``get_buffer()`` returns where the next bytes should go and
     ``buffer_updated(n)`` says how many arrived; ``next_frame()`` then returns
     whole frames.  Small frames share a rolling buffer (many per read);
-    a frame over ``BIG`` bytes gets a buffer of its exact size once its header
-    is in, so its payload is received in place and never copied again.  The
-    length limit is checked on the header, before that buffer exists.
+    a frame over ``BIG`` bytes gets a buffer of its own once its header is
+    in, so its payload is received in place.  The length limit is checked on
+    the header, before that buffer exists, and the buffer grows as the bytes
+    arrive (at most twice what came so far, and ``GROW`` at first): a length
+    prefix alone buys no memory.  A spare buffer kept from an earlier frame
+    that is large enough is used whole at once.
     """
 
     BIG = 64 * 1024
@@ -196,21 +205,28 @@ class FrameReader:
     #: doubles up to ``MAX_CHUNK`` while reads fill it, shrinking back once drained.
     CHUNK = 4 * 1024
     MAX_CHUNK = 256 * 1024
+    #: A large frame's own buffer starts at this size and doubles as it fills.
+    GROW = 1024 * 1024
 
-    __slots__ = ("_big", "_big_pos", "_buf", "_end", "_start", "max_size")
+    __slots__ = ("_big", "_big_pos", "_big_size", "_buf", "_end", "_start", "max_size")
 
     def __init__(self, max_size: int = DEFAULT_MAX_FRAME) -> None:
         self.max_size = max_size
         self._buf = bytearray(self.CHUNK)
         self._start = 0
         self._end = 0
-        self._big: memoryview | None = None
+        #: The large frame being received: its buffer (maybe not yet its full
+        #: size), the bytes in it, and the frame's declared size.
+        self._big: bytearray | None = None
         self._big_pos = 0
+        self._big_size = 0
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         big = self._big
         if big is not None:
-            return big[self._big_pos :]
+            if self._big_pos == len(big):
+                big = self._grow(big)
+            return memoryview(big)[self._big_pos : self._big_size]
         buf = self._buf
         if self._end == len(buf):
             if self._start:
@@ -223,10 +239,18 @@ class FrameReader:
             buf = self._buf = bytearray(self.CHUNK)  # drained after a burst: give it back
         return memoryview(buf)[self._end :]
 
+    def _grow(self, big: bytearray) -> bytearray:
+        """A larger buffer for the large frame, with what came so far (called with no
+        view of the old one alive: the previous ``get_buffer``'s was released)."""
+        size = min(self._big_size, max(2 * len(big), self.GROW))
+        grown = bytearray(size)
+        grown[: self._big_pos] = memoryview(big)[: self._big_pos]
+        self._big = grown
+        return grown
+
     def missing(self) -> int:
         """Bytes still to come of the large frame being received (0: none is)."""
-        big = self._big
-        return 0 if big is None else len(big) - self._big_pos
+        return 0 if self._big is None else self._big_size - self._big_pos
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._big is not None:
@@ -265,10 +289,11 @@ class FrameReader:
     def next_frame(self) -> bytes | memoryview | None:
         big = self._big
         if big is not None:
-            if self._big_pos < len(big):
+            if self._big_pos < self._big_size:
                 return None
             self._big = None
-            return big
+            _spares.keep(big)
+            return memoryview(big)[: self._big_size]
         buf, end = self._buf, self._end
         header = _parse_header(buf, self._start, end, self.max_size)
         if header is None:
@@ -282,9 +307,9 @@ class FrameReader:
                 self._start = self._end = 0
             return frame
         if size > self.BIG:
-            big = _spares.take(size)
+            big = _spares.take(size) or bytearray(min(size, max(2 * have, self.GROW)))
             big[:have] = memoryview(buf)[start:end]
-            self._big, self._big_pos = big, have
+            self._big, self._big_pos, self._big_size = big, have, size
             self._start = self._end = 0
             return self.next_frame()
         return None

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 from ..errors import ProtocolError
 from .codecs import BytesLike
@@ -51,6 +52,7 @@ __all__ = [
     "NOREPLY",
     "RECORD",
     "REPLY",
+    "call_fields",
     "iter_records",
     "only_record",
     "record",
@@ -106,3 +108,23 @@ def only_record(frame: bytes | bytearray | memoryview) -> Record | None:
     if length != len(frame) - size:
         return None
     return op, id1, id2, aux, memoryview(frame)[size:]
+
+
+def call_fields(request: Any) -> tuple[str | None, str, tuple[Any, ...], dict[str, Any]]:
+    """A decoded ``CALL`` blob's ``(ident, method, args, kwds)``, each checked for its
+    type (an object id that is a list would fail later, outside any handler):
+    :class:`~distproc.errors.ProtocolError` saying which field is wrong."""
+    if type(request) not in (tuple, list) or len(request) != 4:
+        raise ProtocolError("a call must be (object id, method, args, kwds)")
+    ident, method, args, kwds = request
+    if type(args) is not tuple:
+        if type(args) is not list:
+            raise ProtocolError(f"the arguments must be a tuple, not {type(args).__name__}")
+        args = tuple(args)
+    if type(kwds) is not dict:
+        raise ProtocolError(f"the keywords must be a dict, not {type(kwds).__name__}")
+    if type(method) is not str:
+        raise ProtocolError(f"the method name must be a str, not {type(method).__name__}")
+    if ident is not None and type(ident) is not str:
+        raise ProtocolError(f"the object id must be a str or None, not {type(ident).__name__}")
+    return ident, method, args, kwds

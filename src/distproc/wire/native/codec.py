@@ -21,13 +21,18 @@ class NativeCodec(Codec):
 
     name = "native"
 
+    def __init__(self, *, max_items: int | None = None) -> None:
+        #: The values one payload may decode to (see :mod:`.decode`; ``None``: no
+        #: bound but the payload's size).  A server sets its ``max_decoded_items``.
+        self.max_items = max_items
+
     def dumps(self, obj: Any) -> bytes:
         """Encode ``obj``; :class:`TypeError` names any value that cannot travel."""
         return dumps(obj)
 
     def loads(self, data: BytesLike) -> Any:
         """Decode ``data``; :class:`~distproc.errors.ProtocolError` if it is malformed."""
-        return loads(data)
+        return loads(data, self.max_items)
 
 
 loads(dumps(((), {frozenset()})))  # the tag check's baseline: see .tags

@@ -7,6 +7,13 @@ for, built from plain decoded fields by the type's decoder in
 evaluated; an exception is instantiated only when its type is a builtin one
 or one registered by name (:data:`EXC_BY_NAME`), and any other arrives as a
 :class:`~distproc.errors.RemoteError` carrying ``"module.Type: message"``.
+
+A payload decodes to at most ``max_items`` values: each item of an array or
+a map counts one, and each array or map :data:`CONTAINER_COST` more, since an
+empty array is one byte on the wire and some 60 in memory (a payload of
+nothing else would expand sixty-fold).  msgpack checks each container's
+length against the budget before allocating it, and in a payload larger than
+:data:`COUNTED` bytes the hooks count what was built.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from .tags import LIVE, TUPLE, TUPLE_DECODED, Tag, check, refuse_tags
 
 __all__ = [
     "BUILTIN_EXCEPTIONS",
+    "CONTAINER_COST",
+    "COUNTED",
     "DECODERS",
     "EXC_BY_NAME",
     "decode_bytearray",
@@ -58,18 +67,33 @@ EXC_BY_NAME: dict[str, type[BaseException]] = {
 BUILTIN_EXCEPTIONS: Final = frozenset(EXC_BY_NAME.values())
 
 _unpackb = msgpack.unpackb
+#: Payloads up to this size cannot expand past a few megabytes: their values are not counted.
+COUNTED: Final = 64 * 1024
+#: What one array or map counts for, besides its items (its memory is some
+#: eight pointers' worth).
+CONTAINER_COST: Final = 8
 
 
-def loads(data: BytesLike) -> Any:
-    """Decode ``data``; :class:`~distproc.errors.ProtocolError` if it is malformed."""
+def loads(data: BytesLike, max_items: int | None = None) -> Any:
+    """Decode ``data``; :class:`~distproc.errors.ProtocolError` if it is malformed
+    or decodes to more than ``max_items`` values (``None``: as many as it holds)."""
+    list_hook: Callable[[list[Any]], Any] = _list_hook
+    object_hook: Callable[[dict[Any, Any]], Any] | None = None
+    if max_items is None:
+        max_items = len(data)  # msgpack's own bound: no container is longer than its payload
+    elif len(data) > COUNTED:
+        list_hook, object_hook = _counting_hooks(max_items)
     try:
         obj = _unpackb(
             data,
             ext_hook=_ext_hook,
-            list_hook=_list_hook,
+            list_hook=list_hook,
+            object_hook=object_hook,
             raw=False,
             strict_map_key=False,
             timestamp=3,
+            max_array_len=max_items,
+            max_map_len=max_items,
         )
     except Exception as exc:
         # Drop the traceback: its frames would keep decoded tags alive.
@@ -78,6 +102,29 @@ def loads(data: BytesLike) -> Any:
         ) from exc.with_traceback(None)
     check(obj)
     return obj
+
+
+def _counting_hooks(
+    limit: int,
+) -> tuple[Callable[[list[Any]], Any], Callable[[dict[Any, Any]], Any]]:
+    """msgpack hooks that count the values built, and stop past ``limit``."""
+    left = limit
+
+    def spend(n: int) -> None:
+        nonlocal left
+        left -= n
+        if left < 0:
+            raise ValueError(f"the payload decodes to more than {limit} values")
+
+    def list_hook(items: list[Any]) -> Any:
+        spend(len(items) + CONTAINER_COST)
+        return _list_hook(items)
+
+    def object_hook(items: dict[Any, Any]) -> Any:
+        spend(2 * len(items) + CONTAINER_COST)
+        return items
+
+    return list_hook, object_hook
 
 
 def _ext_hook(code: int, data: bytes) -> Tag:

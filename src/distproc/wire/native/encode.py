@@ -15,7 +15,7 @@ import decimal
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type stubs
 
@@ -58,7 +58,6 @@ __all__ = [
     "user_encoder",
 ]
 
-_T = TypeVar("_T")
 
 _ExtType = msgpack.ExtType
 _TUPLE_TAG: Final = _ExtType(TUPLE, b"")
@@ -130,34 +129,29 @@ def dumps(obj: Any) -> bytes:
 
     Each thread packs with a packer of its own, kept for the next message
     unless this one made its buffer grow past :data:`KEEP_PACKER_UNDER`.
+    While it packs, the packer is not in the thread's slot: a ``dumps`` that
+    runs meanwhile on this thread (a finalizer that a garbage collection runs,
+    such as a proxy's decref, or a registered type's encoder) packs with a new
+    one instead of writing into this message.
     """
     if type(obj) in SUSPECT:
         obj = scrub(obj, 0)
     local = _local
     packer = getattr(local, "packer", None)
+    local.packer = None
     if packer is None:
-        packer = local.packer = new_packer()
+        packer = new_packer()
     data: bytes = packer.pack(obj)
-    if len(data) > KEEP_PACKER_UNDER:
-        local.packer = None  # let its grown buffer go
+    if len(data) <= KEEP_PACKER_UNDER:
+        local.packer = packer  # else let its grown buffer go
     return data
-
-
-def _isolated(fn: Callable[[_T], Any], arg: _T) -> Any:
-    """Run user code while packing: a ``dumps`` it makes gets its own packer."""
-    saved = getattr(_local, "packer", None)
-    _local.packer = None
-    try:
-        return fn(arg)
-    finally:
-        _local.packer = saved
 
 
 def user_encoder(tag: Any, encode: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
     """The entry of :data:`ENCODERS` for a type registered with ``encode``."""
 
     def encoder(obj: Any) -> list[Any]:
-        value = _isolated(encode, obj)
+        value = encode(obj)
         if type(value) in SUSPECT:
             value = scrub(value, 0)
         return [tag, value]
@@ -229,7 +223,7 @@ def _encode_exception(exc: BaseException) -> list[Any]:
     cls = type(exc)
     name = EXC_NAMES.get(cls) or qualified(cls)
     try:
-        message = _isolated(str, exc)
+        message = str(exc)
         if type(message) is not str:
             raise TypeError
     except Exception:
@@ -249,7 +243,7 @@ def _encode_exception(exc: BaseException) -> list[Any]:
 
 def _oserror_args(exc: OSError) -> Sequence[Any]:
     try:
-        reduced = _isolated(type(exc).__reduce__, exc)
+        reduced = type(exc).__reduce__(exc)
         if type(reduced[1]) is tuple:
             return reduced[1]
     except Exception:
