@@ -24,10 +24,12 @@ from .errors import (
     StoreError,
     TaskImportError,
     TaskTimeoutError,
+    TLSError,
     WorkerLostError,
 )
 from .managers import BaseManager, BaseProxy, SharedMemoryManager, SyncManager, Token
 from .server import ServerConfig
+from .tls import TLSConfig
 
 if _typing.TYPE_CHECKING:
     from multiprocessing.context import BaseContext as _BaseContext
@@ -79,6 +81,8 @@ __all__ = [
     "StartError",
     "StoreError",
     "SyncManager",
+    "TLSConfig",
+    "TLSError",
     "TaskImportError",
     "TaskTimeoutError",
     "Token",

@@ -19,8 +19,9 @@ from typing import Any
 import click
 
 from ..addresses import format_address
+from ..tls import TLSConfig
 from .errors import CliError, CliUsageError
-from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
+from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey, tls_options
 
 __all__ = ["dead_letters"]
 
@@ -51,8 +52,13 @@ Examples:
     help="Queue this dead letter again (repeatable); its result goes to no master.",
 )
 @authkey_options
+@tls_options
 def dead_letters(
-    address: str, as_json: bool, requeue: tuple[int, ...], authkey_file: str | None
+    address: str,
+    as_json: bool,
+    requeue: tuple[int, ...],
+    authkey_file: str | None,
+    tls: TLSConfig | None,
 ) -> int:
     """List the dead letters of the task service at HOST:PORT, or queue some again.
 
@@ -60,7 +66,7 @@ def dead_letters(
     workers it took down and how each ended). The authkey comes from
     $DISTPROC_AUTHKEY or --authkey-file.
     """
-    from ..errors import AuthenticationError, NoTaskServiceError
+    from ..errors import AuthenticationError, NoTaskServiceError, TLSError
     from ..tasks.host import close_service, connect_service, describe_refusal
 
     where = parse_address(address)
@@ -68,8 +74,8 @@ def dead_letters(
     if key is None:
         raise CliUsageError(f"no authkey: set {AUTHKEY_ENV} or use --authkey-file FILE")
     try:
-        manager, service = connect_service(where, key.encode())
-    except (AuthenticationError, NoTaskServiceError) as exc:
+        manager, service = connect_service(where, key.encode(), tls)
+    except (AuthenticationError, NoTaskServiceError, TLSError) as exc:
         raise CliError(describe_refusal(where, exc)) from None
     except OSError as exc:
         raise CliError(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import click
 
 from .._version import __version__
+from .certs import certs
 from .dead_letters import dead_letters
 from .group import DistprocGroup, configure_logging
 from .map import map_command
@@ -25,6 +26,7 @@ Examples:
   distproc serve myapp.queues:QueueManager --address 127.0.0.1:50000
   distproc status 127.0.0.1:50000
   distproc serve --address 127.0.0.1:50000 --store tasks.db
+  distproc certs init tls && distproc certs issue server --dir tls
   distproc serve --help
 """,
 )
@@ -47,6 +49,7 @@ cli.add_command(map_command)
 cli.add_command(status)
 cli.add_command(worker)
 cli.add_command(dead_letters)
+cli.add_command(certs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

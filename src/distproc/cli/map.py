@@ -39,11 +39,12 @@ import click
 
 from ..addresses import format_address, is_loopback
 from ..errors import DistprocError
+from ..tls import TLSConfig
 from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
 from .hosts import WILDCARDS, host_addresses
 from .lines import CallReader, ResultWriter, count_calls, exception_record, open_input
-from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
+from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey, tls_options
 from .targets import load_attribute
 
 __all__ = ["ExecutorLike", "MapHooks", "load_function", "map_command"]
@@ -293,6 +294,7 @@ master's address on the network (0.0.0.0 listens on every interface):
     help="Also let remote workers join here (`distproc worker HOST:PORT`).",
 )
 @authkey_options
+@tls_options
 @click.option(
     "--star", is_flag=True, help="Each line is a JSON array of arguments: FUNCTION(*array)."
 )
@@ -325,6 +327,7 @@ def map_command(
     records: bool,
     chunksize: int | None,
     progress: bool | None,
+    tls: TLSConfig | None,
 ) -> int:
     """Call FUNCTION on each line of INPUT, on worker processes; write the results in order.
 
@@ -342,7 +345,8 @@ def map_command(
     failed. Ctrl-C stops the run (status 130) with the results so far written.
 
     With --address, remote `distproc worker HOST:PORT` processes join the run;
-    they need the authkey, from $DISTPROC_AUTHKEY or --authkey-file.
+    they need the authkey, from $DISTPROC_AUTHKEY or --authkey-file; with
+    --tls-cert, --tls-key and --tls-ca they need certificates of that CA too.
     """
     hooks = ctx.find_object(MapHooks) or MapHooks()
     bind = parse_address(address) if address is not None else None
@@ -383,6 +387,7 @@ def map_command(
                         address=bind,
                         authkey=key.encode() if key is not None else None,
                         workers=count,
+                        **({"tls": tls} if tls is not None else {}),
                     )
             except KeyboardInterrupt:
                 raise Interrupted("stopped while the workers were starting") from None

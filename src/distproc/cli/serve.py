@@ -26,8 +26,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import click
 
 from ..addresses import format_address, is_loopback
+from ..tls import TLSConfig
 from .errors import CliError, CliUsageError
-from .options import AUTHKEY_ENV, DEFAULT_ADDRESS, authkey_options, parse_address, read_authkey
+from .options import (
+    AUTHKEY_ENV,
+    DEFAULT_ADDRESS,
+    authkey_options,
+    parse_address,
+    read_authkey,
+    tls_options,
+)
 from .targets import load_attribute
 
 if TYPE_CHECKING:
@@ -116,6 +124,7 @@ Example, with this in queues.py in the current directory:
     help="Where to listen; [::1]:PORT for IPv6, port 0 for any free port.",
 )
 @authkey_options
+@tls_options
 @click.option(
     "--max-attempts",
     type=click.IntRange(min=1),
@@ -154,6 +163,7 @@ def serve(
     heartbeat_timeout: float,
     store: str | None,
     sync: str,
+    tls: TLSConfig | None,
 ) -> int:
     """Serve the objects registered on a manager class, or a task service, until stopped.
 
@@ -175,6 +185,9 @@ def serve(
 
     Prints "distproc: serving MODULE:CLASS on HOST:PORT" to stderr once it
     listens. Ctrl-C, SIGTERM or a client's shutdown() stop it with status 0.
+
+    With --tls-cert, --tls-key and --tls-ca it serves mutual TLS only: every
+    client needs a certificate signed by that CA (see `distproc certs`).
     """
     host, port = parse_address(address)
     if manager is not None and store is not None:
@@ -200,12 +213,13 @@ def serve(
                 server: _Server = ServiceHost(
                     (host, port), key.encode(), max_attempts=max_attempts,
                     heartbeat_timeout=heartbeat_timeout, store=store, sync=sync,
+                    tls=tls,
                 )  # fmt: skip
             except StoreError as exc:
                 raise CliError(str(exc)) from None
         else:
             cls = load_manager_class(manager)
-            server = cls(address=(host, port), authkey=key.encode()).get_server()
+            server = cls(address=(host, port), authkey=key.encode(), tls=tls).get_server()
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
@@ -217,6 +231,9 @@ def serve(
                 f"distproc: no authkey given, using a random one; clients need {AUTHKEY_ENV}={key}",
                 err=True,
             )
-        click.echo(f"distproc: serving {what} on {format_address(server.address)}", err=True)
+        secured = " (mutual TLS)" if tls is not None else ""
+        click.echo(
+            f"distproc: serving {what} on {format_address(server.address)}{secured}", err=True
+        )
         server.serve()
     return 0

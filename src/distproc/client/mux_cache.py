@@ -13,6 +13,12 @@ generation that made it, so a proxy tells, without a ``getpid()`` system call
 per call, that the connection it holds is its parent's.  The child's cache
 starts empty, and so does its session id, which the server uses to give a
 reconnecting process its references back.
+
+**TLS.**  A manager given ``tls=`` connects with it, and this process
+remembers it for that address: proxies of the server's objects (which know
+only the address and the authkey) connect with it too.  A proxy sent to a
+process that has not connected to that server with TLS connects without it
+and is told that the server requires TLS.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import threading
 from typing import Any
 
 from ..errors import DistprocError
+from ..tls import TLSConfig
 from ..wire.handshake import FLAG_PICKLE
 from .connect import codec_for, connect
 from .mux import Multiplexer
@@ -46,6 +53,8 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 _lock = threading.Lock()
 _muxes: dict[tuple[Any, bytes, str, bool], Multiplexer | None] = {}
+#: The TLS config this process connects to an address with (see the module docstring).
+_tls: dict[Any, TLSConfig] = {}
 #: The generation that ``_muxes`` and ``_session`` belong to.
 _cache_generation = 0
 
@@ -74,18 +83,28 @@ def _key(address: Any) -> Any:
 
 
 def get_multiplexer(
-    address: Any, authkey: bytes, serializer: str, *, allow_md5: bool = True
+    address: Any,
+    authkey: bytes,
+    serializer: str,
+    *,
+    allow_md5: bool = True,
+    tls: TLSConfig | None = None,
 ) -> Multiplexer | None:
     """This process's native connection to ``address``, or ``None`` for a stdlib server.
 
     ``allow_md5=False`` refuses a server that authenticates with HMAC-MD5 only
-    (CPython 3.11 and older), as :func:`~.connection.Client` does.
+    (CPython 3.11 and older), as :func:`~.connection.Client` does.  ``tls``:
+    connect with TLS, and remember it for ``address`` (see the module docstring).
     """
     global _cache_generation
     if serializer not in ("pickle", "native"):
         return None
     key = (_key(address), bytes(authkey), serializer, allow_md5)
     with _lock:
+        if tls is not None:
+            _tls[key[0]] = tls
+        else:
+            tls = _tls.get(key[0])
         if _cache_generation != _generation:  # a forked child: the parent's sockets are not ours
             _muxes.clear()
             _cache_generation = _generation
@@ -95,7 +114,7 @@ def get_multiplexer(
     # for a server that restarted at the same address connects to the new one.
     if found and (cached is None or not cached.closed_by_server()):
         return cached
-    mux = _connect(address, bytes(authkey), serializer, allow_md5)
+    mux = _connect(address, bytes(authkey), serializer, allow_md5, tls)
     with _lock:
         existing = _muxes.get(key)
         if existing is not None and mux is not None:
@@ -105,10 +124,12 @@ def get_multiplexer(
     return mux
 
 
-def _connect(address: Any, authkey: bytes, serializer: str, allow_md5: bool) -> Multiplexer | None:
+def _connect(
+    address: Any, authkey: bytes, serializer: str, allow_md5: bool, tls: TLSConfig | None
+) -> Multiplexer | None:
     flags = FLAG_PICKLE if serializer == "pickle" else 0
     sock, agreement = connect(
-        address, authkey, flags=flags, allow_md5=allow_md5, session_id=_session_id()
+        address, authkey, flags=flags, allow_md5=allow_md5, session_id=_session_id(), tls=tls
     )
     if not agreement.native:
         # A stdlib server: it took our marker for random bytes.  Say goodbye the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..tls import TLSConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
 
 __all__ = ["ServerConfig"]
@@ -27,3 +28,5 @@ class ServerConfig:
     #: Offer native clients on this host a Unix socket in place of loopback TCP
     #: (Linux; see :mod:`distproc.wire.same_host`).
     local_socket: bool = True
+    #: Serve TLS only (see :mod:`distproc.tls`); a TLS server offers no same-host socket.
+    tls: TLSConfig | None = None

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ProtocolError
+from ..tls import HANDSHAKE_RECORD
 from ..wire import same_host
 from ..wire.codecs import BytesLike
 from ..wire.framing import (
@@ -69,6 +70,9 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.peer: Any = None
         self.state = _HANDSHAKE
         self.reader = FrameReader(HANDSHAKE_MAX_FRAME)
+        #: Where the peer's first bytes go, until they came (see ``buffer_updated``).
+        self._first: memoryview | None = None
+        self._unheard = True
         self.handshake: Handshake
         self.timer: asyncio.TimerHandle | None = None
         self.session: Session | None = None
@@ -132,9 +136,25 @@ class ServerConnection(asyncio.BufferedProtocol):
             transport.resume_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.reader.get_buffer(sizehint)
+        buf = self.reader.get_buffer(sizehint)
+        if self._unheard:
+            self._first = buf
+        return buf
 
     def buffer_updated(self, nbytes: int) -> None:
+        first, self._first = self._first, None
+        self._unheard = False
+        if first is not None and nbytes and first[0] == HANDSHAKE_RECORD:
+            # A frame's length never starts so on a handshake: a TLS ClientHello does.
+            log.warning(
+                "refusing %s: it speaks TLS, and this server has none (give it --tls-cert, "
+                "--tls-key and --tls-ca, or connect without TLS)",
+                self.peer,
+            )
+            self.state = _CLOSING
+            assert self.transport is not None
+            self.transport.close()
+            return
         reader = self.reader
         reader.buffer_updated(nbytes)
         while self.state != _CLOSING:

@@ -50,6 +50,7 @@ from .queues import BATCH_METHODS, LoopQueue, is_loop_servable
 from .stdlib_session import StdlibSession
 from .sync_types import Array, Namespace, Value
 from .threads import ElasticPool
+from .tls_accept import TLSAcceptor
 
 __all__ = ["CHEAP_CONSTRUCTORS", "Server"]
 
@@ -158,6 +159,8 @@ class Server:
         #: Whether pickle may travel on native connections (both ends must allow it).
         self.allow_pickle = serializer == "pickle"
         self.config = config or ServerConfig()
+        if self.config.tls is not None:
+            self.config.tls.server_context()  # unreadable TLS files are refused before binding
         self._sock = _bind(("127.0.0.1", 0) if address is None else address, self.config.backlog)
         name = self._sock.getsockname()
         self.address: Any = name if isinstance(name, str) else (name[0], name[1])
@@ -190,9 +193,15 @@ class Server:
             self._stop_future = stop
             # The Unix socket first: a TCP client accepted before it exists would not be offered it.
             local_srv = self._serve_local(loop)
-            srv = loop.run_until_complete(
-                loop.create_server(lambda: ServerConnection(self), sock=self._sock)
-            )
+            tls = self.config.tls
+            srv: asyncio.AbstractServer | TLSAcceptor
+            if tls is None:
+                srv = loop.run_until_complete(
+                    loop.create_server(lambda: ServerConnection(self), sock=self._sock)
+                )
+            else:
+                factory = lambda: ServerConnection(self)  # noqa: E731
+                srv = TLSAcceptor(loop, self._sock, factory, tls, self.config.handshake_timeout)
             self.started_at = time.monotonic()
             for callback in self.on_start:
                 callback()
@@ -221,6 +230,7 @@ class Server:
         """Listen on a same-host Unix socket too, if this server listens on TCP."""
         if not (
             self.config.local_socket
+            and self.config.tls is None  # a Unix socket would let a peer in without a certificate
             and same_host.enabled()
             and self._sock.family in (socket.AF_INET, socket.AF_INET6)
         ):

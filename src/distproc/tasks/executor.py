@@ -18,6 +18,10 @@ remote service that goes away reconnects for ``reconnect_timeout`` seconds;
 a durable service that comes back gives it every outcome of the tasks it
 submitted, each future completing once.  Otherwise its pending futures, and
 every later call, fail with :class:`~distproc.errors.ServiceLostError`.
+
+``tls=distproc.TLSConfig(...)``: the service it hosts requires mutual TLS,
+and its own workers get the same files (``DISTPROC_TLS_*``); with
+``connect=``, it connects with TLS.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 from ..addresses import format_address, is_loopback
 from ..errors import FrameTooLargeError, TaskImportError, TaskTimeoutError, WorkerLostError
 from ..server import ServerConfig
+from ..tls import TLSConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
 from .channels import HostedMasterChannel, MasterChannel, RemoteMasterChannel
 from .fleet import Fleet, child_command
@@ -116,6 +121,7 @@ class Executor(concurrent.futures.Executor):
         store: str | None = None,
         store_sync: str = "full",
         reconnect_timeout: float = 300.0,
+        tls: TLSConfig | None = None,
     ) -> None:
         if serializer not in ("native", "pickle"):
             raise ValueError(f"serializer must be 'native' or 'pickle', not {serializer!r}")
@@ -176,17 +182,18 @@ class Executor(concurrent.futures.Executor):
         frame = DEFAULT_MAX_FRAME
         if connect is None and server_config is not None:
             frame = min(frame, server_config.max_frame)
+        self._tls = tls
         self._frame_limit = frame
         self.max_task_bytes = frame - ENVELOPE
         if connect is not None:
-            self._channel = RemoteMasterChannel(connect, self.authkey,
+            self._channel = RemoteMasterChannel(connect, self.authkey, tls=tls,
                                                 reconnect_timeout=reconnect_timeout)  # fmt: skip
             self.address = (connect[0], connect[1])
         else:
             host = ServiceHost(
                 address or ("127.0.0.1", 0), self.authkey, max_attempts=max_attempts,
                 heartbeat_timeout=heartbeat_timeout, config=server_config, store=store,
-                sync=store_sync,
+                sync=store_sync, tls=tls,
             )  # fmt: skip
             host.start()
             self._host = host
@@ -208,6 +215,8 @@ class Executor(concurrent.futures.Executor):
             extra += ["--main", os.path.abspath(main)]
         env = dict(os.environ)
         env["DISTPROC_AUTHKEY"] = self.authkey.decode("utf-8", "surrogateescape")
+        if self._tls is not None:
+            env.update(self._tls.environ())  # the workers connect with the same TLS files
         # The master's sys.path, as multiprocessing's spawn hands it to children:
         # workers import the task functions the way the master did.
         paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]

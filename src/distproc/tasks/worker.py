@@ -61,6 +61,7 @@ from ..errors import (
     StoreError,
     TaskTimeoutError,
 )
+from ..tls import TLSConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
 from .channels import MAX_BACKOFF, ServiceWorkerChannel, WorkerChannel, backoff_delays
 from .host import describe_refusal
@@ -146,9 +147,11 @@ class TaskWorker:
         process_slot: bool = True,
         parent_pid: int | None = None,
         exit_on_disconnect: bool = False,
+        tls: TLSConfig | None = None,
     ) -> None:
         self.address = address
         self.authkey = authkey
+        self.tls = tls
         self.slots = slots
         self.allow_pickle = allow_pickle
         self.process_slot = process_slot
@@ -311,7 +314,7 @@ class _WorkerSlot:
             if worker._parent_gone():
                 return False
             try:
-                self.channel = ServiceWorkerChannel(worker.address, worker.authkey)
+                self.channel = ServiceWorkerChannel(worker.address, worker.authkey, worker.tls)
                 self.hello()
             except Exception as exc:
                 fatal = is_fatal(exc)

@@ -43,7 +43,8 @@ import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..errors import AuthenticationError, ProtocolError
+from ..errors import AuthenticationError, ProtocolError, TLSError
+from ..tls import required_message
 
 __all__ = [
     "CHALLENGE",
@@ -218,6 +219,9 @@ class Handshake:
         if not frame.startswith(CHALLENGE):
             if self._server:
                 raise AuthenticationError("protocol error: expected a challenge")
+            required = required_message(frame)
+            if required is not None:
+                raise TLSError(required)
             raise ProtocolError(f"it sent {_shown(frame)} where a challenge was due")
         message = frame[len(CHALLENGE) :]
         response = create_response(self._authkey, message, allow_md5=self._allow_md5)
