@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,16 +110,20 @@ def _key_usage(*allowed: str) -> Any:
 
 
 def init_ca(
-    directory: str | os.PathLike[str], *, name: str = "distproc CA", days: int = CA_DAYS
+    directory: str | os.PathLike[str], *, name: str | None = None, days: int = CA_DAYS
 ) -> Issued:
-    """Make a private CA in ``directory`` (created if missing): ``ca.pem`` and ``ca.key``."""
+    """Make a private CA in ``directory`` (created if missing): ``ca.pem`` and ``ca.key``.
+
+    Its name is ``distproc CA`` and a random part, unless ``name`` is given: two
+    CAs of one name would confuse a peer's search for a certificate's issuer.
+    """
     x509 = _crypto()
     from cryptography.hazmat.primitives import hashes
 
     where = Path(directory)
     where.mkdir(parents=True, exist_ok=True)
     key = _new_key()
-    subject = _name(name)
+    subject = _name(name or f"distproc CA {secrets.token_hex(4)}")
     start, end = _window(days, None)
     cert = (
         x509.CertificateBuilder()

@@ -43,6 +43,7 @@ __all__ = [
     "TLSConfig",
     "TLSSocket",
     "explain",
+    "refused_after_handshake",
     "required_message",
 ]
 
@@ -55,7 +56,7 @@ HANDSHAKE_RECORD = 0x16
 
 #: What a TLS server sends a plain peer, in the clear, as the frame where its challenge would be.
 TLS_REQUIRED = (
-    b"distproc: this server requires TLS; connect with a distproc client given "
+    b"this distproc server requires TLS; connect with a distproc client given "
     b"--tls-cert, --tls-key and --tls-ca (or tls=distproc.TLSConfig(...)); "
     b"a multiprocessing.managers client cannot speak TLS"
 )
@@ -72,7 +73,9 @@ class TLSConfig:
     """Mutual TLS for a distproc server or client: three PEM files (see the module docstring).
 
     One config serves both roles when its certificate allows both (``distproc
-    certs issue`` makes such certificates).  ``require_client_cert=False``
+    certs issue`` makes such certificates).  A client without ``cert`` and
+    ``key`` offers no certificate: only servers with ``require_client_cert=False``
+    accept it.  ``require_client_cert=False``
     lets a server accept clients without a certificate (TLS only encrypts and
     authenticates the server then).  ``server_hostname`` is the name the
     client checks in the server's certificate (default: the host it connects to).
@@ -81,8 +84,8 @@ class TLSConfig:
     #: The environment variables of :meth:`from_env`: cert, key, CA.
     ENV_NAMES: ClassVar[tuple[str, str, str]] = (ENV_CERT, ENV_KEY, ENV_CA)
 
-    cert: str
-    key: str
+    cert: str | None
+    key: str | None
     ca: str
     require_client_cert: bool = True
     server_hostname: str | None = None
@@ -100,13 +103,16 @@ class TLSConfig:
         if not any(paths):
             return None
         cert, key, ca = paths
-        if cert is None or key is None or ca is None:
-            raise ValueError(f"TLS needs all three of {ENV_CERT}, {ENV_KEY} and {ENV_CA}")
+        if ca is None or (cert is None) != (key is None):
+            raise ValueError(
+                f"TLS needs {ENV_CA}, and {ENV_CERT} with {ENV_KEY} (both or neither)"
+            )
         return cls(cert, key, ca)
 
     def environ(self) -> dict[str, str]:
         """The environment variables that give a child process this config (:meth:`from_env`)."""
-        return {ENV_CERT: self.cert, ENV_KEY: self.key, ENV_CA: self.ca}
+        paths = {ENV_CERT: self.cert, ENV_KEY: self.key, ENV_CA: self.ca}
+        return {name: path for name, path in paths.items() if path is not None}
 
     def server_context(self) -> ssl.SSLContext:
         """The context a server accepts with (made once per config)."""
@@ -121,9 +127,12 @@ class TLSConfig:
         if found is not None:
             return found
         purpose = ssl.Purpose.CLIENT_AUTH if server else ssl.Purpose.SERVER_AUTH
+        if server and self.cert is None:
+            raise ValueError("a TLS server needs a certificate and its key (cert=, key=)")
         try:
             ctx = ssl.create_default_context(purpose, cafile=self.ca)
-            ctx.load_cert_chain(self.cert, self.key)
+            if self.cert is not None:
+                ctx.load_cert_chain(self.cert, self.key)
         except (OSError, ssl.SSLError) as exc:
             raise OSError(
                 f"cannot load the TLS files (cert {self.cert!r}, key {self.key!r}, "
@@ -195,6 +204,25 @@ class TLSSocket(ssl.SSLSocket):
         return sent
 
 
+def refused_after_handshake(where: str, config: TLSConfig) -> str:
+    """What it means that a server closed a TLS connection before its challenge.
+
+    A TLS 1.3 server checks the client's certificate after the client's side
+    of the TLS handshake is over; refused, it closes (asyncio's TLS drops the
+    alert that would say why), so the client's first read meets the end.
+    """
+    if config.cert is None:
+        return (
+            f"the server at {where} closed the TLS connection before its challenge: it "
+            "requires a client certificate; give --tls-cert and --tls-key (or cert=, key=)"
+        )
+    return (
+        f"the server at {where} closed the TLS connection before its challenge: it refused "
+        f"this client's certificate {config.cert!r} (not signed by the CA it trusts, "
+        "expired, or not for client use); the server's log says which"
+    )
+
+
 def required_message(frame: bytes) -> str | None:
     """The text of a TLS server's :data:`TLS_REQUIRED` frame, or ``None`` for any other frame."""
     return frame.decode("ascii") if frame == TLS_REQUIRED else None
@@ -211,6 +239,8 @@ def explain(exc: ssl.SSLError, where: str, *, server: bool = True) -> str:
     peer = "server" if server else "client"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"the TLS certificate of the {peer} at {where} was refused: {detail}"
+    if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        return f"the {peer} at {where} gave no TLS certificate, and one is required"
     if reason in _NOT_TLS:
         return (
             f"the {peer} at {where} does not speak TLS ({detail}): a plain distproc "

@@ -5,8 +5,9 @@ machine: it comes from ``DISTPROC_AUTHKEY`` or ``--authkey-file`` and is used as
 the UTF-8 bytes of that text.
 
 TLS: ``--tls-cert``, ``--tls-key`` and ``--tls-ca`` (or ``DISTPROC_TLS_CERT``,
-``_KEY`` and ``_CA``), all three or none, become one ``tls`` argument of the
-command: a :class:`~distproc.tls.TLSConfig` or ``None``.
+``_KEY`` and ``_CA``) become one ``tls`` argument of the command: a
+:class:`~distproc.tls.TLSConfig` or ``None``.  ``--tls-ca`` alone is a
+client without a certificate (for a server that does not require one).
 """
 
 from __future__ import annotations
@@ -107,17 +108,14 @@ def authkey_options(command: _F) -> _F:
 
 
 def tls_config(cert: str | None, key: str | None, ca: str | None) -> TLSConfig | None:
-    """The TLS config of ``--tls-cert``, ``--tls-key`` and ``--tls-ca``: all three, or none."""
+    """The TLS config of ``--tls-cert``, ``--tls-key`` and ``--tls-ca`` (see the module)."""
     if cert is None and key is None and ca is None:
         return None
-    missing = [name for name, value in (("--tls-cert", cert), ("--tls-key", key),
-                                        ("--tls-ca", ca)) if value is None]  # fmt: skip
-    if missing:
+    if ca is None or (cert is None) != (key is None):
         raise CliUsageError(
-            f"TLS needs --tls-cert, --tls-key and --tls-ca together; {', '.join(missing)} "
-            f"missing (or {ENV_CERT}, {ENV_KEY}, {ENV_CA})"
+            f"TLS needs --tls-ca, and --tls-cert with --tls-key (both or neither; "
+            f"or {ENV_CERT}, {ENV_KEY}, {ENV_CA})"
         )
-    assert cert is not None and key is not None and ca is not None
     config = TLSConfig(cert, key, ca)
     try:
         config.client_context()  # unreadable files: one line now, not at the first connect

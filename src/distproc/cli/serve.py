@@ -190,6 +190,8 @@ def serve(
     client needs a certificate signed by that CA (see `distproc certs`).
     """
     host, port = parse_address(address)
+    if tls is not None and tls.cert is None:
+        raise CliUsageError("serving TLS needs --tls-cert and --tls-key, with --tls-ca")
     if manager is not None and store is not None:
         raise CliUsageError("--store is for a task service: leave out MODULE:CLASS, or --store")
     key = read_authkey(authkey_file, os.environ)

@@ -300,11 +300,17 @@ def _wrap(
         raise
 
 
-def _tls_failed(exc: BaseException, address: Any, tls: TLSConfig | None) -> TLSError | None:
-    """What a TLS error met after the TLS handshake means (a TLS 1.3 server refuses a
-    client's certificate only then, on the client's first read)."""
-    if tls is not None and isinstance(exc, ssl.SSLError):
+def _tls_failed(
+    exc: BaseException, address: Any, tls: TLSConfig | None, first: bool
+) -> TLSError | None:
+    """What an error after the TLS handshake means: a TLS 1.3 server refuses a client's
+    certificate only then, which the client meets at its ``first`` read (the challenge)."""
+    if tls is None:
+        return None
+    if isinstance(exc, ssl.SSLError):
         return TLSError(tls_.explain(exc, format_address(address)))
+    if first and isinstance(exc, (EOFError, ConnectionResetError)):
+        return TLSError(tls_.refused_after_handshake(format_address(address), tls))
     return None
 
 
@@ -332,14 +338,15 @@ def connect(
     steps = _Steps(address, authkey, flags, allow_md5, session_id, limit)
     try:
         sock.settimeout(limit)
-        op = steps.next()
+        op, first = steps.next(), True
         while op is not None:
             try:
                 outcome = _carry_out(op, socks, steps.timeouts)
             except (OSError, EOFError) as exc:
-                op = steps.next(error=_tls_failed(exc, address, tls) or exc)
+                op = steps.next(error=_tls_failed(exc, address, tls, first) or exc)
             else:
                 op = steps.next(outcome)
+            first = False
         kept = socks.pop(steps.done.channel)
         kept.settimeout(None)
         return kept, steps.done.agreement
@@ -441,7 +448,7 @@ async def connect_async(
         flags |= FLAG_LOCAL
     steps = _Steps(address, authkey, flags, allow_md5, session_id, limit)
     try:
-        op = steps.next()
+        op, first = steps.next(), True
         while op is not None:
             bound = steps.timeouts[_channel(op)]
             try:
@@ -451,9 +458,10 @@ async def connect_async(
             except asyncio.TimeoutError:
                 op = steps.next(error=TimeoutError(f"timed out after {bound:g}s"))
             except (OSError, EOFError) as exc:
-                op = steps.next(error=_tls_failed(exc, address, tls) or exc)
+                op = steps.next(error=_tls_failed(exc, address, tls, first) or exc)
             else:
                 op = steps.next(outcome)
+            first = False
         kept = streams.pop(steps.done.channel)
         kept.decoder.max_size = DEFAULT_MAX_FRAME
         return kept, steps.done.agreement

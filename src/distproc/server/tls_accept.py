@@ -94,7 +94,7 @@ class TLSAcceptor:
                 self._factory, conn, ssl=self._context, ssl_handshake_timeout=self._timeout
             )
         except ssl.SSLError as exc:
-            log.warning("refusing %s: %s", peer, explain(exc, peer, server=False))
+            log.warning("%s: refused", explain(exc, peer, server=False))
             conn.close()
         except (OSError, asyncio.TimeoutError) as exc:
             log.info("dropping %s before TLS: %s", peer, exc or type(exc).__name__)
