@@ -132,7 +132,8 @@ def _run(queues: dict[str, Any], args: argparse.Namespace) -> None:
                 times[workload][side].append(_time_pairs(queues[side], value, count))
     print(f"distproc TLS benchmark: {args.rounds} alternating rounds; "
           f"{os.cpu_count()} CPUs, unpinned (client and both servers may run on any); "
-          f"load average at end {os.getloadavg()[0]:.2f}; Python {sys.version.split()[0]}")  # fmt: skip
+          f"load average at end {os.getloadavg()[0]:.2f}; "
+          f"Python {sys.version.split()[0]}")  # fmt: skip
     for workload, sides in times.items():
         ratios = [t / p for t, p in zip(sides["tls"], sides["plain"], strict=True)]
         print(f"\n{workload}")
