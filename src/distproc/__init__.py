@@ -27,20 +27,36 @@ from .errors import (
     TLSError,
     WorkerLostError,
 )
-from .managers import BaseManager, BaseProxy, SharedMemoryManager, SyncManager, Token
-from .server import ServerConfig
-from .tls import TLSConfig
 
 if _typing.TYPE_CHECKING:
     from multiprocessing.context import BaseContext as _BaseContext
 
-if _typing.TYPE_CHECKING:
+    from .managers import BaseManager, BaseProxy, SharedMemoryManager, SyncManager, Token
+    from .server import ServerConfig
     from .tasks import Executor
+    from .tls import TLSConfig
+
+#: The names imported on first use, and their modules: a worker process, or
+#: ``distproc map`` before it starts its workers, does not pay for the drop-in
+#: managers and the server, and code that only uses those does not pay for
+#: the task system.
+_LAZY = {
+    "BaseManager": ".managers",
+    "BaseProxy": ".managers",
+    "SharedMemoryManager": ".managers",
+    "SyncManager": ".managers",
+    "Token": ".managers",
+    "ServerConfig": ".server",
+    "TLSConfig": ".tls",
+    "Executor": ".tasks",
+}
 
 
-def Manager(*, ctx: "_BaseContext | None" = None) -> SyncManager:
+def Manager(*, ctx: "_BaseContext | None" = None) -> "SyncManager":
     """A started :class:`SyncManager`, as ``multiprocessing.Manager()`` returns."""
     import multiprocessing
+
+    from .managers import SyncManager
 
     manager = SyncManager(ctx=ctx or multiprocessing.get_context())
     manager.start()
@@ -48,17 +64,18 @@ def Manager(*, ctx: "_BaseContext | None" = None) -> SyncManager:
 
 
 def __getattr__(name: str) -> _typing.Any:
-    # The task system is imported on first use: code that only uses the
-    # drop-in managers does not pay for it.
-    if name == "Executor":
-        from .tasks import Executor
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        return Executor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "Executor"})
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

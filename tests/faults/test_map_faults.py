@@ -117,3 +117,18 @@ def test_a_line_too_large_to_send_is_refused_on_the_master_and_blames_no_worker(
     assert result.stderr.splitlines()[-1] == (
         "distproc: error: 1 of 3 calls failed; their lines in the output are error records"
     )
+
+
+def test_a_line_that_kills_its_workers_gets_an_error_record_and_loses_no_other_line() -> None:
+    # Its block is lost, run again at the front, split in halves until the line is alone,
+    # and that line is dead-lettered after it has taken down 3 workers; every other line
+    # of every block it was in is written, in order.
+    lines = "".join(f"[{x}, 13]\n" for x in range(300))
+    result = _map("--star", "dp_taskfns:die_on", "-w", "2", input=lines, timeout=90)
+    assert result.returncode == 1, result.stderr
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(out) == 300
+    assert [v for i, v in enumerate(out) if i != 13] == [x * x for x in range(300) if x != 13]
+    error = out[13]["error"]
+    assert (error["type"], error["line"]) == ("distproc.errors.WorkerLostError", 14)
+    assert "1 of 300 calls failed" in result.stderr

@@ -179,3 +179,24 @@ def test_a_second_sigterm_stops_a_worker_at_once(
         assert not future.done()  # stopped at once: the task was not waited for
         hub.release()
         ex.shutdown(wait=False, cancel_futures=True)
+
+
+@pytest.mark.slow
+def test_a_slot_holds_the_next_task_while_it_runs_one(hub: Hub) -> None:
+    # Tasks that take longer than a slot's prefetch (here: held by the hub) still
+    # have the next one at hand when one ends, instead of a round trip between them,
+    # once the slot has seen a task end (0.3 s: a prefetch of one task).
+    with distproc.Executor(workers=1, progress=False) as ex:
+        assert ex.submit(fns.slow_square, 3, 0.3).result(30) == 9
+        futures = [ex.submit(fns.hold, hub.port, x) for x in range(3)]
+        assert hub.next_started()[0] == 0
+
+        def leased() -> int:
+            [worker] = ex.status()["workers"]
+            return int(worker["leased"])
+
+        try:
+            wait_for(lambda: leased() == 2, what="the next task prefetched")
+        finally:
+            hub.release()
+        assert [f.result(30) for f in futures] == [0, 1, 4]

@@ -77,6 +77,19 @@ def flaky(directory: str, failures: int) -> str:
     return f"ok after {count}"
 
 
+def singleton(x: int) -> set[int]:
+    """A value that a weak reference can follow (a set), for tests of who keeps results."""
+    return {x}
+
+
+def square_or_fail(x: int) -> int:
+    """``x * x`` after a short wait; a ValueError for multiples of 97 (error records)."""
+    time.sleep(0.0005)
+    if x % 97 == 0:
+        raise ValueError(f"{x} is a multiple of 97")
+    return x * x
+
+
 def slow_square(x: int, seconds: float) -> int:
     """``x * x`` after ``seconds``: a task that keeps a run going while a test hits it."""
     time.sleep(seconds)

@@ -14,9 +14,9 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -24,7 +24,9 @@ from click.testing import CliRunner, Result
 from distproc.cli.group import configure_logging
 from distproc.cli.main import cli
 from distproc.cli.map import MapHooks
-from distproc.errors import ConnectionLostError, RemoteTraceback
+from distproc.errors import ConnectionLostError
+from distproc.tasks.blockmap import BlockReader, LinesOut
+from distproc.tasks.blocks import run_block
 
 REPO = Path(__file__).resolve().parents[2]
 WriteModule = Callable[[str, str], Path]
@@ -73,32 +75,34 @@ class FakeExecutor:
         self.map_options: dict[str, Any] = {}
         self.shutdowns: list[tuple[bool, bool]] = []
 
-    def map(
-        self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any
-    ) -> Iterator[Any]:
-        return self.starmap(fn, zip(*iterables, strict=False), **options)
-
-    def starmap(
+    def map_lines(
         self,
         fn: Callable[..., Any],
-        iterable: Iterable[Iterable[Any]],
+        stream: IO[bytes],
         *,
-        timeout: float | None = None,
-        chunksize: int | None = None,
+        star: bool = False,
+        records: bool = False,
+        read_ahead: int = 0,
+        block_lines: int | None = None,
         progress: bool | None = None,
         total: int | None = None,
-        return_exceptions: bool = False,
-    ) -> Iterator[Any]:
-        self.map_options = {"chunksize": chunksize, "progress": progress, "total": total}
-        assert return_exceptions
+        offset: int = 0,
+        first_line: int = 1,
+        hasher: Any = None,
+    ) -> Iterator[LinesOut]:
+        self.map_options = {
+            "block_lines": block_lines, "progress": progress, "total": total,
+            "read_ahead": read_ahead,
+        }  # fmt: skip
+        reader = BlockReader(stream, max_line=1 << 20, offset=offset, first_line=first_line,
+                             hasher=hasher)  # fmt: skip
 
-        def results() -> Iterator[Any]:
-            for args in iterable:
-                try:
-                    yield fn(*args)
-                except Exception as exc:
-                    exc.__cause__ = RemoteTraceback(f"Traceback (fake)\n{type(exc).__name__}\n")
-                    yield exc
+        def results() -> Iterator[LinesOut]:
+            # A block of one line at a time (or of --chunksize lines), run here.
+            while (block := reader.next(1, block_lines)) is not None:
+                _, data, failed, _ = run_block(fn, block.data, block.first, star, records, 1 << 20)
+                mark = (block.first + block.data.count(b"\n"), block.digest)
+                yield LinesOut(data, failed, block.end, mark)
 
         return results()
 
@@ -186,8 +190,10 @@ def test_results_in_input_order(runner: CliRunner, module_dir: Path) -> None:
     assert result.stderr == ""
     executor = started.one
     assert executor.kwargs == {"address": None, "authkey": None, "workers": os.cpu_count() or 1}
-    assert executor.map_options == {"chunksize": None, "progress": None, "total": None}
-    assert executor.shutdowns == [(True, False)]
+    assert executor.map_options == {
+        "block_lines": None, "progress": None, "total": None, "read_ahead": 8 << 20,
+    }  # fmt: skip
+    assert executor.shutdowns == [(False, True)]
 
 
 def test_failed_calls_write_error_records_and_the_run_goes_on(
@@ -201,7 +207,9 @@ def test_failed_calls_write_error_records_and_the_run_goes_on(
         error = record["error"]
         assert error["type"] == "ValueError"
         assert error["message"] == f"odd: {line - 1}"
-        assert error["traceback"] == "Traceback (fake)\nValueError\n"
+        assert error["traceback"].startswith("Traceback (most recent call last):\n")
+        assert "in fail_on_odd" in error["traceback"]
+        assert "run_block" not in error["traceback"]  # from the function on
         assert error["line"] == line
     assert result.stderr.splitlines()[-1] == (
         "distproc: error: 2 of 5 calls failed; their lines in the output are error records"
@@ -262,7 +270,9 @@ def test_input_and_output_files(runner: CliRunner, module_dir: Path) -> None:
     assert (result.exit_code, result.stdout) == (0, "")
     assert (module_dir / "out.jsonl").read_text() == "2\n4\n6\n"
     assert started.one.kwargs["workers"] == 3
-    assert started.one.map_options == {"chunksize": 7, "progress": False, "total": 3}
+    assert started.one.map_options == {
+        "block_lines": 7, "progress": False, "total": None, "read_ahead": 8 << 20,
+    }  # fmt: skip
 
 
 def test_dash_is_stdin(runner: CliRunner, module_dir: Path) -> None:
@@ -274,8 +284,8 @@ def test_ctrl_c_keeps_the_results_so_far_and_stops_the_workers(
     runner: CliRunner, module_dir: Path
 ) -> None:
     class Interrupted(FakeExecutor):
-        def starmap(self, fn: Any, iterable: Any, **options: Any) -> Iterator[Any]:
-            results = super().starmap(fn, iterable, **options)
+        def map_lines(self, fn: Any, stream: Any, **options: Any) -> Iterator[LinesOut]:
+            results = super().map_lines(fn, stream, **options)
             yield next(results)
             yield next(results)
             raise KeyboardInterrupt
@@ -292,8 +302,8 @@ def test_ctrl_c_keeps_the_results_so_far_and_stops_the_workers(
 
 def test_a_broken_executor_is_one_line(runner: CliRunner, module_dir: Path) -> None:
     class Broken(FakeExecutor):
-        def starmap(self, fn: Any, iterable: Any, **options: Any) -> Iterator[Any]:
-            yield fn(*next(iter(iterable)))
+        def map_lines(self, fn: Any, stream: Any, **options: Any) -> Iterator[LinesOut]:
+            yield next(super().map_lines(fn, stream, **options))
             raise ConnectionLostError("the service went away")
 
     started = Started(Broken)

@@ -364,11 +364,12 @@ def test_watch_end_to_end(serve: ServeFn, flags: list[str], stop_with: signal.Si
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_status_of_a_running_map(tmp_path: Path, runner: CliRunner) -> None:
+    # --chunksize 1: a task per line, so that the counts are of lines.
     (tmp_path / "naps.py").write_text(
         "import time\n\ndef nap(x):\n    time.sleep(0.01 if x < 3 else 60)\n    return x\n"
     )
     with subprocess.Popen(
-        [sys.executable, "-m", "distproc", "map", "naps:nap", "-w", "1",
+        [sys.executable, "-m", "distproc", "map", "naps:nap", "-w", "1", "--chunksize", "1",
          "--address", "127.0.0.1:0", "--no-progress"],
         cwd=tmp_path, env=environ(DISTPROC_AUTHKEY=AUTHKEY), text=True,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import gc
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,3 +230,15 @@ def test_functions_of_the_main_script_run_on_local_workers(tmp_path: Path) -> No
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[0, 1, 8, 27, 64]"
+
+
+@pytest.mark.parametrize("chunksize", [None, 1])
+def test_map_keeps_no_reference_to_a_value_it_has_yielded(
+    ex: distproc.Executor, chunksize: int | None
+) -> None:
+    # CPython's test_concurrent_futures test_free_reference, on distproc's map.
+    for value in ex.map(fns.singleton, range(20), chunksize=chunksize):
+        seen = weakref.ref(value)
+        del value
+        gc.collect()
+        assert seen() is None

@@ -12,6 +12,7 @@ the traceback of what caused it is printed first.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import signal
 import threading
@@ -82,7 +83,26 @@ def configure_logging(verbosity: int, debug: bool = False) -> logging.Handler:
 
 
 class DistprocGroup(click.Group):
-    """A group that, under ``--debug``, prints the cause of a :class:`click.ClickException`."""
+    """A group that, under ``--debug``, prints the cause of a :class:`click.ClickException`.
+
+    Its subcommands are imported when they are run (or listed in ``--help``):
+    ``distproc map`` does not import what ``distproc status`` draws its tables
+    with, and a worker process imports only ``distproc worker``.
+    """
+
+    #: Subcommand name -> ``module:attribute`` of its click command, in this package.
+    lazy: dict[str, str] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = self.lazy.get(cmd_name)
+        if where is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, name = where.partition(":")
+        command: click.Command = getattr(importlib.import_module(module, __package__), name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

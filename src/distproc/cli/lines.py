@@ -1,40 +1,33 @@
-"""The JSON lines of ``distproc map``: calls read from INPUT, results written to OUTPUT.
+"""The input and output of ``distproc map``: INPUT opened as bytes, OUTPUT written by blocks.
 
-:class:`CallReader` turns input lines into call arguments, lazily, and notes
-each line's place; :class:`ResultWriter` writes one JSON line per input line
-(a result or an error record) and counts them; :class:`HeldSignals` is the
-run's SIGINT/SIGTERM handler, which never cuts a line in half.
+The lines themselves are read and written by the workers
+(:mod:`distproc.tasks.jsonlines`); here :func:`open_input` opens INPUT,
+:func:`count_calls` counts its lines for a progress bar, :class:`BlockWriter`
+writes each block of output lines with one ``write`` and counts them, and
+:class:`HeldSignals` is the run's SIGINT/SIGTERM handler, which never cuts a
+line in half.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import json
+import fcntl
 import os
+import select
 import stat
 import sys
-from collections.abc import Iterator
+import termios
 from types import FrameType
-from typing import IO, Any
+from typing import IO
 
 import click
 
 from .errors import CliUsageError
 
-__all__ = [
-    "CallReader",
-    "ErrorRecord",
-    "HeldSignals",
-    "ResultWriter",
-    "count_calls",
-    "error_record",
-    "exception_record",
-    "open_input",
-]
+__all__ = ["BlockWriter", "HeldSignals", "count_calls", "lines_at_hand", "open_input"]
 
-#: What an input line that is not a call, or a failed call, is written as.
-ErrorRecord = dict[str, Any]
+#: An input this small that has all arrived is looked at before any worker starts.
+AT_HAND = 8192
 
 
 def open_input(path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
@@ -68,78 +61,35 @@ def count_calls(stream: IO[bytes]) -> int | None:
     return count
 
 
-def error_record(kind: str, message: str, line: int, tb: str | None = None) -> ErrorRecord:
-    return {"error": {"type": kind, "message": message, "traceback": tb, "line": line}}
+def lines_at_hand(stream: IO[bytes]) -> int | None:
+    """The number of non-blank lines of ``stream`` if all of it has arrived and it is small.
 
-
-def exception_record(exc: BaseException, line: int) -> ErrorRecord:
-    cls = type(exc)
-    kind = cls.__qualname__
-    if cls.__module__ != "builtins":
-        kind = f"{cls.__module__}.{kind}"
-    cause = exc.__cause__
-    tb = None if cause is None else getattr(cause, "tb", None) or str(cause)
-    return error_record(kind, str(exc), line, tb if isinstance(tb, str) else None)
-
-
-class CallReader:
-    """The calls of an input stream, read as they are needed.
-
-    Every non-blank line leaves one entry in :attr:`order`, in input order:
-    ``(line number, None)`` for a call, ``(line number, error record)`` for a
-    line that cannot be one.  Results come back in the order of the calls, so
-    the output is the entries of :attr:`order` with the results filled in.
+    ``None`` when more may come (a pipe whose writer has not closed it, a
+    terminal) or when it is larger than :data:`AT_HAND`; nothing is consumed.
     """
-
-    def __init__(self, stream: IO[bytes], star: bool) -> None:
-        self.stream = stream
-        self.star = star
-        self.order: collections.deque[tuple[int, ErrorRecord | None]] = collections.deque()
-        self.read_error: OSError | None = None
-
-    def __iter__(self) -> Iterator[Any]:
-        number = 0
-        try:
-            for raw in self.stream:
-                number += 1
-                if not raw.strip():
-                    continue
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    message = (
-                        f"input line {number} is not UTF-8 (byte {raw[exc.start]:#04x} at "
-                        f"position {exc.start}): JSON lines are UTF-8 text"
-                    )
-                    self.order.append((number, error_record("InputError", message, number)))
-                    continue
-                try:
-                    value = json.loads(text)
-                except ValueError as exc:
-                    message = f"input line {number} is not JSON: {exc}"
-                    self.order.append((number, error_record("InputError", message, number)))
-                    continue
-                if self.star and not isinstance(value, list):
-                    message = (
-                        f"input line {number} is a JSON {_json_kind(value)}; "
-                        "--star takes a JSON array of arguments on each line"
-                    )
-                    self.order.append((number, error_record("InputError", message, number)))
-                    continue
-                self.order.append((number, None))
-                yield tuple(value) if self.star else value
-        except OSError as exc:  # a failing disk or pipe: stop here, say so at the end
-            self.read_error = exc
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    return "number"
+    peek = getattr(stream, "peek", None)
+    try:
+        fd = stream.fileno()
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            left = os.fstat(fd).st_size - stream.tell()
+        elif stat.S_ISFIFO(mode):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            events = poller.poll(0)
+            if not events or not events[0][1] & select.POLLHUP:
+                return None  # the writer may write more
+            left = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+        else:
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    if peek is None or left > AT_HAND:
+        return None
+    data = peek(AT_HAND)[:left] if left else b""
+    if len(data) < left:
+        return None
+    return sum(1 for line in data.split(b"\n") if line.strip())
 
 
 class HeldSignals:
@@ -169,52 +119,49 @@ class HeldSignals:
             raise KeyboardInterrupt
 
 
-class ResultWriter:
-    """Writes one JSON line per input line, in order, and counts what failed."""
+class BlockWriter:
+    """Writes the output lines of a run, one ``write`` per block, and counts them.
 
-    def __init__(self, path: str, records: bool) -> None:
+    Each block is written and counted inside ``with self.stop:``, so a
+    signal never cuts a line in half and :attr:`written` is always the lines
+    written.  ``append`` adds to OUTPUT (a resumed run) instead of starting it anew.
+    """
+
+    def __init__(self, path: str, *, append: bool = False) -> None:
         self.path = path
-        self.records = records
-        self.file: IO[str] | None = None
+        self.file: IO[bytes] | None = None
+        self.text = False  # stdout is a terminal: write text, above any progress bar
         if path != "-":
             try:
-                self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115  # see close()
+                self.file = open(path, "ab" if append else "wb")  # noqa: SIM115  # see close()
             except OSError as exc:
                 raise CliUsageError(
                     f"cannot write OUTPUT {path!r}: {exc.strerror or exc}"
                 ) from None
-        elif not sys.stdout.isatty():
-            # Not looked up again: while a progress bar shows on a terminal, it stands
-            # in for sys.stdout, which is only right when stdout is that terminal.
-            self.file = sys.stdout
-            reconfigure = getattr(self.file, "reconfigure", None)
-            if reconfigure is not None:
-                reconfigure(encoding="utf-8")  # JSON lines are UTF-8, whatever the locale
+        elif sys.stdout.isatty():
+            self.text = True
+        else:
+            self.file = getattr(sys.stdout, "buffer", None)
+            if self.file is None:  # a text stand-in (a test's): write text to it
+                self.text = True
+            else:
+                sys.stdout.flush()
         self.written = 0
         self.failed = 0
         self.stop = HeldSignals()
 
-    def _write(self, text: str, failed: bool = False) -> None:
-        out = self.file if self.file is not None else sys.stdout
+    def write(self, data: bytes, failed: int) -> None:
         with self.stop:
-            out.write(text + "\n")
-            out.flush()
-            self.written += 1
+            if self.text:
+                # Looked up now: while a progress bar shows, it stands in for sys.stdout.
+                sys.stdout.write(data.decode("utf-8", "replace"))
+                sys.stdout.flush()
+            else:
+                assert self.file is not None
+                self.file.write(data)
+                self.file.flush()
+            self.written += data.count(b"\n")
             self.failed += failed
-
-    def error(self, record: ErrorRecord) -> None:
-        self._write(json.dumps(record, ensure_ascii=False), failed=True)
-
-    def result(self, value: Any, line: int) -> None:
-        try:
-            text = json.dumps(
-                {"result": value} if self.records else value, allow_nan=False, ensure_ascii=False
-            )
-        except (TypeError, ValueError) as exc:
-            message = f"the result is not JSON: {exc}"
-            self.error(error_record("TypeError", message, line))
-            return
-        self._write(text)
 
     def close(self) -> None:
         if self.file is not None and self.path != "-":

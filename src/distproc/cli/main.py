@@ -7,13 +7,7 @@ from collections.abc import Sequence
 import click
 
 from .._version import __version__
-from .certs import certs
-from .dead_letters import dead_letters
 from .group import DistprocGroup, configure_logging
-from .map import map_command
-from .serve import serve
-from .status import status
-from .worker import worker
 
 __all__ = ["cli", "main"]
 
@@ -44,12 +38,16 @@ def cli(verbose: int, quiet: int, debug: bool) -> None:
     configure_logging(verbose - quiet, debug)
 
 
-cli.add_command(serve)
-cli.add_command(map_command)
-cli.add_command(status)
-cli.add_command(worker)
-cli.add_command(dead_letters)
-cli.add_command(certs)
+cli.lazy = {
+    "certs": ".certs:certs",
+    "dead-letters": ".dead_letters:dead_letters",
+    "map": ".map:map_command",
+    "serve": ".serve:serve",
+    "status": ".status:status",
+    "worker": ".worker:worker",
+}
+
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,9 +10,9 @@ joins at ``--address``.
 
 A line that cannot be a call (not JSON, not an array under ``--star``) and a
 call that raises or returns something that is not JSON get an *error record*
-in their place, ``{"error": {"type", "message", "traceback", "line"}}``, and
+in their place, ``{"error":{"type","message","traceback","line"}}``, and
 the run goes on; the exit status is then 1 and the last line on stderr says
-how many failed.  With ``--records`` every line is ``{"result": VALUE}`` or an
+how many failed.  With ``--records`` every line is ``{"result":VALUE}`` or an
 error record, so that a result can never be mistaken for one.
 
 Ctrl-C (or SIGTERM) stops the run: the results so far are written, the local
@@ -26,11 +26,12 @@ import errno
 import inspect
 import logging
 import os
+import select
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO, Any, Protocol
@@ -39,12 +40,14 @@ import click
 
 from ..addresses import format_address, is_loopback
 from ..errors import DistprocError
+from ..tasks.blockmap import InputReadError, LinesOut
 from ..tls import TLSConfig
 from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
 from .hosts import WILDCARDS, host_addresses
-from .lines import CallReader, ResultWriter, count_calls, exception_record, open_input
+from .lines import BlockWriter, count_calls, lines_at_hand, open_input
 from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey, tls_options
+from .resume import Checkpoints, ResumePoint, prepare_resume
 from .targets import load_attribute
 
 __all__ = ["ExecutorLike", "MapHooks", "load_function", "map_command"]
@@ -58,28 +61,21 @@ class ExecutorLike(Protocol):
     @property
     def address(self) -> Any: ...
 
-    def map(
+    def map_lines(
         self,
         fn: Callable[..., Any],
-        *iterables: Iterable[Any],
-        timeout: float | None = None,
-        chunksize: int | None = None,
-        progress: bool | None = None,
-        total: int | None = None,
-        return_exceptions: bool = False,
-    ) -> Iterator[Any]: ...
-
-    def starmap(
-        self,
-        fn: Callable[..., Any],
-        iterable: Iterable[Iterable[Any]],
+        stream: IO[bytes],
         *,
-        timeout: float | None = None,
-        chunksize: int | None = None,
+        star: bool = False,
+        records: bool = False,
+        read_ahead: int = ...,
+        block_lines: int | None = None,
         progress: bool | None = None,
         total: int | None = None,
-        return_exceptions: bool = False,
-    ) -> Iterator[Any]: ...
+        offset: int = 0,
+        first_line: int = 1,
+        hasher: Any = None,
+    ) -> Iterator[LinesOut]: ...
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
 
@@ -104,6 +100,22 @@ class Interrupted(CliError):
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"distproc: interrupted: {self.format_message()}", file=file, err=file is None)
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _byte_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """A size in bytes from ``65536``, ``512K``, ``8M``, ``1G`` (powers of 1024)."""
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1:] if text[-1:] in ("K", "M", "G") else ""
+    try:
+        size = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise click.BadParameter(f"{value!r} is not a size: give bytes, or a number with K, M or G")
+    return size
 
 
 # ------------------------------------------------------------ MODULE:FUNCTION
@@ -152,7 +164,7 @@ def _check_sendable(fn: Any, target: str) -> None:
 
 
 # ------------------------------------------------------------------- running
-def _start_executor(factory: Callable[..., ExecutorLike], **kwargs: Any) -> ExecutorLike:
+def _start_executor(factory: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return factory(**kwargs)
     except OSError as exc:
@@ -166,53 +178,44 @@ def _start_executor(factory: Callable[..., ExecutorLike], **kwargs: Any) -> Exec
         raise CliError(f"cannot start the workers: {exc}") from None
 
 
-def _drain(results: Iterator[Any], source: CallReader, writer: ResultWriter) -> None:
-    """Write every result and input error, in input order, as the results arrive."""
-    order = source.order
-    for result in results:
-        while order and order[0][1] is not None:
-            writer.error(order.popleft()[1])  # type: ignore[arg-type]  # not None: checked
-        line, _ = order.popleft()
-        if isinstance(result, BaseException):
-            log.debug("line %d failed: %s: %s", line, type(result).__name__, result)
-            writer.error(exception_record(result, line))
-        else:
-            writer.result(result, line)
-    for _, record in order:  # input errors after the last call
-        assert record is not None
-        writer.error(record)
-    order.clear()
+@dataclass
+class _Output:
+    """Where the output goes: the writer, and the resume record beside OUT (with ``-o``)."""
+
+    writer: BlockWriter
+    checkpoints: Checkpoints | None
+    size: int = 0  # OUT's size in bytes
+
+    def write(self, out: LinesOut) -> None:
+        self.writer.write(out.data, out.failed)
+        self.size += len(out.data)
+        if self.checkpoints is not None and out.checkpoint is not None:
+            line, digest = out.checkpoint
+            self.checkpoints.add(end=out.end, line=line, digest=digest, out=self.size,
+                                 lines=self.writer.written, failed=self.writer.failed)  # fmt: skip
 
 
 def _run(
     executor: ExecutorLike,
     fn: Callable[..., Any],
-    source: CallReader,
-    writer: ResultWriter,
-    *,
-    star: bool,
-    chunksize: int | None,
-    progress: bool | None,
-    total: int | None,
+    stream: IO[bytes],
+    output: _Output,
+    point: ResumePoint,
+    options: dict[str, Any],
     announce: Callable[[], None] = lambda: None,
 ) -> str | None:
     """Run every call; shut the executor down; return why the run stopped early, if it did."""
     stopped: str | None = None
-    results: Iterator[Any] | None = None
+    results: Iterator[LinesOut] | None = None
     try:
-        with handle_signals(writer.stop, signal.SIGINT, signal.SIGTERM):
+        with handle_signals(output.writer.stop, signal.SIGINT, signal.SIGTERM):
             announce()
-            options: dict[str, Any] = {
-                "chunksize": chunksize,
-                "progress": progress,
-                "total": total,
-                "return_exceptions": True,
-            }
-            if star:
-                results = executor.starmap(fn, source, **options)
-            else:
-                results = executor.map(fn, source, **options)
-            _drain(results, source, writer)
+            hasher = point.hasher if output.checkpoints is not None else None
+            results = executor.map_lines(fn, stream, offset=point.offset,
+                                         first_line=point.first_line, hasher=hasher,
+                                         **options)  # fmt: skip
+            for out in results:
+                output.write(out)
     except KeyboardInterrupt:
         stopped = "interrupted"
     except BrokenPipeError:
@@ -222,8 +225,12 @@ def _run(
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
+    except InputReadError as exc:
+        stopped = f"reading INPUT failed: {exc.strerror or exc}"
     except DistprocError as exc:
         stopped = f"the run failed: {exc}"
+    except OSError as exc:  # writing OUTPUT (a full disk...): what was written stays
+        stopped = f"writing OUTPUT failed: {exc.strerror or exc}"
     finally:
         stopped = _shut_down(executor, results, stopped)
     return stopped
@@ -232,11 +239,11 @@ def _run(
 def _shut_down(
     executor: ExecutorLike, results: Iterator[Any] | None, stopped: str | None
 ) -> str | None:
-    """Stop the workers: gently after a run that ended, at once after a stop or a signal.
+    """Stop the workers at once: after a run that ended nothing runs any more, and after a
+    stop what runs is not wanted.
 
-    A signal during a gentle stop makes it one at once.  Signals are never
-    ignored here (SIG_IGN): worker processes started meanwhile would inherit
-    that, and never see the SIGTERM that stops them.
+    Signals are never ignored here (SIG_IGN): worker processes started
+    meanwhile would inherit that, and never see the SIGTERM that stops them.
     """
     try:
         with handle_signals(raise_keyboard_interrupt, signal.SIGINT, signal.SIGTERM):
@@ -244,7 +251,7 @@ def _shut_down(
             if close is not None:
                 with contextlib.suppress(Exception):
                     close()
-            executor.shutdown(wait=stopped is None, cancel_futures=stopped is not None)
+            executor.shutdown(wait=False, cancel_futures=True)
     except KeyboardInterrupt:
         # More signals must not cut this short (and print a traceback).
         with handle_signals(_ignore, signal.SIGINT, signal.SIGTERM):
@@ -301,13 +308,27 @@ master's address on the network (0.0.0.0 listens on every interface):
 @click.option(
     "--records",
     is_flag=True,
-    help='Write {"result": VALUE} for a result, so it cannot look like an error record.',
+    help='Write {"result":VALUE} for a result, so it cannot look like an error record.',
 )
 @click.option(
     "--chunksize",
     type=click.IntRange(min=1),
     default=None,
-    help="Calls sent to a worker at a time.  [default: sized from measured call times]",
+    help="Input lines sent to a worker at a time.  [default: sized from measured call times]",
+)
+@click.option(
+    "--read-ahead",
+    callback=_byte_size,
+    default="8M",
+    metavar="SIZE",
+    show_default=True,
+    help="Input bytes in flight at most (read ahead, queued, running, or done and waiting "
+    "for the lines before them to be written), as 512K, 8M, 1G.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Go on with a run that stopped: run only the lines with no result in -o OUT yet.",
 )
 @click.option(
     "--progress/--no-progress",
@@ -326,6 +347,8 @@ def map_command(
     star: bool,
     records: bool,
     chunksize: int | None,
+    read_ahead: int,
+    resume: bool,
     progress: bool | None,
     tls: TLSConfig | None,
 ) -> int:
@@ -340,9 +363,10 @@ def map_command(
     does, and so are the local workers (-w, default: one per CPU).
 
     A call that raises writes an error record in its place,
-    {"error": {"type", "message", "traceback", "line"}}, and the run goes on;
+    {"error":{"type","message","traceback","line"}}, and the run goes on;
     the exit status is then 1 and the last line on stderr says how many
-    failed. Ctrl-C stops the run (status 130) with the results so far written.
+    failed. Ctrl-C stops the run (status 130) with the results so far written;
+    with -o OUT, --resume then runs only the lines with no result in OUT.
 
     With --address, remote `distproc worker HOST:PORT` processes join the run;
     they need the authkey, from $DISTPROC_AUTHKEY or --authkey-file; with
@@ -365,46 +389,125 @@ def map_command(
             "-w 0 starts no local workers, and without --address no remote worker can join; "
             "give -w N or --address HOST:PORT"
         )
+    if resume and output_path == "-":
+        raise CliUsageError(
+            "--resume goes on with the results already in OUT: give -o OUT, the file of "
+            "the run to resume"
+        )
     fn = load_function(target)
+    header = {"target": target, "star": star, "records": records}
     started = time.monotonic()
     with open_input(input_path) as stream:
-        total = count_calls(stream)
-        source = CallReader(stream, star)
-        writer = ResultWriter(output_path, records)
-
-        def announce() -> None:
-            log.info("started %d local worker(s) for %s", count, target)
-            if bind is not None:
-                _announce(executor.address, key if generated else None)
-
-        # SIGTERM stops the run as Ctrl-C does, from here on (until _run takes over).
+        point, checkpoints = ResumePoint(), None
+        if resume:
+            point, checkpoints = prepare_resume(output_path, stream, header)
+        writer = BlockWriter(output_path, append=resume)
+        if output_path != "-" and checkpoints is None:
+            checkpoints = Checkpoints(output_path, header)
+        writer.written, writer.failed = point.written, point.failed
+        output = _Output(writer, checkpoints, point.out_size)
+        stopped: str | None = "interrupted"
         try:
-            try:
-                with handle_signals(raise_keyboard_interrupt, signal.SIGINT, signal.SIGTERM):
-                    # The Executor starts local workers with the current directory on PYTHONPATH.
-                    executor = _start_executor(
-                        hooks.executor,
-                        address=bind,
-                        authkey=key.encode() if key is not None else None,
-                        workers=count,
-                        **({"tls": tls} if tls is not None else {}),
-                    )
-            except KeyboardInterrupt:
-                raise Interrupted("stopped while the workers were starting") from None
-            stopped = _run(
-                executor,
-                fn,
-                source,
-                writer,
-                star=star,
-                chunksize=chunksize,
-                progress=progress,
-                total=total,
-                announce=announce,
-            )
+            at_hand = lines_at_hand(stream)
+            if bind is None and (at_hand == 0 or _at_end(stream)):
+                stopped = None  # nothing to run: no worker is started for it
+            else:
+                if at_hand is not None and bind is None:
+                    count = min(count, at_hand)  # an input all at hand: a worker per line at most
+                stopped = _start_and_run(
+                    hooks, fn, stream, output, point, key=key, generated=generated, bind=bind,
+                    count=count, target=target, tls=tls, options={
+                        "star": star, "records": records, "block_lines": chunksize,
+                        "read_ahead": read_ahead, "progress": progress,
+                        "total": _total(stream, progress),
+                    },
+                )  # fmt: skip
         finally:
             writer.close()
-    return _conclude(writer, source, stopped, time.monotonic() - started)
+            if checkpoints is not None:
+                checkpoints.close(finished=stopped is None)
+    return _conclude(writer, stopped, time.monotonic() - started)
+
+
+def _start_and_run(
+    hooks: MapHooks,
+    fn: Callable[..., Any],
+    stream: IO[bytes],
+    output: _Output,
+    point: ResumePoint,
+    *,
+    key: str | None,
+    generated: bool,
+    bind: tuple[str, int] | None,
+    count: int,
+    target: str,
+    tls: TLSConfig | None,
+    options: dict[str, Any],
+) -> str | None:
+    """Start the executor (its service and local workers), then :func:`_run`."""
+
+    def announce() -> None:
+        log.info("started %d local worker(s) for %s", count, target)
+        if bind is not None:
+            _announce(executor.address, key if generated else None)
+
+    # SIGTERM stops the run as Ctrl-C does, from here on (until _run takes over).
+    fleet: Any = None
+    try:
+        with handle_signals(raise_keyboard_interrupt, signal.SIGINT, signal.SIGTERM):
+            kwargs: dict[str, Any] = {
+                "address": bind, "authkey": key.encode() if key is not None else None,
+                "workers": count,
+            }  # fmt: skip
+            if tls is not None:
+                kwargs["tls"] = tls
+            if hooks.executor is _distproc_executor and count:
+                # The workers start first, and import while this process does.
+                kwargs["authkey"] = kwargs["authkey"] or os.urandom(16).hex().encode()
+                kwargs["sock"], fleet = _start_executor(_early_workers, **kwargs)
+                name = kwargs["sock"].getsockname()
+                kwargs.update(address=(name[0], name[1]), workers=0, fleet=fleet)
+            # The local workers get the current directory on PYTHONPATH.
+            executor = _start_executor(hooks.executor, **kwargs)
+    except BaseException as exc:
+        if fleet is not None:
+            fleet.kill()
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted("stopped while the workers were starting") from None
+        raise
+    return _run(executor, fn, stream, output, point, options, announce)
+
+
+def _early_workers(
+    *, address: Any, authkey: bytes, workers: int, tls: TLSConfig | None = None
+) -> tuple[Any, Any]:
+    """A listening socket for the service, and the local workers started for it at once."""
+    from ..addresses import listen_on
+    from ..tasks.fleet import local_workers
+
+    sock = listen_on(address or ("127.0.0.1", 0), 128)
+    name = sock.getsockname()
+    try:
+        return sock, local_workers((name[0], name[1]), authkey, workers, tls=tls)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _at_end(stream: IO[bytes]) -> bool:
+    """Whether ``stream`` has ended already (an empty input), without waiting for it."""
+    try:
+        ready = bool(select.select([stream.fileno()], [], [], 0)[0])
+    except (OSError, ValueError, AttributeError):
+        ready = True  # a stand-in: always at hand
+    peek = getattr(stream, "peek", None)
+    return ready and peek is not None and not peek(1)
+
+
+def _total(stream: IO[bytes], progress: bool | None) -> int | None:
+    """The lines left in INPUT, when it is a file and a progress bar will show them."""
+    show = sys.stderr.isatty() if progress is None else progress
+    return count_calls(stream) if show else None
 
 
 def _announce(address: Any, generated_key: str | None) -> None:
@@ -425,7 +528,7 @@ def _announce(address: Any, generated_key: str | None) -> None:
     click.echo(f"distproc: remote workers can join with: distproc worker {where}", err=True)
 
 
-def _conclude(writer: ResultWriter, source: CallReader, stopped: str | None, elapsed: float) -> int:
+def _conclude(writer: BlockWriter, stopped: str | None, elapsed: float) -> int:
     done, failed = writer.written, writer.failed
     failures = f", {failed} failed" if failed else ""
     if stopped == "interrupted":
@@ -435,9 +538,6 @@ def _conclude(writer: ResultWriter, source: CallReader, stopped: str | None, ela
         return 0  # the reader chose to stop reading (`| head`): not a failure
     if stopped is not None:
         raise CliError(f"{stopped} (after {done} result line(s){failures})")
-    if source.read_error is not None:
-        reason = source.read_error.strerror or str(source.read_error)
-        raise CliError(f"reading INPUT failed after {done} line(s): {reason}")
     log.info("%d call(s) in %.1fs%s", done, elapsed, failures)
     if failed:
         raise CliError(

@@ -30,7 +30,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ..addresses import format_address
+from ..addresses import format_address, listen_on
 from ..callcontext import context
 from ..errors import ConnectionLostError
 from ..spinning import new_event_loop
@@ -80,24 +80,6 @@ CHEAP_CONSTRUCTORS: tuple[Any, ...] = (
 )
 
 
-def _bind(address: Any, backlog: int) -> socket.socket:
-    if isinstance(address, (str, bytes)):
-        sock = socket.socket(socket.AF_UNIX)
-    else:
-        host = address[0]
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address if isinstance(address, (str, bytes)) else (address[0], address[1]))
-        sock.listen(backlog)
-    except BaseException:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
-
-
 def _address_text(address: Any) -> str:
     """``HOST:PORT`` (``[HOST]:PORT`` for IPv6), a socket path, or a placeholder."""
     if isinstance(address, (str, bytes)):
@@ -144,7 +126,10 @@ class Server:
         serializer: str,
         *,
         config: ServerConfig | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
+        """``sock``: a socket already listening (see :func:`~distproc.addresses.listen_on`)
+        to serve instead of binding ``address``; the server closes it."""
         if not isinstance(authkey, bytes):
             raise TypeError(f"Authkey {authkey!r} is type {type(authkey)!s}, not bytes")
         self.registry = registry
@@ -161,7 +146,9 @@ class Server:
         self.config = config or ServerConfig()
         if self.config.tls is not None:
             self.config.tls.server_context()  # unreadable TLS files are refused before binding
-        self._sock = _bind(("127.0.0.1", 0) if address is None else address, self.config.backlog)
+        if sock is None:
+            sock = listen_on(("127.0.0.1", 0) if address is None else address, self.config.backlog)
+        self._sock = sock
         name = self._sock.getsockname()
         self.address: Any = name if isinstance(name, str) else (name[0], name[1])
         #: The same-host Unix socket's name while it is served (see :mod:`distproc.wire.same_host`).
@@ -237,7 +224,7 @@ class Server:
             return None
         name = same_host.new_name()
         try:
-            sock = _bind(name, self.config.backlog)
+            sock = listen_on(name, self.config.backlog)
         except OSError as exc:
             log.info("no same-host socket: %s", exc)
             return None

@@ -32,22 +32,27 @@ import itertools
 import logging
 import os
 import secrets
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
-from ..addresses import format_address, is_loopback
+from ..addresses import is_loopback
 from ..errors import FrameTooLargeError, TaskImportError, TaskTimeoutError, WorkerLostError
 from ..server import ServerConfig
 from ..tls import TLSConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
+from .blockmap import READ_AHEAD, BlockReader, BlockRun, LinesOut, input_size
 from .channels import HostedMasterChannel, MasterChannel, RemoteMasterChannel
-from .fleet import Fleet, child_command
+from .fleet import Fleet, local_workers
 from .host import ServiceHost
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
 from .records import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, Outcome, TaskOptions, TaskSpec
+
+if TYPE_CHECKING:
+    from .progress import ProgressBar
 
 __all__ = ["Executor"]
 
@@ -55,6 +60,8 @@ log = logging.getLogger("distproc.tasks")
 
 #: Room left in a frame for what travels with a task's payload (ids, options).
 ENVELOPE = 64 * 1024
+#: Room left in a block's payload for its first line number and flags.
+ENVELOPE_OF_BLOCK = 1024
 
 
 class _Pending:
@@ -121,6 +128,8 @@ class Executor(concurrent.futures.Executor):
         store: str | None = None,
         store_sync: str = "full",
         reconnect_timeout: float = 300.0,
+        sock: socket.socket | None = None,
+        fleet: Fleet | None = None,
         tls: TLSConfig | None = None,
     ) -> None:
         if serializer not in ("native", "pickle"):
@@ -133,11 +142,15 @@ class Executor(concurrent.futures.Executor):
             raise ValueError("max_pending must be at least 1")
         if workers < 0:
             raise ValueError("workers must be 0 or more")
-        if connect is not None and (address is not None or workers or store is not None):
+        if connect is not None and (
+            address is not None or workers or store is not None or sock or fleet
+        ):
             raise ValueError(
                 "connect= submits to another service: leave address, workers and store out"
             )
-        if connect is None and address is None and not workers:
+        if fleet is not None and workers:
+            raise ValueError("fleet= is the local workers, already started: leave workers out")
+        if connect is None and address is None and not workers and fleet is None:
             raise ValueError(
                 "nothing would run the tasks: pass workers=N for local worker processes, "
                 "address=(host, port) for remote workers, or connect=(host, port)"
@@ -182,7 +195,6 @@ class Executor(concurrent.futures.Executor):
         frame = DEFAULT_MAX_FRAME
         if connect is None and server_config is not None:
             frame = min(frame, server_config.max_frame)
-        self._tls = tls
         self._frame_limit = frame
         self.max_task_bytes = frame - ENVELOPE
         if connect is not None:
@@ -193,7 +205,7 @@ class Executor(concurrent.futures.Executor):
             host = ServiceHost(
                 address or ("127.0.0.1", 0), self.authkey, max_attempts=max_attempts,
                 heartbeat_timeout=heartbeat_timeout, config=server_config, store=store,
-                sync=store_sync, tls=tls,
+                sync=store_sync, sock=sock, tls=tls,
             )  # fmt: skip
             host.start()
             self._host = host
@@ -202,31 +214,11 @@ class Executor(concurrent.futures.Executor):
         self._channel.start(self)
         self._ids = itertools.count(self._channel.base + 1)
         if workers:
-            self._start_workers(workers)
-
-    # ------------------------------------------------------------- set-up
-    def _start_workers(self, count: int) -> None:
-        assert self.address is not None
-        extra = ["--parent", str(os.getpid()), "--exit-on-disconnect"]
-        if self._allow_pickle:
-            extra.append("--allow-pickle")
-        main = getattr(sys.modules.get("__main__"), "__file__", None)
-        if isinstance(main, str) and main.endswith(".py") and os.path.exists(main):
-            extra += ["--main", os.path.abspath(main)]
-        env = dict(os.environ)
-        env["DISTPROC_AUTHKEY"] = self.authkey.decode("utf-8", "surrogateescape")
-        if self._tls is not None:
-            env.update(self._tls.environ())  # the workers connect with the same TLS files
-        # The master's sys.path, as multiprocessing's spawn hands it to children:
-        # workers import the task functions the way the master did.
-        paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        host = self.address[0]
-        connect_to = ("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host,
-                      self.address[1])  # fmt: skip
-        command = child_command(format_address(connect_to), extra)
-        self._fleet = Fleet(command, count, env, relay_stderr=True)
-        self._fleet.start()
+            assert self.address is not None
+            self._fleet = local_workers(self.address, self.authkey, workers,
+                                        allow_pickle=self._allow_pickle, tls=tls)  # fmt: skip
+        elif fleet is not None:
+            self._fleet = fleet
 
     # ------------------------------------------------------------ submitting
     def _ref(self, fn: Callable[..., Any]) -> str:
@@ -252,12 +244,12 @@ class Executor(concurrent.futures.Executor):
             payload = encode(((fn, *args), kwargs), PICKLE)
         else:
             payload = encode((args, kwargs), self._codec)
-        self._check_size(payload)
+        self._check_size(len(payload))
         return payload
 
-    def _check_size(self, payload: bytes) -> None:
+    def _check_size(self, size: int) -> None:
         """Refuse, here, a task that could never reach a worker (rather than lose workers)."""
-        if len(payload) <= self.max_task_bytes:
+        if size <= self.max_task_bytes:
             return
         limit = self._frame_limit
         if limit < DEFAULT_MAX_FRAME:
@@ -266,7 +258,7 @@ class Executor(concurrent.futures.Executor):
         else:
             how = "pass"
         raise FrameTooLargeError(
-            f"the task's arguments take {len(payload):,} bytes encoded; a task can take at "
+            f"the task's arguments take {size:,} bytes encoded; a task can take at "
             f"most {self.max_task_bytes:,} (the frame limit of {limit:,} bytes, less room for "
             f"the task's envelope): {how} large data another way, such as a path or URL "
             "that the workers can read"
@@ -421,17 +413,61 @@ class Executor(concurrent.futures.Executor):
             chunksize = 1  # per-call timeouts and retries need a task per call
         if chunksize is not None and chunksize > 1 and not ref:
             raise TypeError("chunksize > 1 needs an importable function")
+        run = MapRun(self, fn, ref, iterable, timeout=timeout, chunksize=chunksize,
+                     bar=self._bar(progress, total), total=total,
+                     return_exceptions=return_exceptions)  # fmt: skip
+        return iter(run)
+
+    def map_lines(
+        self,
+        fn: Callable[..., Any],
+        stream: IO[bytes],
+        *,
+        star: bool = False,
+        records: bool = False,
+        read_ahead: int = READ_AHEAD,
+        block_lines: int | None = None,
+        progress: bool | None = None,
+        total: int | None = None,
+        offset: int = 0,
+        first_line: int = 1,
+        hasher: Any = None,
+    ) -> Iterator[LinesOut]:
+        """``fn`` on each JSON line of ``stream``: its JSON output lines, in order, in blocks.
+
+        What ``distproc map`` runs (see :mod:`distproc.tasks.blockmap`): each
+        item holds the output lines of consecutive input lines, a result or
+        an error record for each non-blank one, the number of error records,
+        and the input offset after them.  ``star`` spreads each line's array
+        as the arguments; ``records`` writes ``{"result": VALUE}``.
+        ``read_ahead`` bounds the input bytes in flight; ``block_lines``
+        fixes the lines per task.  ``offset`` and ``first_line`` say where
+        in the input ``stream`` starts, for a resumed run; ``hasher`` (a
+        :mod:`hashlib` object) is updated with the input's bytes, and the
+        last item of each block carries a copy (``LinesOut.checkpoint``).
+        """
+        if block_lines is not None and block_lines < 1:
+            raise ValueError("block_lines must be >= 1")
+        ref = self._ref(fn)
+        if not ref:
+            raise TypeError("map_lines needs an importable function")
+        reader = BlockReader(stream, max_line=self.max_task_bytes - ENVELOPE_OF_BLOCK,
+                             offset=offset, first_line=first_line, hasher=hasher)  # fmt: skip
+        left = input_size(stream)
+        run = BlockRun(self, ref, reader, star=star, records=records, read_ahead=read_ahead,
+                       block_lines=block_lines, input_end=None if left is None else offset + left,
+                       bar=self._bar(progress, total))  # fmt: skip
+        return iter(run)
+
+    def _bar(self, progress: bool | None, total: int | None) -> ProgressBar | None:
         show = self._progress if progress is None else progress
         if show is None:
             show = sys.stderr.isatty()
-        bar = None
-        if show:
-            from .progress import ProgressBar  # rich is imported only to draw a bar
+        if not show:
+            return None
+        from .progress import ProgressBar  # rich is imported only to draw a bar
 
-            bar = ProgressBar(total, self._count_workers)
-        run = MapRun(self, fn, ref, iterable, timeout=timeout, chunksize=chunksize, bar=bar,
-                     total=total, return_exceptions=return_exceptions)  # fmt: skip
-        return iter(run)
+        return ProgressBar(total, self._count_workers)
 
     # ------------------------------------------------------------- status
     def _count_workers(self) -> int | None:

@@ -23,9 +23,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-__all__ = ["EXIT_REFUSED", "Fleet", "child_command", "describe_exit"]
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
+
+__all__ = ["EXIT_REFUSED", "Fleet", "child_command", "describe_exit", "local_workers"]
 
 log = logging.getLogger("distproc.worker")
 
@@ -163,3 +166,42 @@ class Fleet:
                 proc.wait()
         for thread in self._threads:
             thread.join(1.0)
+
+
+def local_workers(
+    address: tuple[str, int],
+    authkey: bytes,
+    count: int,
+    *,
+    allow_pickle: bool = False,
+    tls: TLSConfig | None = None,
+) -> Fleet:
+    """Start ``count`` worker processes for this process's task service at ``address``.
+
+    The workers of ``Executor(workers=N)``: they import task functions the way
+    this process does (its ``sys.path``, and its ``__main__`` script), and
+    exit when this process does or their connection drops; with ``tls``, they
+    connect with its files (``DISTPROC_TLS_*``).  Their service
+    need not be up yet, only listening (:func:`~distproc.addresses.listen_on`):
+    ``distproc map`` starts them before its own imports are done.
+    """
+    extra = ["--parent", str(os.getpid()), "--exit-on-disconnect"]
+    if allow_pickle:
+        extra.append("--allow-pickle")
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if isinstance(main, str) and main.endswith(".py") and os.path.exists(main):
+        extra += ["--main", os.path.abspath(main)]
+    env = dict(os.environ)
+    env["DISTPROC_AUTHKEY"] = authkey.decode("utf-8", "surrogateescape")
+    if tls is not None:
+        env.update(tls.environ())
+    # This process's sys.path, as multiprocessing's spawn hands it to children:
+    # workers import the task functions the way the master did.
+    paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    host = address[0]
+    connect_to = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    where = f"[{connect_to}]:{address[1]}" if ":" in connect_to else f"{connect_to}:{address[1]}"
+    fleet = Fleet(child_command(where, extra), count, env, relay_stderr=True)
+    fleet.start()
+    return fleet

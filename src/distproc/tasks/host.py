@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -119,6 +120,7 @@ class ServiceHost:
         config: ServerConfig | None = None,
         store: str | None = None,
         sync: str = "full",
+        sock: socket.socket | None = None,
         tls: TLSConfig | None = None,
     ) -> None:
         if tls is not None:
@@ -130,7 +132,7 @@ class ServiceHost:
         self.service: TaskService | None = None
         registry = {"TaskService": (self._get_service, SERVICE_METHODS, None, None)}
         try:
-            self.server = Server(registry, address, authkey, "native", config=config)
+            self.server = Server(registry, address, authkey, "native", config=config, sock=sock)
         except BaseException:
             self.backend.close()
             raise

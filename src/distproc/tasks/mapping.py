@@ -43,14 +43,16 @@ from .payloads import encode, rebuild_error
 from .records import OK
 
 if TYPE_CHECKING:
-    from .executor import Executor
     from .progress import ProgressBar
+    from .submitter import Submitter
 
 __all__ = ["CHUNK_SECONDS", "MAX_CHUNK", "MapRun"]
 
 CHUNK_SECONDS = 0.02
 MAX_CHUNK = 1024
 READ_AHEAD = 2 * MAX_CHUNK
+#: Calls in flight at most: submitted and not yet yielded to the caller.
+IN_FLIGHT = 64 * MAX_CHUNK
 _END = object()
 #: A chunk lost once goes back to its master, which splits it (not a dead letter);
 #: ``chunk`` tells the worker that the payload is a list of calls.
@@ -132,6 +134,15 @@ class _ReadAhead:
             self._cond.notify_all()
 
 
+class _Raise:
+    """A call's exception, to be raised where its value would be yielded."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class _Chunk:
     """A chunk of calls in flight, and its calls as tasks of their own once it is split."""
 
@@ -149,7 +160,7 @@ class MapRun:
 
     def __init__(
         self,
-        executor: Executor,
+        executor: Submitter,
         fn: Callable[..., Any],
         ref: str,
         iterable: Iterable[Iterable[Any]],
@@ -175,6 +186,8 @@ class MapRun:
         self.timed = threading.Event()
         self.in_flight = 0  # chunks submitted before any time was known
         self.fed = 0
+        self.window = threading.Condition(threading.Lock())
+        self.unyielded = 0  # calls submitted and not yet yielded
         self.input: _ReadAhead | _Direct | None = None
         self.feeder = threading.Thread(target=self._feed, name="distproc-map-feed", daemon=True)
 
@@ -205,11 +218,16 @@ class MapRun:
         try:
             while not self.stop.is_set():
                 self._wait_for_timing()
+                with self.window:
+                    while self.unyielded >= IN_FLIGHT and not self.stop.is_set():
+                        self.window.wait()
                 assert self.input is not None
                 chunk = [list(args) for args in self.input.take(self._size())]
                 if not chunk or self.stop.is_set():
                     break
                 self.fed += len(chunk)
+                with self.window:
+                    self.unyielded += len(chunk)
                 if self.chunksize == 1 or not self.ref:
                     self.pending.put(self._submit_call(chunk[0]))
                     continue
@@ -302,33 +320,41 @@ class MapRun:
             entry.split = futures
             return futures
 
-    def _chunk(self, entry: _Chunk) -> Iterator[Any]:
-        chunk = entry.calls
+    def _values(self, item: _Chunk | _Future[Any]) -> list[Any]:
+        """The outcomes of a chunk (or of one call), last first, for ``pop()``.
+
+        A call that raised is a :class:`_Raise` unless ``return_exceptions``.
+        The list is the only thing that holds the values: the caller pops
+        each one as it yields it, so a value it has yielded is not kept
+        (as :meth:`concurrent.futures.Executor.map` does not keep it).
+        """
+        if not isinstance(item, _Chunk):
+            return [self._outcome(item)]
         try:
-            seconds, outcomes = self._result(entry.future)
+            seconds, outcomes = self._result(item.future)
         except WorkerLostError:
-            for future in self._split(entry):
-                yield self._outcome(future)
-            return
+            futures = self._split(item)
+            item.split = []  # the values are in the futures: only the list below holds them
+            values = [self._outcome(future) for future in futures]
+            values.reverse()
+            return values
         except concurrent.futures.TimeoutError:
             raise
         except Exception as exc:  # the chunk as a whole failed (it could not be decoded...)
             if not self.return_exceptions:
                 raise
-            for _ in chunk:
-                yield exc
-            return
-        per_call = seconds / max(1, len(chunk))
+            return [exc] * len(item.calls)
+        per_call = seconds / max(1, len(item.calls))
         self.per_call = per_call if self.per_call is None else self.per_call * 0.7 + per_call * 0.3
         self.timed.set()
-        for status, value in outcomes:
-            if status == OK:
-                yield value
-                continue
-            error = rebuild_error(value)
-            if not self.return_exceptions:
-                raise error
-            yield error
+        outcomes.reverse()  # the future's own list: emptied as the values are yielded
+        for index, (status, value) in enumerate(outcomes):
+            if status != OK:
+                error = rebuild_error(value)
+                outcomes[index] = error if self.return_exceptions else _Raise(error)
+            else:
+                outcomes[index] = value
+        return outcomes  # type: ignore[no-any-return]  # now the values themselves
 
     def __iter__(self) -> Iterator[Any]:
         self.input = _Direct(self.iterable) if self.total is not None else _ReadAhead(self.iterable)
@@ -341,11 +367,17 @@ class MapRun:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                values = self._chunk(item) if isinstance(item, _Chunk) else [self._outcome(item)]
-                for value in values:
+                values = self._values(item)
+                del item
+                with self.window:
+                    self.unyielded -= len(values)
+                    self.window.notify()
+                while values:
+                    if isinstance(values[-1], _Raise):
+                        raise values.pop().error
                     if bar is not None:
                         bar.advance()  # before the caller writes it: the bar is never behind
-                    yield value
+                    yield values.pop()
         finally:
             self._close()
 

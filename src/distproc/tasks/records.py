@@ -149,7 +149,8 @@ class TaskOptions:
     ``history``: losses it starts with (the calls of a lost ``map`` chunk).
     ``front``: queued before the others.  ``split``: a ``map`` chunk, which a
     lost worker sends back to its master rather than to the dead letters.
-    ``chunk``: the payload is a list of calls (see ``run_chunk``).
+    ``chunk``: the payload is a list of calls (see ``run_chunk``).  ``block``:
+    the payload is a block of JSON lines (see :func:`~.blocks.run_block`).
     """
 
     timeout: float | None = None
@@ -162,6 +163,7 @@ class TaskOptions:
     front: bool = False
     split: bool = False
     chunk: bool = False
+    block: bool = False
 
     def to_wire(self) -> dict[str, Any] | None:
         """The options that differ from the defaults (``None`` when none does)."""

@@ -63,6 +63,7 @@ from ..errors import (
 )
 from ..tls import TLSConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
+from .blocks import run_block
 from .channels import MAX_BACKOFF, ServiceWorkerChannel, WorkerChannel, backoff_delays
 from .host import describe_refusal
 from .payloads import (
@@ -104,6 +105,8 @@ LONG_TASK = 1.0
 EXIT_TIMEOUT = 75
 #: A result larger than this (encoded) cannot reach the service in one frame.
 MAX_RESULT = DEFAULT_MAX_FRAME - 64 * 1024
+#: Room left in a block's result for what travels with its output lines.
+BLOCK_ENVELOPE = 1024
 
 
 class _Unavailable(Exception):
@@ -502,7 +505,13 @@ class _WorkerSlot:
                 fn, args = args[0], args[1:]
             if fn is None:
                 raise ValueError(f"a task of {ref!r} came without its pickled callable")
-            value = run_chunk(fn, *args) if opts.chunk else fn(*args, **kwargs)
+            if opts.chunk:
+                value = run_chunk(fn, *args)
+            elif opts.block:
+                data, first_line, star, records = args
+                value = run_block(fn, data, first_line, star, records, MAX_RESULT - BLOCK_ENVELOPE)
+            else:
+                value = fn(*args, **kwargs)
             status, out = OK, encode(value, codec)
             if len(out) > MAX_RESULT:
                 raise FrameTooLargeError(
@@ -531,11 +540,14 @@ class _WorkerSlot:
         """Report results and refill the buffer in the background; watch the running task.
 
         Results wait at most ``REPORT_EVERY`` (about, at ``MONITOR_TICK``), the
-        buffer is refilled when it runs down to half the prefetch, a task that
+        buffer is refilled when it runs down to half the prefetch (and while a
+        task runs, it holds the next one, so that a slot whose tasks take longer
+        than the prefetch does not wait a round trip between them; not before a
+        task has been seen to end, as one of unknown length may run for good), a task that
         runs long hands back the prefetched ones (other workers may take them),
         and a task past its deadline is stopped.
         """
-        handed = 0
+        handed = asked = 0
         while not self.closed.wait(MONITOR_TICK):
             now = time.perf_counter()
             try:
@@ -557,10 +569,18 @@ class _WorkerSlot:
                 with self.lock:
                     held = len(self.buffer)
                     due = bool(self.results) and now - self.results_since >= REPORT_EVERY
-                if due or 0 < held <= want // 2:
+                # Low: half the prefetch left, or none while a task runs (the next one is
+                # then at hand when it ends: asked once per task, unless it runs long).
+                running = (
+                    current is not None and self.avg > 0 and current[0] not in (handed, asked)
+                )
+                low = held <= want // 2 and (held > 0 or running)
+                if low and held == 0 and current is not None:
+                    asked = current[0]
+                if due or low:
                     with self.refilling:  # _goodbye waits for this: no task lands after it
-                        low = 0 < held <= want // 2 and not self.worker.stopping.is_set()
-                        self._exchange(want - held if low else 0, 0.0)
+                        low = low and not self.worker.stopping.is_set()
+                        self._exchange(max(1, want - held) if low else 0, 0.0)
             except Exception as exc:
                 log.debug("monitor: %s", exc)  # the connection is gone: the slot finds out
 

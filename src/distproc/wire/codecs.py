@@ -23,7 +23,6 @@ import copyreg
 import io
 import pickle
 import threading
-import xmlrpc.client
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -248,8 +247,12 @@ class XmlrpcCodec(Codec):
     name = "xmlrpclib"
 
     def dumps(self, obj: Any) -> bytes:
+        import xmlrpc.client  # here: it brings http and email, which nothing else needs
+
         return xmlrpc.client.dumps((obj,), None, None, None, True).encode("utf-8")
 
     def loads(self, data: BytesLike) -> Any:
+        import xmlrpc.client
+
         (obj,), _ = xmlrpc.client.loads(bytes(data).decode("utf-8"))
         return obj
