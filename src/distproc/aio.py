@@ -28,16 +28,18 @@ import contextlib
 import itertools
 import os
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .client.connect import AsyncStream, codec_for, connect_async
 from .client.connection import convert_to_error
 from .errors import ConnectionLostError, DistprocError
-from .tls import TLSConfig
 from .wire.codecs import Codec
 from .wire.handshake import FLAG_PICKLE
 from .wire.messages import KIND_PROXY, KIND_RETURN, Token
 from .wire.records import CALL, CANCEL, DEFERRED, KINDS, NOREPLY, REPLY, iter_records, record
+
+if TYPE_CHECKING:
+    from .tls import TLSConfig
 
 __all__ = ["AsyncManager", "AsyncProxy", "connect"]
 

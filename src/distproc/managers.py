@@ -42,7 +42,7 @@ from multiprocessing.context import (
 from multiprocessing.reduction import ForkingPickler
 from os import getpid as getpid
 from traceback import format_exc as format_exc
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .client.connection import (
     Connection,
@@ -79,7 +79,6 @@ from .server.core import Server as Server
 from .server.objects import all_methods as all_methods, public_methods as public_methods
 from .server.shared_memory_server import SharedMemoryServer as SharedMemoryServer
 from .server.sync_types import Array as Array, Namespace as Namespace, Value as Value
-from .tls import TLSConfig
 from .wire.messages import KIND_RETURN, Token as Token
 
 try:
@@ -90,6 +89,9 @@ except ImportError:  # pragma: no cover - every supported platform has it
     HAS_SHMEM = False
 
 from multiprocessing import get_context as get_context
+
+if TYPE_CHECKING:
+    from .tls import TLSConfig
 
 __all__ = ["BaseManager", "BaseProxy", "SharedMemoryManager", "SyncManager", "Token"]
 

@@ -11,15 +11,17 @@ the authkey which programs.
 A stdlib peer cannot speak TLS, and a plain distproc peer may meet a TLS one:
 
 * **A plain client reaching a TLS server.**  A TLS client speaks first (its
-  ``ClientHello``, a record starting with :data:`HANDSHAKE_RECORD`), a plain
+  ``ClientHello``, a record starting with
+  :data:`~distproc.wire.handshake.TLS_HANDSHAKE_RECORD`), a plain
   one waits for the server's challenge.  A TLS server that hears nothing for
   :attr:`TLSConfig.plain_wait` seconds, or hears something else first, sends
-  the one frame :data:`TLS_REQUIRED` in the clear, where a challenge would be,
-  and closes.  A stdlib client shows it in its "expected challenge" error;
-  a distproc client raises it as :class:`~distproc.errors.TLSError`
-  (raised by the layers that connect: this module is ground, below them).
+  the one frame :data:`~distproc.wire.handshake.TLS_REQUIRED` in the clear,
+  where a challenge would be, and closes.  A stdlib client shows it in its
+  "expected challenge" error; a distproc client raises it as
+  :class:`~distproc.errors.TLSError` (raised by the layers that connect: this
+  module is ground, below them).
 * **A TLS client reaching a plain server.**  The plain server sees a first
-  byte of :data:`HANDSHAKE_RECORD` where a frame's length should be, logs one
+  byte of ``TLS_HANDSHAKE_RECORD`` where a frame's length should be, logs one
   line and closes; the client's TLS handshake fails on the challenge it got
   instead of a ``ServerHello``, and :func:`explain` says what that means.
 
@@ -38,28 +40,15 @@ __all__ = [
     "ENV_CA",
     "ENV_CERT",
     "ENV_KEY",
-    "HANDSHAKE_RECORD",
-    "TLS_REQUIRED",
     "TLSConfig",
     "TLSSocket",
     "explain",
     "refused_after_handshake",
-    "required_message",
 ]
 
 ENV_CERT = "DISTPROC_TLS_CERT"
 ENV_KEY = "DISTPROC_TLS_KEY"
 ENV_CA = "DISTPROC_TLS_CA"
-
-#: The first byte of a TLS handshake record, which starts every ``ClientHello``.
-HANDSHAKE_RECORD = 0x16
-
-#: What a TLS server sends a plain peer, in the clear, as the frame where its challenge would be.
-TLS_REQUIRED = (
-    b"this distproc server requires TLS; connect with a distproc client given "
-    b"--tls-cert, --tls-key and --tls-ca (or tls=distproc.TLSConfig(...)); "
-    b"a multiprocessing.managers client cannot speak TLS"
-)
 
 #: OpenSSL's reasons for a handshake that met no TLS at all (the peer sent something else).
 _NOT_TLS = frozenset(
@@ -221,11 +210,6 @@ def refused_after_handshake(where: str, config: TLSConfig) -> str:
         f"this client's certificate {config.cert!r} (not signed by the CA it trusts, "
         "expired, or not for client use); the server's log says which"
     )
-
-
-def required_message(frame: bytes) -> str | None:
-    """The text of a TLS server's :data:`TLS_REQUIRED` frame, or ``None`` for any other frame."""
-    return frame.decode("ascii") if frame == TLS_REQUIRED else None
 
 
 def explain(exc: ssl.SSLError, where: str, *, server: bool = True) -> str:

@@ -14,14 +14,16 @@ from __future__ import annotations
 import json
 import os
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..addresses import format_address
-from ..tls import TLSConfig
 from .errors import CliError, CliUsageError
 from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey, tls_options
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["dead_letters"]
 

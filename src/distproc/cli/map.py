@@ -34,14 +34,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import click
 
 from ..addresses import format_address, is_loopback
 from ..errors import DistprocError
 from ..tasks.blockmap import InputReadError, LinesOut
-from ..tls import TLSConfig
 from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
 from .hosts import WILDCARDS, host_addresses
@@ -49,6 +48,9 @@ from .lines import BlockWriter, count_calls, lines_at_hand, open_input
 from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey, tls_options
 from .resume import Checkpoints, ResumePoint, prepare_resume
 from .targets import load_attribute
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["ExecutorLike", "MapHooks", "load_function", "map_command"]
 

@@ -16,12 +16,14 @@ import functools
 import ipaddress
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..tls import TLSConfig
 from .errors import CliUsageError
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = [
     "AUTHKEY_ENV",
@@ -92,7 +94,8 @@ def _refuse_authkey_in_argv(ctx: click.Context, param: click.Parameter, value: A
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-ENV_CERT, ENV_KEY, ENV_CA = TLSConfig.ENV_NAMES
+#: TLSConfig.ENV_NAMES, written out: the worker's start does not import ssl without TLS.
+ENV_CERT, ENV_KEY, ENV_CA = "DISTPROC_TLS_CERT", "DISTPROC_TLS_KEY", "DISTPROC_TLS_CA"
 
 
 def authkey_options(command: _F) -> _F:
@@ -116,6 +119,8 @@ def tls_config(cert: str | None, key: str | None, ca: str | None) -> TLSConfig |
             f"TLS needs --tls-ca, and --tls-cert with --tls-key (both or neither; "
             f"or {ENV_CERT}, {ENV_KEY}, {ENV_CA})"
         )
+    from ..tls import TLSConfig
+
     config = TLSConfig(cert, key, ca)
     try:
         config.client_context()  # unreadable files: one line now, not at the first connect

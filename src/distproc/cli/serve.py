@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import click
 
 from ..addresses import format_address, is_loopback
-from ..tls import TLSConfig
 from .errors import CliError, CliUsageError
 from .options import (
     AUTHKEY_ENV,
@@ -40,6 +39,7 @@ from .targets import load_attribute
 
 if TYPE_CHECKING:
     from ..managers import BaseManager
+    from ..tls import TLSConfig
 
 __all__ = ["load_manager_class", "serve"]
 

@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console, Group, RenderableType
@@ -33,11 +33,13 @@ from rich.text import Text
 
 from ..addresses import format_address
 from ..errors import AuthenticationError, NotAServerError, RemoteError, TLSError
-from ..tls import TLSConfig
 from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
 from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey, tls_options
 from .status_view import render
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["Unreachable", "fetch_status", "status"]
 

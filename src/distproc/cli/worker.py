@@ -21,13 +21,16 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from ..addresses import format_address
-from ..tls import TLSConfig
 from .errors import CliUsageError
 from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey, tls_options
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["worker"]
 

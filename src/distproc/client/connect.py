@@ -39,15 +39,12 @@ import contextlib
 import logging
 import os
 import socket
-import ssl
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import tls as tls_
 from ..addresses import format_address
 from ..errors import ConnectionLostError, DistprocError, NotAServerError, ProtocolError, TLSError
-from ..tls import TLSConfig
 from ..wire import same_host
 from ..wire.codecs import Codec, PickleCodec
 from ..wire.framing import (
@@ -60,6 +57,9 @@ from ..wire.framing import (
 )
 from ..wire.handshake import FLAG_LOCAL, Agreement, Handshake, make_marker
 from ..wire.records import HELLO, record
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = [
     "ENV",
@@ -287,14 +287,17 @@ def open_socket(
 def _wrap(
     sock: socket.socket, host: str, address: Any, tls: TLSConfig, limit: float
 ) -> socket.socket:
+    from ssl import SSLError  # TLS modules only for those who use TLS
+
+    from ..tls import explain
     try:
         sock.settimeout(limit)
         return tls.client_context().wrap_socket(
             sock, server_hostname=tls.server_hostname or host
         )
-    except ssl.SSLError as exc:
+    except SSLError as exc:
         sock.close()
-        raise TLSError(tls_.explain(exc, format_address(address))) from None
+        raise TLSError(explain(exc, format_address(address))) from None
     except BaseException:
         sock.close()
         raise
@@ -307,10 +310,14 @@ def _tls_failed(
     certificate only then, which the client meets at its ``first`` read (the challenge)."""
     if tls is None:
         return None
-    if isinstance(exc, ssl.SSLError):
-        return TLSError(tls_.explain(exc, format_address(address)))
+    from ssl import SSLError
+
+    from ..tls import explain, refused_after_handshake
+
+    if isinstance(exc, SSLError):
+        return TLSError(explain(exc, format_address(address)))
     if first and isinstance(exc, (EOFError, ConnectionResetError)):
-        return TLSError(tls_.refused_after_handshake(format_address(address), tls))
+        return TLSError(refused_after_handshake(format_address(address), tls))
     return None
 
 
@@ -413,6 +420,9 @@ async def _open_stream(address: Any, tls: TLSConfig | None, limit: float) -> Asy
     host, port = address[0] or "127.0.0.1", address[1]
     if tls is None:
         return AsyncStream(*await asyncio.open_connection(host, port))
+    from ssl import SSLError
+
+    from ..tls import explain
     try:
         return AsyncStream(
             *await asyncio.open_connection(
@@ -423,8 +433,8 @@ async def _open_stream(address: Any, tls: TLSConfig | None, limit: float) -> Asy
                 ssl_handshake_timeout=limit,
             )
         )
-    except ssl.SSLError as exc:
-        raise TLSError(tls_.explain(exc, format_address(address))) from None
+    except SSLError as exc:
+        raise TLSError(explain(exc, format_address(address))) from None
 
 
 async def connect_async(

@@ -26,13 +26,15 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DistprocError
-from ..tls import TLSConfig
 from ..wire.handshake import FLAG_PICKLE
 from .connect import codec_for, connect
 from .mux import Multiplexer
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["close_multiplexers", "fork_generation", "get_multiplexer"]
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..tls import TLSConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["ServerConfig"]
 

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ProtocolError
-from ..tls import HANDSHAKE_RECORD
 from ..wire import same_host
 from ..wire.codecs import BytesLike
 from ..wire.framing import (
@@ -36,7 +35,7 @@ from ..wire.framing import (
     encode_header,
     frame_views,
 )
-from ..wire.handshake import Handshake
+from ..wire.handshake import TLS_HANDSHAKE_RECORD, Handshake
 from .context import ServerContext, Session
 
 __all__ = ["ServerConnection"]
@@ -144,7 +143,7 @@ class ServerConnection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         first, self._first = self._first, None
         self._unheard = False
-        if first is not None and nbytes and first[0] == HANDSHAKE_RECORD:
+        if first is not None and nbytes and first[0] == TLS_HANDSHAKE_RECORD:
             # A frame's length never starts so on a handshake: a TLS ClientHello does.
             log.warning(
                 "refusing %s: it speaks TLS, and this server has none (give it --tls-cert, "

@@ -50,7 +50,6 @@ from .queues import BATCH_METHODS, LoopQueue, is_loop_servable
 from .stdlib_session import StdlibSession
 from .sync_types import Array, Namespace, Value
 from .threads import ElasticPool
-from .tls_accept import TLSAcceptor
 
 __all__ = ["CHEAP_CONSTRUCTORS", "Server"]
 
@@ -181,12 +180,14 @@ class Server:
             # The Unix socket first: a TCP client accepted before it exists would not be offered it.
             local_srv = self._serve_local(loop)
             tls = self.config.tls
-            srv: asyncio.AbstractServer | TLSAcceptor
+            srv: Any  # an asyncio server, or a TLSAcceptor: both close()
             if tls is None:
                 srv = loop.run_until_complete(
                     loop.create_server(lambda: ServerConnection(self), sock=self._sock)
                 )
             else:
+                from .tls_accept import TLSAcceptor  # ssl only for servers that use TLS
+
                 factory = lambda: ServerConnection(self)  # noqa: E731
                 srv = TLSAcceptor(loop, self._sock, factory, tls, self.config.handshake_timeout)
             self.started_at = time.monotonic()

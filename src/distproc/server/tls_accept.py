@@ -5,10 +5,10 @@ at once, so a plain client (a stdlib one, or distproc without TLS options)
 would wait for a challenge while the server waits for a ``ClientHello``, and
 neither would say why.  So a TLS server accepts here: it looks at the first
 byte a peer sends (without reading it, ``MSG_PEEK``).  A TLS client sends its
-``ClientHello`` at once (:data:`~distproc.tls.HANDSHAKE_RECORD`) and
+``ClientHello`` at once (:data:`~distproc.wire.handshake.TLS_HANDSHAKE_RECORD`) and
 goes on to asyncio's TLS, then to the connection's handshake; a peer that
 stays silent for :attr:`~distproc.tls.TLSConfig.plain_wait` seconds or
-sends something else gets :data:`~distproc.tls.TLS_REQUIRED` as one frame
+sends something else gets :data:`~distproc.wire.handshake.TLS_REQUIRED` as one frame
 and is closed.  Each refusal is one log line; the server goes on serving.
 """
 
@@ -22,8 +22,9 @@ import ssl
 from collections.abc import Callable
 
 from ..addresses import format_address
-from ..tls import HANDSHAKE_RECORD, TLS_REQUIRED, TLSConfig, explain
+from ..tls import TLSConfig, explain
 from ..wire.framing import encode_header
+from ..wire.handshake import TLS_HANDSHAKE_RECORD, TLS_REQUIRED
 
 __all__ = ["TLSAcceptor"]
 
@@ -80,7 +81,7 @@ class TLSAcceptor:
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             first = await self._first_byte(conn)
-            if first != HANDSHAKE_RECORD:
+            if first != TLS_HANDSHAKE_RECORD:
                 log.warning(
                     "refusing %s: it does not speak TLS (%s), which this server requires",
                     peer,

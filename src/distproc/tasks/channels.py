@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..addresses import format_address
 from ..errors import RemoteError, ServiceLostError, StoreError
-from ..tls import TLSConfig
 from .host import close_service, connect_service
 from .records import Lease, Outcome, Report, TaskSpec, WorkerHello, split_by_size
 
 if TYPE_CHECKING:
+    from ..tls import TLSConfig
     from .host import ServiceHost
 
 __all__ = [

@@ -41,7 +41,6 @@ from typing import IO, TYPE_CHECKING, Any
 from ..addresses import is_loopback
 from ..errors import FrameTooLargeError, TaskImportError, TaskTimeoutError, WorkerLostError
 from ..server import ServerConfig
-from ..tls import TLSConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
 from .blockmap import READ_AHEAD, BlockReader, BlockRun, LinesOut, input_size
 from .channels import HostedMasterChannel, MasterChannel, RemoteMasterChannel
@@ -52,6 +51,7 @@ from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function
 from .records import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, Outcome, TaskOptions, TaskSpec
 
 if TYPE_CHECKING:
+    from ..tls import TLSConfig
     from .progress import ProgressBar
 
 __all__ = ["Executor"]

@@ -15,15 +15,17 @@ import dataclasses
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..addresses import format_address
 from ..errors import AuthenticationError, DistprocError, NoTaskServiceError, RemoteError
 from ..managers import BaseManager
 from ..server import Server, ServerConfig
-from ..tls import TLSConfig
 from .backends import TaskBackend, open_backend
 from .service import TaskService, check_options
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = [
     "SERVICE_METHODS",

@@ -51,7 +51,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..addresses import format_address
 from ..errors import (
@@ -61,7 +61,6 @@ from ..errors import (
     StoreError,
     TaskTimeoutError,
 )
-from ..tls import TLSConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
 from .blocks import run_block
 from .channels import MAX_BACKOFF, ServiceWorkerChannel, WorkerChannel, backoff_delays
@@ -86,6 +85,9 @@ from .records import (
     WorkerHello,
     split_by_size,
 )
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["MAX_BACKOFF", "TaskWorker", "is_fatal", "run_chunk"]
 
