@@ -94,3 +94,12 @@ def slow_square(x: int, seconds: float) -> int:
     """``x * x`` after ``seconds``: a task that keeps a run going while a test hits it."""
     time.sleep(seconds)
     return x * x
+
+
+def poison_until(marker: str) -> str:
+    """Take the worker down unless the file ``marker`` exists; then note the run beside it."""
+    if not os.path.exists(marker):
+        os._exit(1)
+    with open(marker + ".ran", "a") as f:
+        f.write("ran\n")
+    return "cured"

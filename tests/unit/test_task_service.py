@@ -7,11 +7,14 @@ the same guarantees.
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from distproc.errors import StoreError
 from distproc.tasks import policy, records
 from distproc.tasks.backends import TaskBackend, open_backend
 from distproc.tasks.records import ERROR, LOST, OK, RETRY, UNAVAILABLE, Outcome, TaskSpec
@@ -409,3 +412,127 @@ def test_when_the_last_worker_that_could_import_it_leaves_its_tasks_fail(
     h.run(0.2)
     assert h.outcomes() == dict.fromkeys(tids, UNAVAILABLE)
     assert h.results[0][2]["workers"] == [[f"{bad} (h pid 1)", "ImportError: x"]]
+
+
+# ----------------------------------------------------------------- capabilities
+def _remote_master(h: Harness) -> tuple[FakeConnection, int, int]:
+    conn = FakeConnection()
+    hello = FakeCall(conn)
+    h.service.hello_master(hello, None, 60.0)
+    h.run()
+    return conn, hello.value["master"], hello.value["base"]
+
+
+def test_a_backend_is_durable_exactly_when_it_says_so(make_backend: Callable[..., Any]) -> None:
+    backend: TaskBackend = make_backend()
+    mid, base = backend.add_master(3600.0)
+    backend.enqueue(mid, [TaskSpec(base + 1, "m:f", b"x")])
+    backend.commit()
+    backend.close()
+    again = make_backend() if backend.name == "memory" else open_backend(backend.path)  # type: ignore[attr-defined]
+    try:
+        kept = again.status()["tasks"]["queued"] == 1 and again.store_id == backend.store_id
+        assert kept is backend.capabilities.durable
+    finally:
+        again.close()
+
+
+def test_a_lost_worker_is_requeued_at_once_exactly_when_the_backend_says_so(h: Harness) -> None:
+    [tid] = h.submit(1)
+    wid, conn = h.worker()
+    assert [t[0] for t in h.exchange(wid).value] == [tid]
+    h.drop(conn)
+    requeued = h.backend.status()["tasks"]["queued"] == 1
+    assert requeued is h.backend.capabilities.instant_requeue
+
+
+def test_with_group_commit_one_commit_answers_every_call_in_hand(h: Harness) -> None:
+    commits: list[int] = []
+    real = h.backend.commit
+
+    def counting() -> None:
+        commits.append(1)
+        real()
+
+    h.backend.commit = counting  # type: ignore[method-assign]  # counted, then done
+    conn, mid, base = _remote_master(h)
+    commits.clear()
+    calls = [FakeCall(conn) for _ in range(5)]
+    for i, call in enumerate(calls):  # five calls read in one turn of the loop
+        h.service.submit(call, mid, [[base + 1 + i, "m:f", b"x", None]])
+    answered_at_once = [c.answered for c in calls]
+    h.run()
+    assert [c.replies for c in calls] == [[None]] * 5
+    if h.backend.capabilities.group_commit:
+        assert answered_at_once == [False] * 5  # answered once stored,
+        assert len(commits) == 1  # all by one commit
+    else:
+        assert answered_at_once == [True] * 5
+
+
+def test_a_full_store_fails_the_calls_in_hand_serves_reads_and_loses_nothing(
+    loop: asyncio.AbstractEventLoop, tmp_path: Any
+) -> None:
+    path = str(tmp_path / "tasks.db")
+    backend = open_backend(path)
+    h = Harness(loop, backend)
+    conn, mid, base = _remote_master(h)
+    db = backend._db  # type: ignore[attr-defined]  # the store's own connection
+    [(pages,)] = db.execute("PRAGMA page_count").fetchall()
+    db.execute(f"PRAGMA max_page_count = {pages + 16}")  # a disk with 16 pages left
+    calls = []
+    for i in range(40):
+        call = FakeCall(conn)
+        h.service.submit(call, mid, [[base + 1 + i, "m:f", os.urandom(6000), None]])
+        h.run()
+        calls.append(call)
+    stored = [base + 1 + i for i, c in enumerate(calls) if c.replies == [None]]
+    failed = [c.failures[0] for c in calls if c.failures]
+    assert stored and failed and len(stored) + len(failed) == 40
+    assert all(isinstance(e, StoreError) and "is full (no room left on its disk)" in str(e)
+               for e in failed)  # fmt: skip
+    status = FakeCall(conn)
+    h.service.status(status)  # reads are served
+    assert status.value["tasks"]["queued"] == len(stored)
+    db.execute("PRAGMA max_page_count = 1073741823")  # room again
+    wid, _ = h.worker()
+    assert [t[0] for t in h.exchange(wid, want=100).value] == stored
+    h.service.close()
+    again = open_backend(path)
+    try:
+        counts = again.status()["tasks"]
+        assert counts["queued"] + counts["leased"] == len(stored)  # nothing stored was lost
+    finally:
+        again.close()
+
+
+def test_a_reopened_store_keeps_retry_times_dead_letters_and_counts_and_ids_never_repeat(
+    loop: asyncio.AbstractEventLoop, tmp_path: Any
+) -> None:
+    path = str(tmp_path / "tasks.db")
+    h = Harness(loop, open_backend(path, max_attempts=1, heartbeat_timeout=60.0))
+    conn, mid, base = _remote_master(h)
+    retried, poison = base + 1, base + 2
+    options = {"retry_on": ["builtins:ConnectionError"], "retries": 2, "backoff": 30.0}
+    submit = FakeCall(conn)
+    h.service.submit(submit, mid, [[retried, "m:f", b"r", options], [poison, "m:f", b"p", None]])
+    h.run()
+    assert submit.value is None
+    wid, worker_conn = h.worker()
+    [task] = h.exchange(wid).value
+    h.exchange(wid, [[retried, task[1], RETRY, b"e"]], want=0)  # back in 30 s
+    assert [t[0] for t in h.exchange(wid).value] == [poison]
+    h.drop(worker_conn)  # it took the worker down: dead-lettered (max_attempts=1)
+    before = h.backend.status()["tasks"]
+    assert (before["delayed"], before["dead"]) == (1, 1), before
+    h.backend.close()  # what a kill -9 leaves: every step above was committed
+    again = open_backend(path, max_attempts=1, heartbeat_timeout=60.0)
+    try:
+        assert again.status()["tasks"] == before  # the counters, and the delayed task
+        assert [d.task for d in again.dead_letters()] == [poison]
+        assert 25.0 < again.next_due() - time.monotonic() <= 30.0  # the retry's time, kept
+        new_mid, _ = again.add_master(0.0)
+        joined = again.add_worker(records.WorkerHello.from_wire({"host": "h", "pid": 2}))
+        assert new_mid > mid and joined.worker != wid
+    finally:
+        again.close()

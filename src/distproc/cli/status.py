@@ -223,7 +223,9 @@ def status(
     For a task service (distproc map --address, or a served task service):
     tasks queued, leased, done, failed and dead; each worker's host, pid,
     slots, tasks done and the age of its oldest running task; the throughput
-    over the last minute; the dead letters with their reasons.
+    over the last minute; the store (memory, or a file's path, size, schema
+    version and sync mode, and what it does not guarantee); the dead letters
+    with their reasons.
 
     For a manager (distproc serve): the objects it holds, with their typeid
     and refcount, and the connected clients. A stdlib multiprocessing.managers

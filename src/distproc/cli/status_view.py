@@ -89,8 +89,17 @@ def _clients(clients: Sequence[Mapping[str, Any]]) -> RenderableType:
     return _table("Clients", columns, rows, len(clients))
 
 
+#: A backend's capabilities (see :class:`distproc.tasks.backends.Capabilities`) as guarantees.
+#: (``durable``, when false, is the warning "lost when the service stops".)
+_GUARANTEES = {
+    "instant_requeue": "a lost worker's tasks requeued at once",
+    "multi_host": "one state for services on several hosts",
+}
+
+
 def _store(store: Mapping[str, Any]) -> Text:
-    """``Store  sqlite /var/lib/tasks.db · 1.2 MiB · schema 1 · sync full``, or ``memory``."""
+    """``Store  sqlite /var/lib/tasks.db · 1.2 MiB · schema 1 · sync full``, or ``memory · lost
+    when the service stops``, then the guarantees its backend declares it cannot keep."""
     text = Text()
     text.append("Store", style="bold")
     text.append(f"  {store.get('backend', '?')}")
@@ -103,8 +112,13 @@ def _store(store: Mapping[str, Any]) -> Text:
         text.append(f" · schema {store['schema']}")
     if store.get("sync"):
         text.append(f" · sync {store['sync']}")
-    if store.get("backend") == "memory":
-        text.append(" · lost when the service stops", style="yellow")
+    capabilities = store.get("capabilities")
+    if isinstance(capabilities, Mapping):
+        if capabilities.get("durable") is False:
+            text.append(" · lost when the service stops", style="yellow")
+        lacking = [_GUARANTEES[k] for k in _GUARANTEES if capabilities.get(k) is False]
+        if lacking:
+            text.append(f" · not guaranteed: {'; '.join(lacking)}", style="dim")
     return text
 
 

@@ -22,6 +22,9 @@ the backend's (:mod:`.backends`); here is what a network needs on top:
   wait until one :meth:`~.backends.TaskBackend.commit` has made their changes
   durable, at the end of the loop's iteration; if it fails (a full disk), the
   backend goes back to what is stored and those calls fail with its error.
+  A change that no call waits for (a worker lost, a timer's expiry) is
+  committed the same way, so that a dead letter or a strike is in the store
+  even if the service dies before its next call.
 """
 
 from __future__ import annotations
@@ -178,6 +181,8 @@ class TaskService:
                 if outcomes:
                     del self._polls[mid]
                     self._answer_held(held, [o.to_wire() for o in outcomes])
+        if self._durable:  # a change that no answer waits for (a worker lost, a retry due)
+            self._schedule_commit()
         self._arm()
 
     def _arm(self) -> None:

@@ -36,6 +36,7 @@ import heapq
 import logging
 import os
 import sqlite3
+import tempfile
 import time
 from typing import Any, ClassVar
 
@@ -55,6 +56,7 @@ APPLICATION_ID = 0x64707473
 SCHEMA_VERSION = 1
 SYNC_MODES = ("full", "normal")
 _HEADER = b"SQLite format 3\x00"
+_SQLITE_CANTOPEN = 14
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
@@ -87,6 +89,23 @@ def _pack(value: Any) -> bytes:
 
 def _unpack(blob: bytes) -> Any:
     return msgpack.unpackb(blob, raw=False, strict_map_key=False)
+
+
+def _cannot_open(exc: sqlite3.Error) -> bool:
+    """SQLITE_CANTOPEN: the file, or one SQLite creates beside it, cannot be opened."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    return code == _SQLITE_CANTOPEN or "unable to open" in str(exc)
+
+
+def _can_create_in(directory: str) -> bool:
+    """Whether a file can be created in ``directory`` (tried: access() cannot tell for root)."""
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".distproc-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
 
 
 def _to_wall(mono: float | None) -> float | None:
@@ -199,6 +218,12 @@ class SqliteBackend(MemoryBackend):
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         except sqlite3.DatabaseError as exc:
+            if _cannot_open(exc) and not _can_create_in(os.path.dirname(self.path)):
+                raise self._refuse(
+                    f"cannot be opened: its directory {os.path.dirname(self.path)} is read-only, "
+                    "and SQLite needs to create the file's -wal and -shm beside it; make the "
+                    "directory writable"
+                ) from None
             raise self._refuse(f"is damaged ({exc}); nothing was changed: restore it from a "
                                "copy, or give another path") from None  # fmt: skip
         new = app_id == 0 and tables == 0
