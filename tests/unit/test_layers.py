@@ -41,8 +41,10 @@ LAYERS: dict[str, int] = {
     "proxies": 3,
     "managers": 4,
     "aio": 4,
-    "tasks": 5,
-    "web": 6,
+    # The dashboard needs no code of the task system, only a server's status
+    # report; the Executor hosts it (Executor(http=...)), so it sits below.
+    "web": 5,
+    "tasks": 6,
     "cli": 7,
     # The package's face, and ``python -m distproc``.
     "": 8,

@@ -48,6 +48,7 @@ from .lines import BlockWriter, count_calls, lines_at_hand, open_input
 from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey, tls_options
 from .resume import Checkpoints, ResumePoint, prepare_resume
 from .targets import load_attribute
+from .web_options import http_options, http_settings
 
 if TYPE_CHECKING:
     from ..tls import TLSConfig
@@ -170,7 +171,7 @@ def _start_executor(factory: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return factory(**kwargs)
     except OSError as exc:
-        address = kwargs.get("address")
+        address = exc.filename or kwargs.get("address")  # the Executor names its http= address
         where = f" on {format_address(address)}" if address else ""
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
@@ -337,6 +338,7 @@ master's address on the network (0.0.0.0 listens on every interface):
     default=None,
     help="Show a progress bar on stderr.  [default: when stderr is a terminal]",
 )
+@http_options
 @click.pass_context
 def map_command(
     ctx: click.Context,
@@ -353,6 +355,8 @@ def map_command(
     resume: bool,
     progress: bool | None,
     tls: TLSConfig | None,
+    http: str | None,
+    http_token_file: str | None,
 ) -> int:
     """Call FUNCTION on each line of INPUT, on worker processes; write the results in order.
 
@@ -373,8 +377,11 @@ def map_command(
     With --address, remote `distproc worker HOST:PORT` processes join the run;
     they need the authkey, from $DISTPROC_AUTHKEY or --authkey-file; with
     --tls-cert, --tls-key and --tls-ca they need certificates of that CA too.
+
+    --http HOST:PORT serves the run's live dashboard and /metrics there.
     """
     hooks = ctx.find_object(MapHooks) or MapHooks()
+    dashboard = http_settings(http, http_token_file)
     bind = parse_address(address) if address is not None else None
     key = read_authkey(authkey_file, os.environ)
     generated = False
@@ -418,7 +425,8 @@ def map_command(
                     count = min(count, at_hand)  # an input all at hand: a worker per line at most
                 stopped = _start_and_run(
                     hooks, fn, stream, output, point, key=key, generated=generated, bind=bind,
-                    count=count, target=target, tls=tls, options={
+                    count=count, target=target, tls=tls, dashboard=dashboard,
+                    token_file=http_token_file, options={
                         "star": star, "records": records, "block_lines": chunksize,
                         "read_ahead": read_ahead, "progress": progress,
                         "total": _total(stream, progress),
@@ -444,14 +452,20 @@ def _start_and_run(
     count: int,
     target: str,
     tls: TLSConfig | None,
+    dashboard: dict[str, Any],
+    token_file: str | None,
     options: dict[str, Any],
 ) -> str | None:
-    """Start the executor (its service and local workers), then :func:`_run`."""
+    """Start the executor (its service, its dashboard and local workers), then :func:`_run`."""
 
     def announce() -> None:
         log.info("started %d local worker(s) for %s", count, target)
         if bind is not None:
             _announce(executor.address, key if generated else None)
+        url = getattr(executor, "dashboard_url", None)
+        if url is not None:
+            shown = url.partition("?")[0] if token_file else url
+            click.echo(f"distproc: dashboard at {shown}", err=True)
 
     # SIGTERM stops the run as Ctrl-C does, from here on (until _run takes over).
     fleet: Any = None
@@ -470,7 +484,7 @@ def _start_and_run(
                 name = kwargs["sock"].getsockname()
                 kwargs.update(address=(name[0], name[1]), workers=0, fleet=fleet)
             # The local workers get the current directory on PYTHONPATH.
-            executor = _start_executor(hooks.executor, **kwargs)
+            executor = _start_executor(hooks.executor, **kwargs, **dashboard)
     except BaseException as exc:
         if fleet is not None:
             fleet.kill()

@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..addresses import format_address, listen_on
@@ -164,6 +164,9 @@ class Server:
         self.services: list[StatusReporter] = []
         #: Called on the loop's thread once the socket is served, before ``started`` is set.
         self.on_start: list[Callable[[], None]] = []
+        #: Awaited on the loop once the connections are closed, before the loop closes
+        #: (a part that runs on the loop, such as the dashboard, stops there).
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.started = threading.Event()
         self.stopped = threading.Event()
         self._stop_requested = False
@@ -205,6 +208,8 @@ class Server:
                 if local_srv is not None:
                     local_srv.close()
                 loop.run_until_complete(self._close_connections())
+                for stopping in self.on_stop:
+                    loop.run_until_complete(stopping())
         finally:
             if local_srv is not None:
                 local_srv.close()  # again, in case the TCP server could not be made

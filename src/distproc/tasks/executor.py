@@ -10,6 +10,9 @@ service (:mod:`.service`):
 * ``Executor(connect=(host, port), authkey=key)``: submit to a service that
   ``distproc serve`` hosts and other masters share.
 
+``http=(host, port)`` also serves the dashboard of the service it hosts
+there (:mod:`distproc.web`; ``dashboard_url`` is the address to open).
+
 When the Executor hosts the service, it runs on a thread of this process and
 the Executor talks to it on its loop, with no connection in between; with
 ``store="tasks.db"`` that service keeps its tasks in a SQLite file.  Tasks and
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -36,9 +40,9 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from ..addresses import is_loopback
+from ..addresses import format_address, is_loopback
 from ..errors import FrameTooLargeError, TaskImportError, TaskTimeoutError, WorkerLostError
 from ..server import ServerConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
@@ -46,6 +50,7 @@ from .blockmap import READ_AHEAD, BlockReader, BlockRun, LinesOut, input_size
 from .channels import HostedMasterChannel, MasterChannel, RemoteMasterChannel
 from .fleet import Fleet, local_workers
 from .host import ServiceHost
+from .map_status import MapStatus
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
 from .records import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, Outcome, TaskOptions, TaskSpec
@@ -55,6 +60,8 @@ if TYPE_CHECKING:
     from .progress import ProgressBar
 
 __all__ = ["Executor"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("distproc.tasks")
 
@@ -105,7 +112,10 @@ class Executor(concurrent.futures.Executor):
     a path makes the hosted service keep its tasks in that SQLite file
     (``store_sync``: ``"full"``, the default, or ``"normal"``).
     ``reconnect_timeout``: how long a master of a remote service
-    (``connect=``) keeps reconnecting when it goes away.
+    (``connect=``) keeps reconnecting when it goes away.  ``http``: serve the
+    dashboard and ``/metrics`` of the hosted service at this ``(host, port)``;
+    ``http_token``: the token it needs (by default, one derived from the
+    authkey, needed on a non-loopback address only).
     """
 
     def __init__(
@@ -128,10 +138,17 @@ class Executor(concurrent.futures.Executor):
         store: str | None = None,
         store_sync: str = "full",
         reconnect_timeout: float = 300.0,
+        http: tuple[str, int] | None = None,
+        http_token: str | None = None,
         sock: socket.socket | None = None,
         fleet: Fleet | None = None,
         tls: TLSConfig | None = None,
     ) -> None:
+        if http is not None and connect is not None:
+            raise ValueError(
+                "http= shows the service that this Executor hosts; for a service elsewhere, "
+                "run `distproc dashboard HOST:PORT`"
+            )
         if serializer not in ("native", "pickle"):
             raise ValueError(f"serializer must be 'native' or 'pickle', not {serializer!r}")
         if isinstance(authkey, str):
@@ -177,6 +194,8 @@ class Executor(concurrent.futures.Executor):
         self._host: ServiceHost | None = None
         self._fleet: Fleet | None = None
         self._channel: MasterChannel
+        #: The address of the dashboard to open (with its token), when ``http`` is given.
+        self.dashboard_url: str | None = None
         if authkey is None:
             env = os.environ.get("DISTPROC_AUTHKEY")
             if env:
@@ -202,15 +221,13 @@ class Executor(concurrent.futures.Executor):
                                                 reconnect_timeout=reconnect_timeout)  # fmt: skip
             self.address = (connect[0], connect[1])
         else:
-            host = ServiceHost(
-                address or ("127.0.0.1", 0), self.authkey, max_attempts=max_attempts,
-                heartbeat_timeout=heartbeat_timeout, config=server_config, store=store,
-                sync=store_sync, sock=sock, tls=tls,
+            self._host = self._host_service(
+                address, server_config, http, http_token, max_attempts=max_attempts,
+                heartbeat_timeout=heartbeat_timeout, store=store, sync=store_sync, sock=sock,
+                tls=tls,
             )  # fmt: skip
-            host.start()
-            self._host = host
-            self.address = host.address
-            self._channel = HostedMasterChannel(host)
+            self.address = self._host.address
+            self._channel = HostedMasterChannel(self._host)
         self._channel.start(self)
         self._ids = itertools.count(self._channel.base + 1)
         if workers:
@@ -219,6 +236,37 @@ class Executor(concurrent.futures.Executor):
                                         allow_pickle=self._allow_pickle, tls=tls)  # fmt: skip
         elif fleet is not None:
             self._fleet = fleet
+
+    # ------------------------------------------------------------- set-up
+    def _host_service(
+        self,
+        address: tuple[str, int] | None,
+        config: ServerConfig | None,
+        http: tuple[str, int] | None,
+        http_token: str | None,
+        **options: Any,
+    ) -> ServiceHost:
+        """Start the hosted service, with its dashboard when ``http`` is given."""
+        sock = None
+        if http is not None:
+            from .. import web  # the dashboard's libraries are loaded only when it is asked for
+
+            try:  # first: a port in use is an error before anything starts
+                sock = web.bind(http)
+            except OSError as exc:  # named by its address, as the service's own bind is not
+                raise OSError(exc.errno, exc.strerror, format_address(http)) from None
+        try:
+            host = ServiceHost(address or ("127.0.0.1", 0), self.authkey, config=config,
+                               **options)  # fmt: skip
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        if sock is not None:
+            side = web.attach(host.server, sock, self.authkey, http_token)
+            self.dashboard_url = side.login_url
+        host.start()
+        return host
 
     # ------------------------------------------------------------ submitting
     def _ref(self, fn: Callable[..., Any]) -> str:
@@ -416,7 +464,7 @@ class Executor(concurrent.futures.Executor):
         run = MapRun(self, fn, ref, iterable, timeout=timeout, chunksize=chunksize,
                      bar=self._bar(progress, total), total=total,
                      return_exceptions=return_exceptions)  # fmt: skip
-        return iter(run)
+        return self._on_dashboard(iter(run), ref or repr(fn), total)
 
     def map_lines(
         self,
@@ -457,7 +505,27 @@ class Executor(concurrent.futures.Executor):
         run = BlockRun(self, ref, reader, star=star, records=records, read_ahead=read_ahead,
                        block_lines=block_lines, input_end=None if left is None else offset + left,
                        bar=self._bar(progress, total))  # fmt: skip
-        return iter(run)
+        return self._on_dashboard(iter(run), ref, total, lambda out: out.data.count(b"\n"))
+
+    def _on_dashboard(
+        self,
+        results: Iterator[_T],
+        function: str,
+        total: int | None,
+        weight: Callable[[_T], int] | None = None,
+    ) -> Iterator[_T]:
+        """``results``; with a dashboard, the run is in the status report while it runs."""
+        host = self._host
+        if host is None or self.dashboard_url is None:
+            return results
+        services = host.server.services  # read on the loop: changed there
+
+        def gone(status: MapStatus) -> None:
+            with contextlib.suppress(RuntimeError):  # the service has stopped: nothing to do
+                host.call_soon(services.remove, status)
+
+        shown = functools.partial(host.call_soon, services.append)
+        return MapStatus(function, total).count(results, shown, gone, weight)
 
     def _bar(self, progress: bool | None, total: int | None) -> ProgressBar | None:
         show = self._progress if progress is None else progress

@@ -547,6 +547,9 @@ class TaskService:
             "masters": report["masters"],
             "workers": report["workers"],
             "dead_letters": report["dead_letters"],
+            # Stats a backend may keep: for the dashboard and /metrics.
+            "gone_workers": report.get("gone_workers", []),
+            "durations": report.get("durations"),
             "store": report["store"],
         }
 
