@@ -27,6 +27,7 @@ from .errors import (
     StoreError,
     TaskImportError,
     TaskTimeoutError,
+    TLSError,
     WorkerLostError,
 )
 
@@ -36,6 +37,7 @@ if _typing.TYPE_CHECKING:
     from .managers import BaseManager, BaseProxy, SharedMemoryManager, SyncManager, Token
     from .server import ServerConfig
     from .tasks import Executor
+    from .tls import TLSConfig
 
 #: The names imported on first use, and their modules: a worker process, or
 #: ``distproc map`` before it starts its workers, does not pay for the drop-in
@@ -48,6 +50,7 @@ _LAZY = {
     "SyncManager": ".managers",
     "Token": ".managers",
     "ServerConfig": ".server",
+    "TLSConfig": ".tls",
     "Executor": ".tasks",
 }
 
@@ -99,6 +102,8 @@ __all__ = [
     "StartError",
     "StoreError",
     "SyncManager",
+    "TLSConfig",
+    "TLSError",
     "TaskImportError",
     "TaskTimeoutError",
     "Token",

@@ -28,7 +28,7 @@ import contextlib
 import itertools
 import os
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .client.connect import AsyncStream, codec_for, connect_async
 from .client.connection import convert_to_error
@@ -37,6 +37,9 @@ from .wire.codecs import Codec
 from .wire.handshake import FLAG_PICKLE
 from .wire.messages import KIND_PROXY, KIND_RETURN, Token
 from .wire.records import CALL, CANCEL, DEFERRED, KINDS, NOREPLY, REPLY, iter_records, record
+
+if TYPE_CHECKING:
+    from .tls import TLSConfig
 
 __all__ = ["AsyncManager", "AsyncProxy", "connect"]
 
@@ -196,12 +199,14 @@ async def connect(
     serializer: str = "pickle",
     allow_md5: bool = True,
     handshake_timeout: float | None = None,
+    tls: TLSConfig | None = None,
 ) -> AsyncManager:
     """Connect to a distproc server; typeids come from ``manager`` (a BaseManager subclass).
 
     ``allow_md5=False`` refuses a server that authenticates with HMAC-MD5 only;
     ``handshake_timeout`` (seconds) bounds the handshake, as in
-    :func:`distproc.client.connect.handshake_timeout`.
+    :func:`distproc.client.connect.handshake_timeout`; ``tls`` connects with TLS
+    (:class:`distproc.TLSConfig`).
     """
     key = authkey.encode("utf-8") if isinstance(authkey, str) else bytes(authkey)
     flags = FLAG_PICKLE if serializer == "pickle" else 0
@@ -212,6 +217,7 @@ async def connect(
         allow_md5=allow_md5,
         timeout=handshake_timeout,
         session_id=os.urandom(16),
+        tls=tls,
     )
     if not agreement.native:
         stream.writer.close()

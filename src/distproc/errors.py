@@ -6,9 +6,11 @@
     ├── AuthenticationError      (also multiprocessing.AuthenticationError)
     ├── ProtocolError            a peer broke the wire protocol
     │   ├── FrameTooLargeError   a length prefix over the configured limit
-    │   └── NotAServerError      what a client reached is no distproc or
+    │   ├── NotAServerError      what a client reached is no distproc or
     │                            multiprocessing.managers server (silent, or
     │                            it speaks something else)
+    │   └── TLSError             a TLS connection failed: no certificate, one
+    │                            the peer refused, or a peer without TLS
     ├── ConnectionLostError      (also ConnectionResetError and EOFError)
     │                            the server went away while a call was pending
     ├── RemoteError              (also multiprocessing.managers.RemoteError)
@@ -58,6 +60,7 @@ __all__ = [
     "ServiceLostError",
     "StartError",
     "StoreError",
+    "TLSError",
     "TaskImportError",
     "TaskTimeoutError",
     "WorkerLostError",
@@ -86,6 +89,14 @@ class NotAServerError(ProtocolError):
     It did not go through the handshake within the client's handshake timeout,
     or its first bytes were not a handshake's.  Trying again will not help
     unless the address is changed (or a stuck server recovers).
+    """
+
+
+class TLSError(ProtocolError):
+    """A TLS connection failed: a certificate refused, or a peer that speaks no TLS.
+
+    Its message says which side refused what; trying again will not help
+    until the certificates (or the TLS options of one side) change.
     """
 
 

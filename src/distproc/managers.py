@@ -17,12 +17,16 @@ The differences, all deliberate (the README has the full table):
 * ``shutdown()`` exists (and does nothing) on a manager that was never
   started, instead of raising ``AttributeError``;
 * the keyword-only ``config`` argument takes a
-  :class:`~distproc.server.ServerConfig`.
+  :class:`~distproc.server.ServerConfig`;
+* the keyword-only ``tls`` argument takes a :class:`~distproc.tls.TLSConfig`:
+  the manager connects with TLS, and the server it starts requires it
+  (unless ``config.tls`` says otherwise).
 """
 
 from __future__ import annotations
 
 import array
+import dataclasses
 import multiprocessing
 import multiprocessing.connection as _mp_connection
 import queue
@@ -38,7 +42,7 @@ from multiprocessing.context import (
 from multiprocessing.reduction import ForkingPickler
 from os import getpid as getpid
 from traceback import format_exc as format_exc
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .client.connection import (
     Connection,
@@ -85,6 +89,9 @@ except ImportError:  # pragma: no cover - every supported platform has it
     HAS_SHMEM = False
 
 from multiprocessing import get_context as get_context
+
+if TYPE_CHECKING:
+    from .tls import TLSConfig
 
 __all__ = ["BaseManager", "BaseProxy", "SharedMemoryManager", "SyncManager", "Token"]
 
@@ -158,7 +165,16 @@ class BaseManager:
         *,
         shutdown_timeout: float = 1.0,
         config: ServerConfig | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
+        if tls is not None and serializer not in ("pickle", "native"):
+            raise ValueError(
+                f"tls= needs serializer 'pickle' or 'native' (distproc's native protocol), "
+                f"not {serializer!r}"
+            )
+        if tls is not None and (config is None or config.tls is None):
+            # The server this manager starts (start(), get_server()) requires the same TLS.
+            config = dataclasses.replace(config or ServerConfig(), tls=tls)
         if authkey is None:
             authkey = process.current_process().authkey
         if serializer not in listener_client:
@@ -173,6 +189,7 @@ class BaseManager:
         self._ctx = ctx or get_context()
         self._shutdown_timeout = shutdown_timeout
         self._config = config
+        self._tls = tls
         self._process: Any = None
         self._finalizer: util.Finalize | None = None
 
@@ -197,7 +214,9 @@ class BaseManager:
         )
 
     def _native(self) -> Multiplexer | None:
-        return get_multiplexer(self._address, bytes(self._authkey), self._serializer)
+        return get_multiplexer(
+            self._address, bytes(self._authkey), self._serializer, tls=self._tls
+        )
 
     # distproc's own, for programs such as ``distproc status``; the stdlib's
     # BaseManager has none of these.

@@ -1,138 +1,240 @@
-"""Mutual TLS between distproc peers: :class:`TLSConfig`, and how each side meets the other.
+"""TLS under the handshake: :class:`TLSConfig` and what each side says when the other has none.
 
-One :class:`TLSConfig` names three PEM files: this side's certificate, its
-private key, and the CA that signs every peer's certificate (``distproc
-certs init`` and ``distproc certs issue`` make them).  A server given one
-(``ServerConfig(tls=...)``) accepts only TLS 1.3 or newer and, by default,
-only clients whose certificate that CA signed; a client given one checks the
-server's certificate against the CA and the host it connects to.  The
-authkey handshake still runs, inside TLS: TLS says who the peer is, the
-authkey what it may do.
+distproc peers may wrap their connections in TLS (1.3 at least).  A
+:class:`TLSConfig` names three PEM files: this side's certificate and key, and
+the CA that the other side's certificate must be signed by.  By default the
+server requires a client certificate (mutual TLS) and the client checks the
+server's certificate against the name it connected to.  The authkey handshake
+(:mod:`.handshake`) still runs, inside TLS: TLS says which machines may talk,
+the authkey which programs.
 
-A stdlib peer cannot speak TLS, and a plain peer and a TLS one would wait for
-each other for ever (the server waits for a ClientHello, the client for a
-challenge).  So a TLS server first writes one plain frame, :data:`PREAMBLE`,
-which a TLS client reads before it starts TLS: a plain client reads it where
-it expects the challenge and says the server needs TLS, and a TLS client that
-reads a challenge instead says that the server speaks no TLS.
+A stdlib peer cannot speak TLS, and a plain distproc peer may meet a TLS one:
 
-The contexts use :func:`ssl.create_default_context`, so Python 3.13's
-stricter X.509 checks apply where that Python runs.
+* **A plain client reaching a TLS server.**  A TLS client speaks first (its
+  ``ClientHello``, a record starting with
+  :data:`~distproc.wire.handshake.TLS_HANDSHAKE_RECORD`), a plain
+  one waits for the server's challenge.  A TLS server that hears nothing for
+  :attr:`TLSConfig.plain_wait` seconds, or hears something else first, sends
+  the one frame :data:`~distproc.wire.handshake.TLS_REQUIRED` in the clear,
+  where a challenge would be, and closes.  A stdlib client shows it in its
+  "expected challenge" error; a distproc client raises it as
+  :class:`~distproc.errors.TLSError` (raised by the layers that connect: this
+  module is ground, below them).
+* **A TLS client reaching a plain server.**  The plain server sees a first
+  byte of ``TLS_HANDSHAKE_RECORD`` where a frame's length should be, logs one
+  line and closes; the client's TLS handshake fails on the challenge it got
+  instead of a ``ServerHello``, and :func:`explain` says what that means.
+
+Certificates for a private CA: ``distproc certs`` (:mod:`distproc.certs`).
 """
 
 from __future__ import annotations
 
-import os
+import socket
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-__all__ = ["ENV_CA", "ENV_CERT", "ENV_KEY", "PREAMBLE", "TLSConfig", "refused_message"]
+__all__ = [
+    "ENV_CA",
+    "ENV_CERT",
+    "ENV_KEY",
+    "TLSConfig",
+    "TLSSocket",
+    "explain",
+    "refused_after_handshake",
+]
 
-#: The environment variables that the command line reads (``--tls-cert`` and so on).
 ENV_CERT = "DISTPROC_TLS_CERT"
 ENV_KEY = "DISTPROC_TLS_KEY"
 ENV_CA = "DISTPROC_TLS_CA"
 
-#: The plain frame's payload that a TLS server sends before TLS starts (see the module
-#: docstring); a stdlib client shows it in its ``AssertionError``.
-PREAMBLE = (
-    b"#TLS-REQUIRED# this distproc server speaks only TLS: connect with tls= "
-    b"(or --tls-cert, --tls-key and --tls-ca)"
-)
+#: OpenSSL's reasons for a handshake that met no TLS at all (the peer sent something else).
+_NOT_TLS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+     "UNEXPECTED_RECORD", "HTTP_REQUEST", "UNKNOWN_PROTOCOL"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class TLSConfig:
-    """The PEM files of one side of a mutual TLS connection (see the module docstring).
+    """Mutual TLS for a distproc server or client: three PEM files (see the module docstring).
 
-    ``cert`` and ``key`` are this side's certificate (chain) and private key;
-    a client may leave them out only for a server that does not require
-    client certificates.  ``ca`` is the CA certificate that peers' certificates
-    must be signed by.  ``require_client_cert`` (server side) is mutual TLS;
-    ``False`` accepts clients without a certificate, the authkey alone then
-    telling who they are.  ``server_hostname`` (client side) is the name the
-    server's certificate must carry, by default the host connected to.
+    One config serves both roles when its certificate allows both (``distproc
+    certs issue`` makes such certificates).  A client without ``cert`` and
+    ``key`` offers no certificate: only servers with ``require_client_cert=False``
+    accept it.  ``require_client_cert=False``
+    lets a server accept clients without a certificate (TLS only encrypts and
+    authenticates the server then).  ``server_hostname`` is the name the
+    client checks in the server's certificate (default: the host it connects to).
     """
 
-    cert: str | os.PathLike[str] | None
-    key: str | os.PathLike[str] | None
-    ca: str | os.PathLike[str]
+    #: The environment variables of :meth:`from_env`: cert, key, CA.
+    ENV_NAMES: ClassVar[tuple[str, str, str]] = (ENV_CERT, ENV_KEY, ENV_CA)
+
+    cert: str | None
+    key: str | None
+    ca: str
     require_client_cert: bool = True
     server_hostname: str | None = None
+    #: Seconds a TLS server waits for a ``ClientHello`` before it takes the peer
+    #: for a plain one and tells it so (a TLS client sends it at once).
+    plain_wait: float = 2.0
+    _contexts: dict[bool, ssl.SSLContext] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> TLSConfig | None:
-        """The configuration that ``DISTPROC_TLS_CERT``, ``_KEY`` and ``_CA`` name, if set."""
-        env = os.environ if environ is None else environ
-        cert, key, ca = (env.get(name) or None for name in (ENV_CERT, ENV_KEY, ENV_CA))
-        if cert is None and key is None and ca is None:
+    def from_env(cls, environ: Mapping[str, str]) -> TLSConfig | None:
+        """The config that ``DISTPROC_TLS_CERT``, ``_KEY`` and ``_CA`` name, if set."""
+        paths = [environ.get(name) or None for name in (ENV_CERT, ENV_KEY, ENV_CA)]
+        if not any(paths):
             return None
-        if ca is None:
-            raise ValueError(f"{ENV_CERT}/{ENV_KEY} are set but {ENV_CA} is not: name the CA too")
+        cert, key, ca = paths
+        if ca is None or (cert is None) != (key is None):
+            raise ValueError(
+                f"TLS needs {ENV_CA}, and {ENV_CERT} with {ENV_KEY} (both or neither)"
+            )
         return cls(cert, key, ca)
 
-    def env(self) -> dict[str, str]:
-        """This configuration as the environment variables of :meth:`from_env`."""
-        out = {ENV_CA: str(Path(self.ca).resolve())}
-        if self.cert is not None:
-            out[ENV_CERT] = str(Path(self.cert).resolve())
-        if self.key is not None:
-            out[ENV_KEY] = str(Path(self.key).resolve())
-        return out
-
-    def _load_chain(self, ctx: ssl.SSLContext) -> None:
-        if self.cert is None:
-            return
-        try:
-            ctx.load_cert_chain(self.cert, self.key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(
-                f"cannot load the TLS certificate {os.fspath(self.cert)!r} with key "
-                f"{os.fspath(self.key) if self.key else None!r}: {exc}"
-            ) from None
-
-    def _context(self, purpose: ssl.Purpose) -> ssl.SSLContext:
-        try:
-            ctx = ssl.create_default_context(purpose, cafile=os.fspath(self.ca))
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"cannot load the TLS CA {os.fspath(self.ca)!r}: {exc}") from None
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        self._load_chain(ctx)
-        return ctx
+    def environ(self) -> dict[str, str]:
+        """The environment variables that give a child process this config (:meth:`from_env`)."""
+        paths = {ENV_CERT: self.cert, ENV_KEY: self.key, ENV_CA: self.ca}
+        return {name: path for name, path in paths.items() if path is not None}
 
     def server_context(self) -> ssl.SSLContext:
-        """The server's context: TLS 1.3+, its certificate, client certificates checked."""
-        if self.cert is None or self.key is None:
-            raise ValueError("a TLS server needs its certificate and key (cert= and key=)")
-        ctx = self._context(ssl.Purpose.CLIENT_AUTH)
-        ctx.verify_mode = ssl.CERT_REQUIRED if self.require_client_cert else ssl.CERT_OPTIONAL
-        return ctx
+        """The context a server accepts with (made once per config)."""
+        return self._context(server=True)
 
     def client_context(self) -> ssl.SSLContext:
-        """The client's context: TLS 1.3+, the server's certificate and name checked."""
-        return self._context(ssl.Purpose.SERVER_AUTH)
+        """The context a client connects with (made once per config)."""
+        return self._context(server=False)
+
+    def _context(self, *, server: bool) -> ssl.SSLContext:
+        found = self._contexts.get(server)
+        if found is not None:
+            return found
+        purpose = ssl.Purpose.CLIENT_AUTH if server else ssl.Purpose.SERVER_AUTH
+        if server and self.cert is None:
+            raise ValueError("a TLS server needs a certificate and its key (cert=, key=)")
+        try:
+            ctx = ssl.create_default_context(purpose, cafile=self.ca)
+            if self.cert is not None:
+                ctx.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise OSError(
+                f"cannot load the TLS files (cert {self.cert!r}, key {self.key!r}, "
+                f"CA {self.ca!r}): {exc}"
+            ) from None
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        # Python 3.13's default checks, on every version: what passes here passes there.
+        ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+        if server:
+            ctx.verify_mode = ssl.CERT_REQUIRED if self.require_client_cert else ssl.CERT_NONE
+            # No session tickets: nothing resumes sessions, and a client then reads
+            # nothing after the handshake but records of its own connection.
+            ctx.num_tickets = 0
+        else:
+            ctx.sslsocket_class = TLSSocket
+        self._contexts[server] = ctx
+        return ctx
 
 
-def refused_message(exc: BaseException) -> str:
-    """What a failed TLS handshake means, for a person: which certificate to fix."""
-    reason = getattr(exc, "reason", None) or str(exc)
-    text = str(reason).lower().replace("_", " ")
-    if "certificate required" in text:
-        what = (
-            "the server requires a client certificate: give cert= and key= "
-            "(--tls-cert, --tls-key)"
+_WAITALL = getattr(socket, "MSG_WAITALL", 0)
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+
+class TLSSocket(ssl.SSLSocket):
+    """A client's TLS socket that takes the flags the multiplexer reads and writes with.
+
+    ``ssl.SSLSocket`` refuses flags and ``sendmsg``; the multiplexer
+    (:mod:`distproc.client.mux`) uses ``MSG_DONTWAIT`` (read what is there),
+    ``MSG_WAITALL`` (fill the buffer), a non-blocking ``MSG_PEEK`` (is the
+    connection alive?) and ``sendmsg`` of several buffers.  Here each means what
+    it means on a plain socket, in terms of decrypted bytes.
+    """
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        nbytes = nbytes or None
+        if not flags:
+            return super().recv_into(buffer, nbytes)
+        view = memoryview(buffer).cast("B")
+        if nbytes is not None:
+            view = view[:nbytes]
+        if flags & _WAITALL:
+            got = 0
+            while got < len(view):
+                n = super().recv_into(view[got:])
+                if not n:
+                    break
+                got += n
+            return got
+        if flags & _DONTWAIT:
+            pending = self.pending()
+            if not pending:
+                raise BlockingIOError("no decrypted bytes wait to be read")
+            return super().recv_into(view[:pending])
+        raise ValueError(f"flags {flags:#x} are not supported on a TLS socket")
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        if flags & socket.MSG_PEEK:
+            if self.pending():
+                return b"\0"  # decrypted bytes wait: alive
+            # The raw socket says whether anything came, or the end of the stream.
+            return socket.socket.recv(self, 1, flags)
+        return super().recv(buflen, flags)
+
+    def sendmsg(self, buffers: Iterable[Any], *args: Any) -> int:  # type: ignore[override]
+        sent = 0
+        for part in buffers:
+            self.sendall(part)
+            sent += memoryview(part).nbytes
+        return sent
+
+
+def refused_after_handshake(where: str, config: TLSConfig) -> str:
+    """What it means that a server closed a TLS connection before its challenge.
+
+    A TLS 1.3 server checks the client's certificate after the client's side
+    of the TLS handshake is over; refused, it closes (asyncio's TLS drops the
+    alert that would say why), so the client's first read meets the end.
+    """
+    if config.cert is None:
+        return (
+            f"the server at {where} closed the TLS connection before its challenge: it "
+            "requires a client certificate; give --tls-cert and --tls-key (or cert=, key=)"
         )
-    elif "unknown ca" in text:
-        what = "the server does not know the CA of this client's certificate"
-    elif "certificate expired" in text and "alert" in text:
-        what = "the server refused this client's certificate: it has expired"
-    elif "bad certificate" in text or "certificate unknown" in text:
-        what = "the server refused this client's certificate"
-    elif isinstance(exc, ssl.SSLCertVerificationError):
-        detail = getattr(exc, "verify_message", "") or str(exc)
-        what = f"the server's certificate failed verification: {detail}"
-    else:
-        what = f"TLS failed: {exc}"
-    return f"{what} ({reason})" if str(reason) not in what else what
+    return (
+        f"the server at {where} closed the TLS connection before its challenge: it refused "
+        f"this client's certificate {config.cert!r} (not signed by the CA it trusts, "
+        "expired, or not for client use); the server's log says which"
+    )
+
+
+def explain(exc: ssl.SSLError, where: str, *, server: bool = True) -> str:
+    """One line that says what a failed TLS connection to ``where`` means.
+
+    ``server=True``: this side is the client and ``where`` the server (else
+    ``where`` is a client that a server failed to accept).
+    """
+    reason = getattr(exc, "reason", None) or ""
+    detail = getattr(exc, "verify_message", None) or reason or str(exc)
+    peer = "server" if server else "client"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the TLS certificate of the {peer} at {where} was refused: {detail}"
+    if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        return f"the {peer} at {where} gave no TLS certificate, and one is required"
+    if reason in _NOT_TLS:
+        return (
+            f"the {peer} at {where} does not speak TLS ({detail}): a plain distproc "
+            f"{peer} or a multiprocessing.managers one; use TLS on both sides or on neither"
+        )
+    if "ALERT" in reason:
+        if server and "CERTIFICATE_REQUIRED" in reason:
+            return (
+                f"the server at {where} requires a client certificate ({detail}): "
+                "give --tls-cert, --tls-key and --tls-ca"
+            )
+        return f"the {peer} at {where} refused the TLS connection ({detail})"
+    return f"TLS with the {peer} at {where} failed: {detail}"

@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 import os
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..addresses import format_address
 from .errors import CliError, CliUsageError
-from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
+from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey, tls_options
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["dead_letters"]
 
@@ -51,8 +54,13 @@ Examples:
     help="Queue this dead letter again (repeatable); its result goes to no master.",
 )
 @authkey_options
+@tls_options
 def dead_letters(
-    address: str, as_json: bool, requeue: tuple[int, ...], authkey_file: str | None
+    address: str,
+    as_json: bool,
+    requeue: tuple[int, ...],
+    authkey_file: str | None,
+    tls: TLSConfig | None,
 ) -> int:
     """List the dead letters of the task service at HOST:PORT, or queue some again.
 
@@ -60,7 +68,7 @@ def dead_letters(
     workers it took down and how each ended). The authkey comes from
     $DISTPROC_AUTHKEY or --authkey-file.
     """
-    from ..errors import AuthenticationError, NoTaskServiceError
+    from ..errors import AuthenticationError, NoTaskServiceError, TLSError
     from ..tasks.host import close_service, connect_service, describe_refusal
     from .redis_cli import dead_letters_report, is_redis_url
 
@@ -71,8 +79,8 @@ def dead_letters(
     if key is None:
         raise CliUsageError(f"no authkey: set {AUTHKEY_ENV} or use --authkey-file FILE")
     try:
-        manager, service = connect_service(where, key.encode())
-    except (AuthenticationError, NoTaskServiceError) as exc:
+        manager, service = connect_service(where, key.encode(), tls)
+    except (AuthenticationError, NoTaskServiceError, TLSError) as exc:
         raise CliError(describe_refusal(where, exc)) from None
     except OSError as exc:
         raise CliError(

@@ -21,6 +21,7 @@ Examples:
   distproc status 127.0.0.1:50000
   distproc dashboard 127.0.0.1:50000
   distproc serve --address 127.0.0.1:50000 --store tasks.db
+  distproc certs init tls && distproc certs issue server --dir tls
   distproc serve --help
 """,
 )
@@ -39,6 +40,7 @@ def cli(verbose: int, quiet: int, debug: bool) -> None:
 
 
 cli.lazy = {
+    "certs": ".certs:certs",
     "dashboard": ".dashboard:dashboard",
     "dead-letters": ".dead_letters:dead_letters",
     "map": ".map:map_command",

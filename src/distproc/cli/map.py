@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import click
 
@@ -45,10 +45,13 @@ from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
 from .hosts import WILDCARDS, host_addresses
 from .lines import BlockWriter, count_calls, lines_at_hand, open_input
-from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
+from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey, tls_options
 from .resume import Checkpoints, ResumePoint, prepare_resume
 from .targets import load_attribute
 from .web_options import http_options, http_settings
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["ExecutorLike", "MapHooks", "load_function", "map_command"]
 
@@ -306,6 +309,7 @@ master's address on the network (0.0.0.0 listens on every interface):
     help="Run the calls through this queue in Redis (`distproc worker redis://...` serve it).",
 )
 @authkey_options
+@tls_options
 @click.option(
     "--star", is_flag=True, help="Each line is a JSON array of arguments: FUNCTION(*array)."
 )
@@ -356,6 +360,7 @@ def map_command(
     read_ahead: int,
     resume: bool,
     progress: bool | None,
+    tls: TLSConfig | None,
     http: str | None,
     http_token_file: str | None,
 ) -> int:
@@ -376,7 +381,8 @@ def map_command(
     with -o OUT, --resume then runs only the lines with no result in OUT.
 
     With --address, remote `distproc worker HOST:PORT` processes join the run;
-    they need the authkey, from $DISTPROC_AUTHKEY or --authkey-file.
+    they need the authkey, from $DISTPROC_AUTHKEY or --authkey-file; with
+    --tls-cert, --tls-key and --tls-ca they need certificates of that CA too.
 
     --http HOST:PORT serves the run's live dashboard and /metrics there.
     """
@@ -427,7 +433,7 @@ def map_command(
                     count = min(count, at_hand)  # an input all at hand: a worker per line at most
                 stopped = _start_and_run(
                     hooks, fn, stream, output, point, key=key, generated=generated, bind=bind,
-                    connect=connect, count=count, target=target, dashboard=dashboard,
+                    connect=connect, count=count, target=target, tls=tls, dashboard=dashboard,
                     token_file=http_token_file, options={
                         "star": star, "records": records, "block_lines": chunksize,
                         "read_ahead": read_ahead, "progress": progress,
@@ -454,6 +460,7 @@ def _start_and_run(
     connect: str | None,
     count: int,
     target: str,
+    tls: TLSConfig | None,
     dashboard: dict[str, Any],
     token_file: str | None,
     options: dict[str, Any],
@@ -477,8 +484,10 @@ def _start_and_run(
                 "address": bind, "authkey": key.encode() if key is not None else None,
                 "workers": count,
             }  # fmt: skip
+            if tls is not None:
+                kwargs["tls"] = tls
             if connect is not None:  # a queue in Redis: the Executor starts the workers on it
-                kwargs = {"connect": connect, "workers": count}
+                kwargs.update(connect=connect, workers=count)
             elif hooks.executor is _distproc_executor and count:
                 # The workers start first, and import while this process does.
                 kwargs["authkey"] = kwargs["authkey"] or os.urandom(16).hex().encode()
@@ -496,7 +505,9 @@ def _start_and_run(
     return _run(executor, fn, stream, output, point, options, announce)
 
 
-def _early_workers(*, address: Any, authkey: bytes, workers: int) -> tuple[Any, Any]:
+def _early_workers(
+    *, address: Any, authkey: bytes, workers: int, tls: TLSConfig | None = None
+) -> tuple[Any, Any]:
     """A listening socket for the service, and the local workers started for it at once."""
     from ..addresses import listen_on
     from ..tasks.fleet import local_workers
@@ -504,7 +515,7 @@ def _early_workers(*, address: Any, authkey: bytes, workers: int) -> tuple[Any, 
     sock = listen_on(address or ("127.0.0.1", 0), 128)
     name = sock.getsockname()
     try:
-        return sock, local_workers((name[0], name[1]), authkey, workers)
+        return sock, local_workers((name[0], name[1]), authkey, workers, tls=tls)
     except BaseException:
         sock.close()
         raise

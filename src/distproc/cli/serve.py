@@ -27,12 +27,20 @@ import click
 
 from ..addresses import format_address, is_loopback
 from .errors import CliError, CliUsageError
-from .options import AUTHKEY_ENV, DEFAULT_ADDRESS, authkey_options, parse_address, read_authkey
+from .options import (
+    AUTHKEY_ENV,
+    DEFAULT_ADDRESS,
+    authkey_options,
+    parse_address,
+    read_authkey,
+    tls_options,
+)
 from .targets import load_attribute
 from .web_options import announce_dashboard, http_options, http_request
 
 if TYPE_CHECKING:
     from ..managers import BaseManager
+    from ..tls import TLSConfig
 
 __all__ = ["load_manager_class", "serve"]
 
@@ -117,6 +125,7 @@ Example, with this in queues.py in the current directory:
     help="Where to listen; [::1]:PORT for IPv6, port 0 for any free port.",
 )
 @authkey_options
+@tls_options
 @click.option(
     "--max-attempts",
     type=click.IntRange(min=1),
@@ -158,6 +167,7 @@ def serve(
     http_token_file: str | None,
     store: str | None,
     sync: str,
+    tls: TLSConfig | None,
 ) -> int:
     """Serve the objects registered on a manager class, or a task service, until stopped.
 
@@ -180,10 +190,14 @@ def serve(
     Prints "distproc: serving MODULE:CLASS on HOST:PORT" to stderr once it
     listens. Ctrl-C, SIGTERM or a client's shutdown() stop it with status 0.
 
+    With --tls-cert, --tls-key and --tls-ca it serves mutual TLS only: every
+    client needs a certificate signed by that CA (see `distproc certs`).
     --http HOST:PORT also serves the live dashboard and /metrics of this
     server there; on a non-loopback address they need a token (printed).
     """
     host, port = parse_address(address)
+    if tls is not None and tls.cert is None:
+        raise CliUsageError("serving TLS needs --tls-cert and --tls-key, with --tls-ca")
     if manager is not None and store is not None:
         raise CliUsageError("--store is for a task service: leave out MODULE:CLASS, or --store")
     key = read_authkey(authkey_file, os.environ)
@@ -208,12 +222,13 @@ def serve(
                 server: _Server = ServiceHost(
                     (host, port), key.encode(), max_attempts=max_attempts,
                     heartbeat_timeout=heartbeat_timeout, store=store, sync=sync,
+                    tls=tls,
                 )  # fmt: skip
             except StoreError as exc:
                 raise CliError(str(exc)) from None
         else:
             cls = load_manager_class(manager)
-            server = cls(address=(host, port), authkey=key.encode()).get_server()
+            server = cls(address=(host, port), authkey=key.encode(), tls=tls).get_server()
     except BaseException as exc:
         if dashboard is not None:
             dashboard.close()
@@ -232,7 +247,10 @@ def serve(
                 f"distproc: no authkey given, using a random one; clients need {AUTHKEY_ENV}={key}",
                 err=True,
             )
-        click.echo(f"distproc: serving {what} on {format_address(server.address)}", err=True)
+        secured = " (mutual TLS)" if tls is not None else ""
+        click.echo(
+            f"distproc: serving {what} on {format_address(server.address)}{secured}", err=True
+        )
         if side is not None:
             announce_dashboard(side, http_token_file)
         server.serve()

@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console, Group, RenderableType
@@ -32,11 +32,14 @@ from rich.live import Live
 from rich.text import Text
 
 from ..addresses import format_address
-from ..errors import AuthenticationError, NotAServerError, RemoteError
+from ..errors import AuthenticationError, NotAServerError, RemoteError, TLSError
 from .errors import CliError, CliUsageError
 from .group import handle_signals, raise_keyboard_interrupt
-from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
+from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey, tls_options
 from .status_view import render
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["Unreachable", "fetch_status", "status"]
 
@@ -80,6 +83,8 @@ def _reporting(address: str) -> Iterator[None]:
             f"{address} did not accept the authkey: use the server's, "
             f"from ${AUTHKEY_ENV} or --authkey-file"
         ) from None
+    except TLSError as exc:
+        raise CliError(str(exc)) from None
     except NotAServerError as exc:
         raise Unreachable(str(exc)) from None
     except ConnectionRefusedError:
@@ -99,12 +104,14 @@ def _reporting(address: str) -> Iterator[None]:
         raise Unreachable(f"cannot connect to {address}: {exc.strerror or exc}") from None
 
 
-def fetch_status(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:
+def fetch_status(
+    address: tuple[str, int], authkey: bytes, tls: TLSConfig | None = None
+) -> dict[str, Any]:
     """The status report of the server at ``address`` (see the module docstring)."""
     from ..managers import BaseManager
 
     text = format_address(address)
-    manager = BaseManager(address=address, authkey=authkey)
+    manager = BaseManager(address=address, authkey=authkey, tls=tls)
     with _reporting(text):
         if manager.server_protocol() == "stdlib":
             note = (
@@ -202,8 +209,14 @@ Examples:
     help="Seconds between two reports of --watch.",
 )
 @authkey_options
+@tls_options
 def status(
-    address: str, as_json: bool, watch: bool, interval: float, authkey_file: str | None
+    address: str,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    authkey_file: str | None,
+    tls: TLSConfig | None,
 ) -> int:
     """Show what the server at HOST:PORT holds and who is connected to it.
 
@@ -232,7 +245,7 @@ def status(
         )
 
     def fetch() -> dict[str, Any]:
-        return fetch_status(where, key.encode())
+        return fetch_status(where, key.encode(), tls)
 
     try:
         if not watch:

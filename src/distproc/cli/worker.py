@@ -27,12 +27,16 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from ..addresses import format_address
 from .errors import CliUsageError
-from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
+from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey, tls_options
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["worker"]
 
@@ -81,6 +85,7 @@ Examples:
 )
 @authkey_options
 @click.option("--trust-master", is_flag=True, hidden=True)
+@tls_options
 @click.option("--child", is_flag=True, hidden=True)
 @click.option("--parent", type=int, hidden=True)
 @click.option("--main", "main_path", hidden=True)
@@ -99,6 +104,7 @@ def worker(
     parent: int | None,
     main_path: str | None,
     exit_on_disconnect: bool,
+    tls: TLSConfig | None,
 ) -> int:
     """Join the task service at HOST:PORT and run its tasks until stopped.
 
@@ -147,11 +153,11 @@ def worker(
         runner = TaskWorker(
             (host, port), key.encode(), slots=1 if child else count, allow_pickle=allow_pickle,
             process_slot=child, parent_pid=parent, exit_on_disconnect=exit_on_disconnect,
-            allowed=allowed,
+            allowed=allowed, tls=tls,
         )  # fmt: skip
         runner.install_signal_handlers()
         if not child:
-            if not _first_contact((host, port), key.encode(), runner.stopping):
+            if not _first_contact((host, port), key.encode(), tls, runner.stopping):
                 return 0
             click.echo(f"distproc: worker with {count} thread(s) for {address}", err=True)
         status = runner.run()
@@ -164,10 +170,12 @@ def worker(
         click.echo(f"distproc: error: {runner.refused}", err=True)
         return EXIT_REFUSED  # the supervisor stops the other children, and says nothing more
     extra = ["--allow-pickle"] if allow_pickle else []
-    return _supervise(address, key, count, extra + policy)
+    return _supervise(address, key, count, extra + policy, tls)
 
 
-def _first_contact(address: tuple[str, int], key: bytes, stopping: threading.Event) -> bool:
+def _first_contact(
+    address: tuple[str, int], key: bytes, tls: TLSConfig | None, stopping: threading.Event
+) -> bool:
     """Connect to the service once before starting: a refusal is a usage error (status 2).
 
     A service that cannot be reached yet is waited for (said once); returns
@@ -180,7 +188,7 @@ def _first_contact(address: tuple[str, int], key: bytes, stopping: threading.Eve
     delay, said = backoff_delays(), False
     while not stopping.is_set():
         try:
-            manager, _ = connect_service(address, key)
+            manager, _ = connect_service(address, key, tls)
         except Exception as exc:
             if is_fatal(exc):
                 raise CliUsageError(describe_refusal(address, exc)) from None
@@ -197,13 +205,17 @@ def _first_contact(address: tuple[str, int], key: bytes, stopping: threading.Eve
     return False
 
 
-def _supervise(address: str, key: str, count: int, extra: list[str]) -> int:
+def _supervise(
+    address: str, key: str, count: int, extra: list[str], tls: TLSConfig | None
+) -> int:
     """Run ``count`` one-slot children (with the options ``extra``) and replace any that dies."""
     from ..tasks.fleet import Fleet, child_command
 
     env = dict(os.environ)
     env[AUTHKEY_ENV] = key
     env.pop("DISTPROC_AUTHKEY_FILE", None)
+    if tls is not None:
+        env.update(tls.environ())
     fleet = Fleet(child_command(address, [*extra, "--parent", str(os.getpid())]), count, env)
     stopping = threading.Event()
     done = threading.Event()
@@ -223,7 +235,7 @@ def _supervise(address: str, key: str, count: int, extra: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    if not _first_contact(parse_address(address), key.encode(), stopping):
+    if not _first_contact(parse_address(address), key.encode(), tls, stopping):
         return 0
     fleet.on_refused = done.set  # a child was refused: it said why
     fleet.start()

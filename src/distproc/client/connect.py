@@ -21,8 +21,12 @@ is sent what came of it, or is thrown the error.  It does no I/O itself.  Two
 drivers carry it out: :func:`connect` on blocking sockets (the multiplexer,
 :func:`~.connection.Client`) and :func:`connect_async` on asyncio streams
 (:mod:`distproc.aio`).  Each driver opens its connection to the server in
-one place (:func:`open_socket`, :func:`_open_stream`), where a transport
-under the handshake, such as TLS, goes; the same-host socket needs none.
+one place (:func:`open_socket`, :func:`_open_stream`), where TLS goes
+(:mod:`distproc.tls`), under the handshake.  A TLS connection does not
+move to the same-host socket, which has no TLS: the server, which offers the
+move, does not offer it when it requires TLS.  A failed TLS connection, and
+a TLS server's word that it requires TLS, raise
+:class:`~distproc.errors.TLSError` with a message saying what happened.
 
 The handshake timeout is ``DISTPROC_HANDSHAKE_TIMEOUT`` seconds
 (:data:`HANDSHAKE_TIMEOUT` when unset), unless the caller gives one.
@@ -37,10 +41,10 @@ import os
 import socket
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..addresses import format_address
-from ..errors import ConnectionLostError, DistprocError, NotAServerError, ProtocolError
+from ..errors import ConnectionLostError, DistprocError, NotAServerError, ProtocolError, TLSError
 from ..wire import same_host
 from ..wire.codecs import Codec, PickleCodec
 from ..wire.framing import (
@@ -53,6 +57,9 @@ from ..wire.framing import (
 )
 from ..wire.handshake import FLAG_LOCAL, Agreement, Handshake, make_marker
 from ..wire.records import HELLO, record
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = [
     "ENV",
@@ -172,6 +179,8 @@ def plan(
     except EOFError:
         raise ConnectionLostError("the server closed the connection during the handshake") from None
     except ProtocolError as exc:
+        if isinstance(exc, TLSError):
+            raise
         raise NotAServerError(
             f"not a distproc or multiprocessing.managers server at {where}: {exc}"
         ) from None
@@ -252,8 +261,11 @@ class _Steps:
 
 
 # ----------------------------------------------------------- blocking sockets
-def open_socket(address: Any, timeout: float | None = None) -> socket.socket:
-    """A connected socket for a stdlib-style address, with TCP_NODELAY set."""
+def open_socket(
+    address: Any, timeout: float | None = None, tls: TLSConfig | None = None
+) -> socket.socket:
+    """A connected socket for a stdlib-style address, with TCP_NODELAY set; with ``tls``,
+    through its TLS handshake (within ``timeout``, else :func:`handshake_timeout`)."""
     if isinstance(address, (str, bytes)):
         sock = socket.socket(socket.AF_UNIX)
         try:
@@ -266,8 +278,47 @@ def open_socket(address: Any, timeout: float | None = None) -> socket.socket:
         host, port = address[0], address[1]
         sock = socket.create_connection((host or "127.0.0.1", port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            sock = _wrap(sock, host or "127.0.0.1", address, tls, handshake_timeout(timeout))
     sock.settimeout(None)
     return sock
+
+
+def _wrap(
+    sock: socket.socket, host: str, address: Any, tls: TLSConfig, limit: float
+) -> socket.socket:
+    from ssl import SSLError  # TLS modules only for those who use TLS
+
+    from ..tls import explain
+    try:
+        sock.settimeout(limit)
+        return tls.client_context().wrap_socket(
+            sock, server_hostname=tls.server_hostname or host
+        )
+    except SSLError as exc:
+        sock.close()
+        raise TLSError(explain(exc, format_address(address))) from None
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _tls_failed(
+    exc: BaseException, address: Any, tls: TLSConfig | None, first: bool
+) -> TLSError | None:
+    """What an error after the TLS handshake means: a TLS 1.3 server refuses a client's
+    certificate only then, which the client meets at its ``first`` read (the challenge)."""
+    if tls is None:
+        return None
+    from ssl import SSLError
+
+    from ..tls import explain, refused_after_handshake
+
+    if isinstance(exc, SSLError):
+        return TLSError(explain(exc, format_address(address)))
+    if first and isinstance(exc, (EOFError, ConnectionResetError)):
+        return TLSError(refused_after_handshake(format_address(address), tls))
+    return None
 
 
 def connect(
@@ -278,6 +329,7 @@ def connect(
     allow_md5: bool = True,
     timeout: float | None = None,
     session_id: bytes = b"",
+    tls: TLSConfig | None = None,
 ) -> tuple[socket.socket, Agreement]:
     """Connect to ``address`` and carry out :func:`plan` on blocking sockets.
 
@@ -286,21 +338,22 @@ def connect(
     Returns the socket to go on with (blocking, no timeout) and the agreement.
     """
     limit = handshake_timeout(timeout)
-    sock = open_socket(address, timeout)
-    if flags is not None and same_host.client_asks(sock):
+    sock = open_socket(address, timeout, tls)
+    if flags is not None and tls is None and same_host.client_asks(sock):
         flags |= FLAG_LOCAL
     socks: dict[int, socket.socket] = {FIRST: sock}
     steps = _Steps(address, authkey, flags, allow_md5, session_id, limit)
     try:
         sock.settimeout(limit)
-        op = steps.next()
+        op, first = steps.next(), True
         while op is not None:
             try:
                 outcome = _carry_out(op, socks, steps.timeouts)
             except (OSError, EOFError) as exc:
-                op = steps.next(error=exc)
+                op = steps.next(error=_tls_failed(exc, address, tls, first) or exc)
             else:
                 op = steps.next(outcome)
+            first = False
         kept = socks.pop(steps.done.channel)
         kept.settimeout(None)
         return kept, steps.done.agreement
@@ -363,9 +416,25 @@ class AsyncStream:
         return self.frames.pop(0)
 
 
-async def _open_stream(address: Any) -> AsyncStream:
+async def _open_stream(address: Any, tls: TLSConfig | None, limit: float) -> AsyncStream:
     host, port = address[0] or "127.0.0.1", address[1]
-    return AsyncStream(*await asyncio.open_connection(host, port))
+    if tls is None:
+        return AsyncStream(*await asyncio.open_connection(host, port))
+    from ssl import SSLError
+
+    from ..tls import explain
+    try:
+        return AsyncStream(
+            *await asyncio.open_connection(
+                host,
+                port,
+                ssl=tls.client_context(),
+                server_hostname=tls.server_hostname or host,
+                ssl_handshake_timeout=limit,
+            )
+        )
+    except SSLError as exc:
+        raise TLSError(explain(exc, format_address(address))) from None
 
 
 async def connect_async(
@@ -376,6 +445,7 @@ async def connect_async(
     allow_md5: bool = True,
     timeout: float | None = None,
     session_id: bytes = b"",
+    tls: TLSConfig | None = None,
 ) -> tuple[AsyncStream, Agreement]:
     """Connect to ``address`` and carry out :func:`plan` on asyncio streams.
 
@@ -383,12 +453,12 @@ async def connect_async(
     after the handshake, and the agreement.
     """
     limit = handshake_timeout(timeout)
-    streams: dict[int, AsyncStream] = {FIRST: await _open_stream(address)}
-    if same_host.client_asks(streams[FIRST].writer.get_extra_info("socket")):
+    streams: dict[int, AsyncStream] = {FIRST: await _open_stream(address, tls, limit)}
+    if tls is None and same_host.client_asks(streams[FIRST].writer.get_extra_info("socket")):
         flags |= FLAG_LOCAL
     steps = _Steps(address, authkey, flags, allow_md5, session_id, limit)
     try:
-        op = steps.next()
+        op, first = steps.next(), True
         while op is not None:
             bound = steps.timeouts[_channel(op)]
             try:
@@ -398,9 +468,10 @@ async def connect_async(
             except asyncio.TimeoutError:
                 op = steps.next(error=TimeoutError(f"timed out after {bound:g}s"))
             except (OSError, EOFError) as exc:
-                op = steps.next(error=exc)
+                op = steps.next(error=_tls_failed(exc, address, tls, first) or exc)
             else:
                 op = steps.next(outcome)
+            first = False
         kept = streams.pop(steps.done.channel)
         kept.decoder.max_size = DEFAULT_MAX_FRAME
         return kept, steps.done.agreement

@@ -18,6 +18,12 @@ Each cached connection has a session id of its own (a process may hold
 several connections to one server: a ``pickle`` and a ``native`` one, or one
 to ``localhost`` and one to ``127.0.0.1``), kept for its reconnects: two
 connections with one id would share one set of references on the server.
+
+**TLS.**  A manager given ``tls=`` connects with it, and this process
+remembers it for that address: proxies of the server's objects (which know
+only the address and the authkey) connect with it too.  A proxy sent to a
+process that has not connected to that server with TLS connects without it
+and is told that the server requires TLS.
 """
 
 from __future__ import annotations
@@ -26,12 +32,15 @@ import atexit
 import os
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DistprocError
 from ..wire.handshake import FLAG_PICKLE
 from .connect import codec_for, connect
 from .mux import Multiplexer
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["close_multiplexers", "fork_generation", "get_multiplexer", "successor"]
 
@@ -52,6 +61,8 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 _lock = threading.Lock()
 _muxes: dict[tuple[Any, bytes, str, bool], Multiplexer | None] = {}
+#: The TLS config this process connects to an address with (see the module docstring).
+_tls: dict[Any, TLSConfig] = {}
 #: The generation that ``_muxes`` and ``_session`` belong to.
 _cache_generation = 0
 
@@ -96,18 +107,28 @@ def _key(address: Any) -> Any:
 
 
 def get_multiplexer(
-    address: Any, authkey: bytes, serializer: str, *, allow_md5: bool = True
+    address: Any,
+    authkey: bytes,
+    serializer: str,
+    *,
+    allow_md5: bool = True,
+    tls: TLSConfig | None = None,
 ) -> Multiplexer | None:
     """This process's native connection to ``address``, or ``None`` for a stdlib server.
 
     ``allow_md5=False`` refuses a server that authenticates with HMAC-MD5 only
-    (CPython 3.11 and older), as :func:`~.connection.Client` does.
+    (CPython 3.11 and older), as :func:`~.connection.Client` does.  ``tls``:
+    connect with TLS, and remember it for ``address`` (see the module docstring).
     """
     global _cache_generation
     if serializer not in ("pickle", "native"):
         return None
     key = (_key(address), bytes(authkey), serializer, allow_md5)
     with _lock:
+        if tls is not None:
+            _tls[key[0]] = tls
+        else:
+            tls = _tls.get(key[0])
         if _cache_generation != _generation:  # a forked child: the parent's sockets are not ours
             _muxes.clear()
             _cache_generation = _generation
@@ -117,7 +138,7 @@ def get_multiplexer(
     # for a server that restarted at the same address connects to the new one.
     if found and (cached is None or not cached.closed_by_server()):
         return cached
-    mux = _connect(address, bytes(authkey), serializer, allow_md5, _session_id(key))
+    mux = _connect(address, bytes(authkey), serializer, allow_md5, _session_id(key), tls)
     if mux is not None:
         _keys[mux] = key
     with _lock:
@@ -130,11 +151,12 @@ def get_multiplexer(
 
 
 def _connect(
-    address: Any, authkey: bytes, serializer: str, allow_md5: bool, session_id: bytes
+    address: Any, authkey: bytes, serializer: str, allow_md5: bool, session_id: bytes,
+    tls: TLSConfig | None,
 ) -> Multiplexer | None:
     flags = FLAG_PICKLE if serializer == "pickle" else 0
     sock, agreement = connect(
-        address, authkey, flags=flags, allow_md5=allow_md5, session_id=session_id
+        address, authkey, flags=flags, allow_md5=allow_md5, session_id=session_id, tls=tls
     )
     if not agreement.native:
         # A stdlib server: it took our marker for random bytes.  Say goodbye the

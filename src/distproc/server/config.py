@@ -10,9 +10,12 @@ a message naming the field, and everyone else is served as before.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..tls import TLSConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["ServerConfig"]
 
@@ -60,6 +63,5 @@ class ServerConfig:
     #: arguments of one native call may decode to: a few bytes must not
     #: expand into gigabytes.  A call past it fails alone, with its error.
     max_decoded_items: int = 16 * 1024 * 1024
-    #: Mutual TLS on every connection (see :class:`distproc.TLSConfig`);
-    #: ``None``: plain TCP, guarded by the authkey alone.
+    #: Serve TLS only (see :mod:`distproc.tls`); a TLS server offers no same-host socket.
     tls: TLSConfig | None = None

@@ -11,10 +11,6 @@ what was agreed:
 * distproc's native protocol (:mod:`.native_session`), when the peer's challenge
   carried the upgrade marker.
 
-With TLS (``ServerConfig.tls``) the connection first writes the plain
-:data:`~distproc.tls.PREAMBLE` frame, then runs the TLS handshake
-(``loop.start_tls``), and only then the authkey handshake, inside TLS.
-
 A connection counts as *handshaking* from its accept until the authkey
 handshake is through; the server caps those in total and per peer address
 (:meth:`~.context.ServerContext.admit`).  A session may :meth:`hold` the
@@ -29,14 +25,12 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ProtocolError
-from ..tls import PREAMBLE
 from ..wire import same_host
 from ..wire.codecs import BytesLike
 from ..wire.framing import (
@@ -47,7 +41,7 @@ from ..wire.framing import (
     encode_header,
     frame_views,
 )
-from ..wire.handshake import Handshake
+from ..wire.handshake import TLS_HANDSHAKE_RECORD, Handshake
 from .context import ServerContext, Session
 from .threads import ThreadGate
 
@@ -82,6 +76,9 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.peer: Any = None
         self.state = _HANDSHAKE
         self.reader = FrameReader(HANDSHAKE_MAX_FRAME)
+        #: Where the peer's first bytes go, until they came (see ``buffer_updated``).
+        self._first: memoryview | None = None
+        self._unheard = True
         self.handshake: Handshake
         self.timer: asyncio.TimerHandle | None = None
         self.session: Session | None = None
@@ -124,40 +121,11 @@ class ServerConnection(asyncio.BufferedProtocol):
             server.config.handshake_timeout, self._handshake_timeout
         )
         self.handshake = server.handshake_for(sock)
-        if server.tls_context is not None:
-            transport.pause_reading()  # type: ignore[attr-defined]  # the client's TLS is for start_tls
-            self.send(PREAMBLE)
-            server.loop.create_task(self._start_tls(server.tls_context))
-            return
         self._start_handshake()
 
     def _start_handshake(self) -> None:
         for frame in self.handshake.start():
             self.send(frame)
-
-    async def _start_tls(self, context: ssl.SSLContext) -> None:
-        """Run the TLS handshake on this connection, then the authkey handshake inside it."""
-        transport, loop = self.transport, self.server.loop
-        assert transport is not None and loop is not None
-        try:
-            tls = await loop.start_tls(
-                transport,
-                self,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=self.server.config.handshake_timeout,
-            )
-        except (OSError, EOFError, asyncio.TimeoutError, ConnectionError) as exc:
-            self.server.limiter.warning(
-                "tls", "TLS handshake with %s failed: %s", self.peer, _tls_reason(exc)
-            )
-            transport.abort()
-            return
-        if tls is None or self.state == _CLOSING:
-            transport.abort()
-            return
-        self.transport = tls
-        self._start_handshake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -217,9 +185,24 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.server.loop.call_soon(self._frames_read)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.reader.get_buffer(sizehint)
+        buf = self.reader.get_buffer(sizehint)
+        if self._unheard:
+            self._first = buf
+        return buf
 
     def buffer_updated(self, nbytes: int) -> None:
+        first, self._first = self._first, None
+        self._unheard = False
+        if first is not None and nbytes and first[0] == TLS_HANDSHAKE_RECORD:
+            # A frame's length never starts so on a handshake: a TLS ClientHello does.
+            self.server.limiter.warning(
+                "tls", "refusing %s: it speaks TLS, and this server has none (give it "
+                "--tls-cert, --tls-key and --tls-ca, or connect without TLS)", self.peer,
+            )  # fmt: skip
+            self.state = _CLOSING
+            assert self.transport is not None
+            self.transport.close()
+            return
         self.reader.buffer_updated(nbytes)
         self._frames_read()
 
@@ -325,16 +308,3 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.state = _SESSION
         self.protocol = session.protocol
 
-
-def _tls_reason(exc: BaseException) -> str:
-    """A failed TLS handshake, in a few words (a plain peer sends no TLS at all)."""
-    if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNEXPECTED_EOF_WHILE_READING"):
-            return f"{reason}: the peer speaks no TLS (a plain distproc or stdlib client?)"
-        return str(reason)
-    if isinstance(exc, (ConnectionError, EOFError)):
-        return "the peer closed the connection (a plain client that read the TLS notice?)"
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    return str(exc)

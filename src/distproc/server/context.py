@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
-import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -70,8 +69,6 @@ class ServerContext(Protocol):
     #: References of native sessions whose connection dropped, by session id,
     #: with the timer that releases them.
     orphans: dict[bytes, tuple[collections.Counter[str], asyncio.TimerHandle]]
-    #: The TLS context each connection starts with (``None``: plain TCP).
-    tls_context: ssl.SSLContext | None
     #: Rate-limits the log lines that peers can cause.
     limiter: LogLimiter
 

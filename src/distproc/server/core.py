@@ -28,7 +28,6 @@ import logging
 import os
 import queue
 import socket
-import ssl
 import threading
 import time
 import traceback
@@ -188,10 +187,8 @@ class Server:
         #: Whether pickle may travel on native connections (both ends must allow it).
         self.allow_pickle = serializer == "pickle"
         self.config = config or ServerConfig()
-        #: The TLS context every connection starts with (``None``: plain TCP).
-        self.tls_context: ssl.SSLContext | None = (
-            self.config.tls.server_context() if self.config.tls is not None else None
-        )
+        if self.config.tls is not None:
+            self.config.tls.server_context()  # unreadable TLS files are refused before binding
         #: Rate-limits the log lines that peers can cause.
         self.limiter = LogLimiter(log)
         #: Connections in the handshake, by peer address, and all of them oldest
@@ -242,11 +239,21 @@ class Server:
             self._stop_future = stop
             # The Unix socket first: a TCP client accepted before it exists would not be offered it.
             local_srv = self._serve_local(loop)
-            srv = loop.run_until_complete(
-                loop.create_server(
-                    lambda: ServerConnection(self), sock=self._sock, backlog=self.config.backlog
+            tls = self.config.tls
+            srv: Any  # an asyncio server, or a TLSAcceptor: both close()
+            if tls is None:
+                srv = loop.run_until_complete(
+                    loop.create_server(
+                        lambda: ServerConnection(self), sock=self._sock,
+                        backlog=self.config.backlog,
+                    )
                 )
-            )
+            else:
+                from .tls_accept import TLSAcceptor  # ssl only for servers that use TLS
+
+                self._sock.listen(self.config.backlog)  # as create_server's backlog=
+                factory = lambda: ServerConnection(self)  # noqa: E731
+                srv = TLSAcceptor(loop, self._sock, factory, tls, self.config.handshake_timeout)
             self.started_at = time.monotonic()
             for callback in self.on_start:
                 callback()
@@ -278,7 +285,7 @@ class Server:
         """Listen on a same-host Unix socket too, if this server listens on TCP."""
         if not (
             self.config.local_socket
-            and self.tls_context is None  # the Unix socket would skip the client certificate
+            and self.config.tls is None  # a Unix socket would let a peer in without a certificate
             and same_host.enabled()
             and self._sock.family in (socket.AF_INET, socket.AF_INET6)
         ):

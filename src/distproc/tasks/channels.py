@@ -41,6 +41,7 @@ from .host import close_service, connect_service
 from .records import Lease, Outcome, Report, TaskSpec, WorkerHello, split_by_size
 
 if TYPE_CHECKING:
+    from ..tls import TLSConfig
     from .host import ServiceHost
 
 __all__ = [
@@ -204,10 +205,16 @@ class RemoteMasterChannel(MasterChannel):
     """
 
     def __init__(
-        self, address: tuple[str, int], authkey: bytes, *, reconnect_timeout: float = 300.0
+        self,
+        address: tuple[str, int],
+        authkey: bytes,
+        *,
+        reconnect_timeout: float = 300.0,
+        tls: TLSConfig | None = None,
     ) -> None:
         self.address = address
         self.authkey = authkey
+        self.tls = tls
         self.reconnect_timeout = reconnect_timeout
         self._where = format_address(address)
         self._lock = threading.Lock()
@@ -220,7 +227,7 @@ class RemoteMasterChannel(MasterChannel):
         self._end: MasterEnd | None = None
         self._threads: list[threading.Thread] = []
         # The first contact: a refusal or no service at all is the caller's error.
-        manager, proxy = connect_service(address, authkey)
+        manager, proxy = connect_service(address, authkey, tls)
         reply = proxy.hello_master(None, reconnect_timeout)
         self.mid, self.base, self.store = int(reply["master"]), int(reply["base"]), reply["store"]
         self._session = _Session(manager, proxy)
@@ -276,7 +283,7 @@ class RemoteMasterChannel(MasterChannel):
                 self._closed_event.wait(min(delay(), left))
 
     def _resume(self) -> _Session:
-        manager, proxy = connect_service(self.address, self.authkey)
+        manager, proxy = connect_service(self.address, self.authkey, self.tls)
         try:
             reply = proxy.hello_master({"store": self.store, "master": self.mid},
                                        self.reconnect_timeout)  # fmt: skip
@@ -417,8 +424,10 @@ class WorkerChannel(abc.ABC):
 class ServiceWorkerChannel(WorkerChannel):
     """A worker slot's connection to a task service."""
 
-    def __init__(self, address: tuple[str, int], authkey: bytes) -> None:
-        self.manager, self._proxy = connect_service(address, authkey)
+    def __init__(
+        self, address: tuple[str, int], authkey: bytes, tls: TLSConfig | None = None
+    ) -> None:
+        self.manager, self._proxy = connect_service(address, authkey, tls)
 
     @property
     def service(self) -> Any:

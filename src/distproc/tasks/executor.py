@@ -23,6 +23,10 @@ remote service that goes away reconnects for ``reconnect_timeout`` seconds;
 a durable service that comes back gives it every outcome of the tasks it
 submitted, each future completing once.  Otherwise its pending futures, and
 every later call, fail with :class:`~distproc.errors.ServiceLostError`.
+
+``tls=distproc.TLSConfig(...)``: the service it hosts requires mutual TLS,
+and its own workers get the same files (``DISTPROC_TLS_*``); with
+``connect=``, it connects with TLS.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from .pool import check_pool_arguments, default_workers, initializer_failed
 from .records import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, Outcome, TaskOptions, TaskSpec
 
 if TYPE_CHECKING:
+    from ..tls import TLSConfig
     from .progress import ProgressBar
 
 __all__ = ["Executor"]
@@ -174,6 +179,7 @@ class Executor(concurrent.futures.Executor):
         http_token: str | None = None,
         sock: socket.socket | None = None,
         fleet: Fleet | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         if http is not None and connect is not None:
             raise ValueError(
@@ -275,13 +281,14 @@ class Executor(concurrent.futures.Executor):
                 reconnect_timeout=reconnect_timeout,
             )  # fmt: skip
         elif connect is not None:
-            self._channel = RemoteMasterChannel(connect, self.authkey,
+            self._channel = RemoteMasterChannel(connect, self.authkey, tls=tls,
                                                 reconnect_timeout=reconnect_timeout)  # fmt: skip
             self.address = (connect[0], connect[1])
         else:
             self._host = self._host_service(
                 address, server_config, http, http_token, max_attempts=max_attempts,
                 heartbeat_timeout=heartbeat_timeout, store=store, sync=store_sync, sock=sock,
+                tls=tls,
             )  # fmt: skip
             self.address = self._host.address
             self._channel = HostedMasterChannel(self._host)
@@ -295,7 +302,7 @@ class Executor(concurrent.futures.Executor):
             else:
                 assert self.address is not None
                 self._fleet = local_workers(self.address, self.authkey, workers,
-                                            allow_pickle=self._allow_pickle)  # fmt: skip
+                                            allow_pickle=self._allow_pickle, tls=tls)  # fmt: skip
                 try:
                     self._await_workers(workers)
                 except BaseException:  # a Ctrl-C while the pool starts: stop what was started

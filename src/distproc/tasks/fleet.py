@@ -24,7 +24,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["EXIT_REFUSED", "Fleet", "child_command", "describe_exit", "local_workers"]
 
@@ -169,14 +172,20 @@ class Fleet:
 
 
 def local_workers(
-    address: tuple[str, int] | str, authkey: bytes, count: int, *, allow_pickle: bool = False,
+    address: tuple[str, int] | str,
+    authkey: bytes,
+    count: int,
+    *,
+    allow_pickle: bool = False,
     queue: str | None = None,
-) -> Fleet:  # fmt: skip
+    tls: TLSConfig | None = None,
+) -> Fleet:
     """Start ``count`` worker processes for this process's task service at ``address``.
 
     The workers of ``Executor(workers=N)``: they import task functions the way
     this process does (its ``sys.path``, and its ``__main__`` script), and
-    exit when this process does or their connection drops.  Their service
+    exit when this process does or their connection drops; with ``tls``, they
+    connect with its files (``DISTPROC_TLS_*``).  Their service
     need not be up yet, only listening (:func:`~distproc.addresses.listen_on`):
     ``distproc map`` starts them before its own imports are done.
     """
@@ -194,6 +203,8 @@ def local_workers(
         extra += ["--main", os.path.abspath(main)]
     env = dict(os.environ)
     env["DISTPROC_AUTHKEY"] = authkey.decode("utf-8", "surrogateescape")
+    if tls is not None:
+        env.update(tls.environ())
     # This process's sys.path, as multiprocessing's spawn hands it to children:
     # workers import the task functions the way the master did.
     paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..addresses import format_address
 from ..errors import AuthenticationError, DistprocError, NoTaskServiceError, RemoteError
@@ -22,6 +23,9 @@ from ..managers import BaseManager
 from ..server import Server, ServerConfig
 from .backends import TaskBackend, open_backend
 from .service import TaskService, check_options
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = [
     "SERVICE_METHODS",
@@ -48,14 +52,16 @@ ServiceManager.register("TaskService", exposed=SERVICE_METHODS)
 _SERVICES = "distproc map --address, distproc serve without MODULE:CLASS, or an Executor"
 
 
-def connect_service(address: Any, authkey: bytes) -> tuple[ServiceManager, Any]:
+def connect_service(
+    address: Any, authkey: bytes, tls: TLSConfig | None = None
+) -> tuple[ServiceManager, Any]:
     """Connect to the task service at ``address``: its manager and a proxy of the service.
 
     A server that is not a task service raises :class:`NoTaskServiceError`
     with a message that says so.
     """
     where = format_address(address)
-    manager = ServiceManager(tuple(address), authkey, serializer="native")
+    manager = ServiceManager(tuple(address), authkey, serializer="native", tls=tls)
     try:
         manager.connect()
     except DistprocError as exc:
@@ -102,7 +108,8 @@ class ServiceHost:
 
     ``store``: ``None`` keeps the tasks in memory; a path keeps them in that
     SQLite file (``sync``: ``"full"`` or ``"normal"``), opened here, so a bad
-    file is refused before anything listens.
+    file is refused before anything listens.  ``tls``: serve mutual TLS only
+    (``config.tls``, see :mod:`distproc.tls`).
     """
 
     def __init__(
@@ -116,7 +123,10 @@ class ServiceHost:
         store: str | None = None,
         sync: str = "full",
         sock: socket.socket | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
+        if tls is not None:
+            config = dataclasses.replace(config or ServerConfig(), tls=tls)
         check_options(max_attempts, heartbeat_timeout)  # here, not later on the loop
         self.backend: TaskBackend = open_backend(
             store, max_attempts=max_attempts, heartbeat_timeout=heartbeat_timeout, sync=sync

@@ -59,7 +59,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..addresses import format_address
 from ..errors import (
@@ -94,6 +94,9 @@ from .records import (
     WorkerHello,
     split_by_size,
 )
+
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
 __all__ = ["MAX_BACKOFF", "TaskWorker", "is_fatal", "run_chunk"]
 
@@ -161,16 +164,18 @@ class TaskWorker:
         open_channel: Callable[[], WorkerChannel] | None = None,
         where: str | None = None,
         allowed: AllowList | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         self.address = address
         #: A new channel for a slot (default: a connection to the task service at address).
         self.open_channel: Callable[[], WorkerChannel] = open_channel or (
-            lambda: ServiceWorkerChannel(address, authkey)
+            lambda: ServiceWorkerChannel(address, authkey, tls)
         )
         self.where = where
         #: What this worker may run (``None``: anything; see :mod:`.allowlist`).
         self.allowed = allowed
         self.authkey = authkey
+        self.tls = tls
         self.slots = slots
         self.allow_pickle = allow_pickle
         self.process_slot = process_slot

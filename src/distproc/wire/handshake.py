@@ -43,7 +43,7 @@ import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..errors import AuthenticationError, ProtocolError
+from ..errors import AuthenticationError, ProtocolError, TLSError
 
 __all__ = [
     "CHALLENGE",
@@ -51,6 +51,8 @@ __all__ = [
     "FLAG_LOCAL",
     "FLAG_PICKLE",
     "NATIVE_VERSION",
+    "TLS_HANDSHAKE_RECORD",
+    "TLS_REQUIRED",
     "WELCOME",
     "Agreement",
     "Handshake",
@@ -74,6 +76,17 @@ NATIVE_VERSION = 1
 FLAG_PICKLE = 0x01
 FLAG_LOCAL = 0x02
 _MAX_DIGEST_NAME = max(len(d) for d in ALLOWED_DIGESTS)
+
+#: The first byte of a TLS handshake record, which starts every ``ClientHello``:
+#: never the first byte of a handshake frame, whose length is far smaller.
+TLS_HANDSHAKE_RECORD = 0x16
+#: What a TLS server sends a plain peer, in the clear, as the frame where its
+#: challenge would be (see :mod:`distproc.tls`).
+TLS_REQUIRED = (
+    b"this distproc server requires TLS; connect with a distproc client given "
+    b"--tls-cert, --tls-key and --tls-ca (or tls=distproc.TLSConfig(...)); "
+    b"a multiprocessing.managers client cannot speak TLS"
+)
 
 
 def make_marker(flags: int) -> bytes:
@@ -218,6 +231,8 @@ class Handshake:
         if not frame.startswith(CHALLENGE):
             if self._server:
                 raise AuthenticationError("protocol error: expected a challenge")
+            if frame == TLS_REQUIRED:
+                raise TLSError(TLS_REQUIRED.decode("ascii"))
             raise ProtocolError(f"it sent {_shown(frame)} where a challenge was due")
         message = frame[len(CHALLENGE) :]
         response = create_response(self._authkey, message, allow_md5=self._allow_md5)
