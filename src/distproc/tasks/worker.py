@@ -114,6 +114,8 @@ MONITOR_TICK = 0.01
 LONG_TASK = 1.0
 #: Exit status of a process slot that stopped a task past its timeout.
 EXIT_TIMEOUT = 75
+#: Seconds between the main thread's looks at its signals while thread slots run.
+SIGNAL_CHECK = 0.2
 #: A result larger than this (encoded) cannot reach the service in one frame.
 MAX_RESULT = DEFAULT_MAX_FRAME - 64 * 1024
 #: Room left in a block's result for what travels with its output lines.
@@ -289,15 +291,22 @@ class TaskWorker:
         :attr:`refused` is set when the first contact failed for good (see
         :func:`is_fatal`): the caller says why.
         """
+        # A process slot runs its task on the main thread, as a process pool does. Thread
+        # slots all run on threads of their own: the main thread only waits, in steps, so
+        # that it runs the signal handlers even when the kernel hands a signal to another
+        # thread (a main thread blocked in a task's read would never see it).
+        first = 1 if self.process_slot else 0
         threads = [
             threading.Thread(target=self._slot_main, name=f"distproc-slot-{i}", daemon=True)
-            for i in range(1, self.slots)
+            for i in range(first, self.slots)
         ]
         for thread in threads:
             thread.start()
-        self._slot_main()
+        if self.process_slot:
+            self._slot_main()
         for thread in threads:
-            thread.join()
+            while thread.is_alive():
+                thread.join(SIGNAL_CHECK)
         if self.init_failed:
             return 1
         return 0 if self.refused is None else 2
