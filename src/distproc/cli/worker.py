@@ -77,15 +77,18 @@ def worker(
     the task modules import (the current directory is on sys.path). The
     authkey comes from $DISTPROC_AUTHKEY or --authkey-file.
     """
+    from ..tasks.fleet import EXIT_REFUSED
     from ..tasks.worker import TaskWorker
 
-    host, port = parse_address(address)
-    key = read_authkey(authkey_file, os.environ)
-    if key is None:
-        raise CliUsageError(
-            f"no authkey: set {AUTHKEY_ENV} or use --authkey-file FILE "
-            "(the same one the task service uses)"
-        )
+    try:
+        host, port = parse_address(address)
+        key = _authkey(authkey_file, child)
+    except CliUsageError as exc:
+        if not child:
+            raise
+        # Another child would fail the same way: the supervisor does not start one.
+        click.echo(f"distproc: error: {exc.message}", err=True)
+        return EXIT_REFUSED
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -96,12 +99,12 @@ def worker(
 
             payloads.MAIN_PATH = main_path
         runner = TaskWorker(
-            (host, port), key.encode(), slots=1 if child else count, allow_pickle=allow_pickle,
+            (host, port), key, slots=1 if child else count, allow_pickle=allow_pickle,
             process_slot=child, parent_pid=parent, exit_on_disconnect=exit_on_disconnect,
         )  # fmt: skip
         runner.install_signal_handlers()
         if not child:
-            if not _first_contact((host, port), key.encode(), runner.stopping):
+            if not _first_contact((host, port), key, runner.stopping):
                 return 0
             click.echo(f"distproc: worker with {count} thread(s) for {address}", err=True)
         status = runner.run()
@@ -109,11 +112,32 @@ def worker(
             return status
         if not child:
             raise CliUsageError(runner.refused)
-        from ..tasks.fleet import EXIT_REFUSED
-
         click.echo(f"distproc: error: {runner.refused}", err=True)
         return EXIT_REFUSED  # the supervisor stops the other children, and says nothing more
     return _supervise(address, key, count, allow_pickle)
+
+
+def _authkey(authkey_file: str | None, child: bool) -> bytes:
+    """The key: from the supervisor for a child (any bytes), else as the user gave it."""
+    from ..tasks.fleet import child_authkey
+
+    if child:
+        try:
+            given = child_authkey(os.environ)
+        except ValueError as exc:
+            raise CliUsageError(str(exc)) from None
+        if given is not None:
+            return given
+    key = read_authkey(authkey_file, os.environ)
+    if key is None:
+        raise CliUsageError(
+            f"no authkey: set {AUTHKEY_ENV} or use --authkey-file FILE "
+            "(the same one the task service uses)"
+        )
+    try:
+        return key.encode()
+    except UnicodeEncodeError:
+        raise CliUsageError(f"{AUTHKEY_ENV} is not UTF-8 text") from None
 
 
 def _first_contact(address: tuple[str, int], key: bytes, stopping: threading.Event) -> bool:
@@ -146,12 +170,10 @@ def _first_contact(address: tuple[str, int], key: bytes, stopping: threading.Eve
     return False
 
 
-def _supervise(address: str, key: str, count: int, allow_pickle: bool) -> int:
-    from ..tasks.fleet import Fleet, child_command
+def _supervise(address: str, key: bytes, count: int, allow_pickle: bool) -> int:
+    from ..tasks.fleet import Fleet, child_command, child_env
 
-    env = dict(os.environ)
-    env[AUTHKEY_ENV] = key
-    env.pop("DISTPROC_AUTHKEY_FILE", None)
+    env = child_env(os.environ, key)
     extra = ["--allow-pickle"] if allow_pickle else []
     fleet = Fleet(child_command(address, [*extra, "--parent", str(os.getpid())]), count, env)
     stopping = threading.Event()
@@ -172,9 +194,9 @@ def _supervise(address: str, key: str, count: int, allow_pickle: bool) -> int:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    if not _first_contact(parse_address(address), key.encode(), stopping):
+    if not _first_contact(parse_address(address), key, stopping):
         return 0
-    fleet.on_refused = done.set  # a child was refused: it said why
+    fleet.when_refused(lambda reason: done.set())  # a child was refused: it said why
     fleet.start()
     click.echo(f"distproc: worker with {count} process(es) for {address}", err=True)
     while not done.wait(1.0):
