@@ -126,15 +126,15 @@ def serve() -> Iterator[ServeFn]:
 
 @pytest.fixture
 def stdlib_manager() -> Iterator[Callable[..., Any]]:
-    """``stdlib_manager(cls)``: a started stdlib manager of ``cls`` (a subclass of
-    ``multiprocessing.managers.BaseManager``), on 127.0.0.1 port 0 with
-    :data:`AUTHKEY`; shut down at the end of the test."""
+    """``stdlib_manager(cls, address=("127.0.0.1", 0))``: a started stdlib manager of
+    ``cls`` (a subclass of ``multiprocessing.managers.BaseManager``, or of
+    distproc's), with :data:`AUTHKEY`; shut down at the end of the test."""
     started: list[Any] = []
 
-    def start(cls: type[Any]) -> Any:
+    def start(cls: type[Any], address: Address = ("127.0.0.1", 0)) -> Any:
         # fork: the test module that defines ``cls`` need not be importable by name.
         fork = multiprocessing.get_context("fork")
-        manager = cls(address=("127.0.0.1", 0), authkey=AUTHKEY, ctx=fork)
+        manager = cls(address=address, authkey=AUTHKEY, ctx=fork)
         manager.start()
         started.append(manager)
         return manager

@@ -2,18 +2,21 @@
 
 ``distproc.managers`` is a drop-in for ``multiprocessing.managers`` that speaks
 the same wire protocol; ``distproc.Manager()`` stands in for
-``multiprocessing.Manager()``.  ``distproc.Executor`` runs tasks on workers
-that may die without losing any (see :mod:`distproc.tasks`).
+``multiprocessing.Manager()``; ``distproc.install()`` makes the stdlib's own
+names resolve to distproc (see :mod:`distproc.dropin`).  ``distproc.Executor``
+runs tasks on workers that may die without losing any (see :mod:`distproc.tasks`).
 """
 
 import typing as _typing
 
 from ._version import __version__
+from .dropin import install, uninstall
 from .errors import (
     AuthenticationError,
     ConnectionLostError,
     DistprocError,
     FrameTooLargeError,
+    MissingExtraError,
     NotAServerError,
     NoTaskServiceError,
     ProtocolError,
@@ -84,6 +87,7 @@ __all__ = [
     "Executor",
     "FrameTooLargeError",
     "Manager",
+    "MissingExtraError",
     "NoTaskServiceError",
     "NotAServerError",
     "ProtocolError",
@@ -100,4 +104,6 @@ __all__ = [
     "Token",
     "WorkerLostError",
     "__version__",
+    "install",
+    "uninstall",
 ]

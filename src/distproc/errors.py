@@ -20,6 +20,8 @@
     ├── TaskImportError          (also ImportError) no connected worker can import
     │                            a task's function
     ├── NoTaskServiceError       the server reached is not a task service
+    ├── MissingExtraError        (also ModuleNotFoundError) an optional part needs
+    │                            an extra that is not installed (distproc[web])
     ├── StoreError               a task store cannot be opened or written (not a
     │                            store, another version, damaged, read-only, full,
     │                            served by another process)
@@ -48,6 +50,7 @@ __all__ = [
     "ConnectionLostError",
     "DistprocError",
     "FrameTooLargeError",
+    "MissingExtraError",
     "NoTaskServiceError",
     "NotAServerError",
     "ProtocolError",
@@ -138,6 +141,14 @@ class TaskImportError(DistprocError, ImportError):
 
 class NoTaskServiceError(DistprocError):
     """The server reached is not a task service (a manager, or not distproc at all)."""
+
+
+class MissingExtraError(DistprocError, ModuleNotFoundError):
+    """An optional part of distproc needs a library that is not installed.
+
+    The message names the pip command that installs it (``pip install
+    'distproc[web]'``).
+    """
 
 
 class StoreError(DistprocError):

@@ -2,8 +2,10 @@
 
 * :func:`find_peer_pythons`: every CPython 3.8 <= version < 3.14 installed
   under ``$(pyenv root)/versions/*/bin/python3``.
+* :func:`python27`: the seed's Python 2.7, for the tests of Python 2 peers.
 * :class:`ServerProcess`: a server script (see ``peers/``) in a subprocess;
   ready once it printed ``PORT <n>``, killed by :meth:`ServerProcess.stop`.
+* :func:`run_json_program`: runs a peer program, returns its last line decoded.
 * :func:`run_stdlib_client`: runs ``peers/stdlib_client.py`` with a peer
   Python and returns its ``RESULT`` line, decoded.
 """
@@ -70,6 +72,11 @@ def pyenv_root() -> Path:
         if out:
             return Path(out)
     return Path.home() / ".pyenv"
+
+
+def python27() -> Path:
+    """Where pyenv keeps the seed's Python 2.7 (tests that need it skip without it)."""
+    return pyenv_root() / "versions" / "2.7.18" / "bin" / "python"
 
 
 def _interpreter_version(python: Path) -> tuple[int, int, int] | None:
@@ -224,6 +231,22 @@ class ServerProcess:
 
 
 # -------------------------------------------------------------------- clients
+def run_json_program(argv: list[str], timeout: float = 60.0) -> Any:
+    """Run a peer program to its end (``argv``, with :func:`peer_env`); its last
+    line of output, decoded from JSON.  A program that fails fails the test."""
+    done = subprocess.run(
+        argv,
+        env=peer_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def run_stdlib_client(
     peer: PeerPython, mode: str, port: int, authkey: bytes, serializer: str = "pickle"
 ) -> dict[str, Any]:

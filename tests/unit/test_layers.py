@@ -39,12 +39,16 @@ LAYERS: dict[str, int] = {
     "proxies": 3,
     "managers": 4,
     "aio": 4,
-    "tasks": 5,
-    "web": 6,
+    # The dashboard needs no code of the task system, only a server's status
+    # report; the Executor hosts it (Executor(http=...)), so it sits below.
+    "web": 5,
+    "tasks": 6,
+    "dropin": 6,
     "cli": 7,
     # The package's face, and ``python -m distproc``.
     "": 8,
     "__main__": 8,
+    "run": 8,
 }
 #: What the command line may import: the layers from the managers up, and the ground.
 CLI_REACHES = {layer for layer in LAYERS.values() if layer >= LAYERS["managers"] or layer == 0}

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from interop.harness import python27
 
 from distproc.errors import StartError
 from distproc.managers import BaseManager
@@ -70,17 +71,19 @@ def lines_of(output: str, name: str) -> list[str]:
     return [line[len(tag) :] for line in output.splitlines() if line.startswith(tag)]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(60)
-def test_manager_and_worker_exchange_ten_squares(tmp_path: Path) -> None:
-    result = subprocess.run(
-        isolated([sys.executable, str(SEED / "run.py")]),
+def run_seed(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        isolated([sys.executable, str(SEED / "run.py"), *options]),
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=50,
         check=False,
     )
+
+
+def assert_ten_squares(result: subprocess.CompletedProcess[str]) -> None:
+    """Both programs printed what the seed shows, and exited with 0."""
     assert result.returncode == 0, result.stdout + result.stderr
     assert lines_of(result.stdout, "manager") == [
         *(f"Put: {i} => worker" for i in range(10)),
@@ -93,6 +96,26 @@ def test_manager_and_worker_exchange_ten_squares(tmp_path: Path) -> None:
         worker += [f"Get: {i} <= manager", f"Put: {i * i} => manager", "#" * 30]
     assert lines_of(result.stdout, "worker") == [*worker, "worker exit"]
     assert lines_of(result.stdout, "run.py") == ["manager exited with 0, worker exited with 0"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_manager_and_worker_exchange_ten_squares(tmp_path: Path) -> None:
+    assert_ten_squares(run_seed(tmp_path))
+
+
+PYTHON27 = python27()
+needs_python27 = pytest.mark.skipif(not PYTHON27.exists(), reason=f"{PYTHON27} is not installed")
+
+
+@needs_python27
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("python2_side", ["--worker", "--manager"])
+def test_the_seeds_python2_program_with_a_distproc_one(tmp_path: Path, python2_side: str) -> None:
+    """The seed's Python 2 worker (or manager), as it prints it, with distproc's other half:
+    a Python 2.7 worker of a distproc master, a distproc worker of a Python 2.7 master."""
+    assert_ten_squares(run_seed(tmp_path, python2_side, "python2", "--python2", str(PYTHON27)))
 
 
 @pytest.mark.timeout(60)

@@ -62,7 +62,10 @@ def dead_letters(
     """
     from ..errors import AuthenticationError, NoTaskServiceError
     from ..tasks.host import close_service, connect_service, describe_refusal
+    from .redis_cli import dead_letters_report, is_redis_url
 
+    if is_redis_url(address):
+        return dead_letters_report(address, None, as_json, requeue)
     where = parse_address(address)
     key = read_authkey(authkey_file, os.environ)
     if key is None:

@@ -19,6 +19,7 @@ Examples:
   seq 1 100 | distproc map examples.squares:square
   distproc serve myapp.queues:QueueManager --address 127.0.0.1:50000
   distproc status 127.0.0.1:50000
+  distproc dashboard 127.0.0.1:50000
   distproc serve --address 127.0.0.1:50000 --store tasks.db
   distproc serve --help
 """,
@@ -38,6 +39,7 @@ def cli(verbose: int, quiet: int, debug: bool) -> None:
 
 
 cli.lazy = {
+    "dashboard": ".dashboard:dashboard",
     "dead-letters": ".dead_letters:dead_letters",
     "map": ".map:map_command",
     "serve": ".serve:serve",

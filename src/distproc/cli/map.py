@@ -48,6 +48,7 @@ from .lines import BlockWriter, count_calls, lines_at_hand, open_input
 from .options import AUTHKEY_ENV, authkey_options, parse_address, read_authkey
 from .resume import Checkpoints, ResumePoint, prepare_resume
 from .targets import load_attribute
+from .web_options import http_options, http_settings
 
 __all__ = ["ExecutorLike", "MapHooks", "load_function", "map_command"]
 
@@ -167,7 +168,7 @@ def _start_executor(factory: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return factory(**kwargs)
     except OSError as exc:
-        address = kwargs.get("address")
+        address = exc.filename or kwargs.get("address")  # the Executor names its http= address
         where = f" on {format_address(address)}" if address else ""
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
@@ -299,6 +300,11 @@ master's address on the network (0.0.0.0 listens on every interface):
     metavar="HOST:PORT",
     help="Also let remote workers join here (`distproc worker HOST:PORT`).",
 )
+@click.option(
+    "--connect",
+    metavar="redis://HOST:PORT/DB",
+    help="Run the calls through this queue in Redis (`distproc worker redis://...` serve it).",
+)
 @authkey_options
 @click.option(
     "--star", is_flag=True, help="Each line is a JSON array of arguments: FUNCTION(*array)."
@@ -333,6 +339,7 @@ master's address on the network (0.0.0.0 listens on every interface):
     default=None,
     help="Show a progress bar on stderr.  [default: when stderr is a terminal]",
 )
+@http_options
 @click.pass_context
 def map_command(
     ctx: click.Context,
@@ -341,6 +348,7 @@ def map_command(
     output_path: str,
     workers: int | None,
     address: str | None,
+    connect: str | None,
     authkey_file: str | None,
     star: bool,
     records: bool,
@@ -348,6 +356,8 @@ def map_command(
     read_ahead: int,
     resume: bool,
     progress: bool | None,
+    http: str | None,
+    http_token_file: str | None,
 ) -> int:
     """Call FUNCTION on each line of INPUT, on worker processes; write the results in order.
 
@@ -367,8 +377,11 @@ def map_command(
 
     With --address, remote `distproc worker HOST:PORT` processes join the run;
     they need the authkey, from $DISTPROC_AUTHKEY or --authkey-file.
+
+    --http HOST:PORT serves the run's live dashboard and /metrics there.
     """
     hooks = ctx.find_object(MapHooks) or MapHooks()
+    dashboard = http_settings(http, http_token_file)
     bind = parse_address(address) if address is not None else None
     key = read_authkey(authkey_file, os.environ)
     generated = False
@@ -380,7 +393,9 @@ def map_command(
             )
         key, generated = os.urandom(16).hex(), True
     count = (os.cpu_count() or 1) if workers is None else workers
-    if count == 0 and bind is None:
+    if connect is not None and bind is not None:
+        raise CliUsageError("--connect and --address are two ways to reach workers: pick one")
+    if count == 0 and bind is None and connect is None:
         raise CliUsageError(
             "-w 0 starts no local workers, and without --address no remote worker can join; "
             "give -w N or --address HOST:PORT"
@@ -412,7 +427,8 @@ def map_command(
                     count = min(count, at_hand)  # an input all at hand: a worker per line at most
                 stopped = _start_and_run(
                     hooks, fn, stream, output, point, key=key, generated=generated, bind=bind,
-                    count=count, target=target, options={
+                    connect=connect, count=count, target=target, dashboard=dashboard,
+                    token_file=http_token_file, options={
                         "star": star, "records": records, "block_lines": chunksize,
                         "read_ahead": read_ahead, "progress": progress,
                         "total": _total(stream, progress),
@@ -435,16 +451,23 @@ def _start_and_run(
     key: str | None,
     generated: bool,
     bind: tuple[str, int] | None,
+    connect: str | None,
     count: int,
     target: str,
+    dashboard: dict[str, Any],
+    token_file: str | None,
     options: dict[str, Any],
 ) -> str | None:
-    """Start the executor (its service and local workers), then :func:`_run`."""
+    """Start the executor (its service, its dashboard and local workers), then :func:`_run`."""
 
     def announce() -> None:
         log.info("started %d local worker(s) for %s", count, target)
         if bind is not None:
             _announce(executor.address, key if generated else None)
+        url = getattr(executor, "dashboard_url", None)
+        if url is not None:
+            shown = url.partition("?")[0] if token_file else url
+            click.echo(f"distproc: dashboard at {shown}", err=True)
 
     # SIGTERM stops the run as Ctrl-C does, from here on (until _run takes over).
     fleet: Any = None
@@ -454,14 +477,16 @@ def _start_and_run(
                 "address": bind, "authkey": key.encode() if key is not None else None,
                 "workers": count,
             }  # fmt: skip
-            if hooks.executor is _distproc_executor and count:
+            if connect is not None:  # a queue in Redis: the Executor starts the workers on it
+                kwargs = {"connect": connect, "workers": count}
+            elif hooks.executor is _distproc_executor and count:
                 # The workers start first, and import while this process does.
                 kwargs["authkey"] = kwargs["authkey"] or os.urandom(16).hex().encode()
                 kwargs["sock"], fleet = _start_executor(_early_workers, **kwargs)
                 name = kwargs["sock"].getsockname()
                 kwargs.update(address=(name[0], name[1]), workers=0, fleet=fleet)
             # The local workers get the current directory on PYTHONPATH.
-            executor = _start_executor(hooks.executor, **kwargs)
+            executor = _start_executor(hooks.executor, **kwargs, **dashboard)
     except BaseException as exc:
         if fleet is not None:
             fleet.kill()

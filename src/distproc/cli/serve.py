@@ -29,6 +29,7 @@ from ..addresses import format_address, is_loopback
 from .errors import CliError, CliUsageError
 from .options import AUTHKEY_ENV, DEFAULT_ADDRESS, authkey_options, parse_address, read_authkey
 from .targets import load_attribute
+from .web_options import announce_dashboard, http_options, http_request
 
 if TYPE_CHECKING:
     from ..managers import BaseManager
@@ -146,12 +147,15 @@ Example, with this in queues.py in the current directory:
     "the answer; 'normal' is faster, and a power failure (not a crash of the service) "
     "may lose the last acknowledged changes.",
 )
+@http_options
 def serve(
     manager: str | None,
     address: str,
     authkey_file: str | None,
     max_attempts: int,
     heartbeat_timeout: float,
+    http: str | None,
+    http_token_file: str | None,
     store: str | None,
     sync: str,
 ) -> int:
@@ -175,6 +179,9 @@ def serve(
 
     Prints "distproc: serving MODULE:CLASS on HOST:PORT" to stderr once it
     listens. Ctrl-C, SIGTERM or a client's shutdown() stop it with status 0.
+
+    --http HOST:PORT also serves the live dashboard and /metrics of this
+    server there; on a non-loopback address they need a token (printed).
     """
     host, port = parse_address(address)
     if manager is not None and store is not None:
@@ -191,6 +198,7 @@ def serve(
     what = manager or "a task service"
     if manager is None and store is not None:
         what += f" (tasks in {store})"
+    dashboard = http_request(http, http_token_file)  # bound first: its errors come before
     try:
         if manager is None:
             from ..errors import StoreError
@@ -206,11 +214,18 @@ def serve(
         else:
             cls = load_manager_class(manager)
             server = cls(address=(host, port), authkey=key.encode()).get_server()
-    except OSError as exc:
+    except BaseException as exc:
+        if dashboard is not None:
+            dashboard.close()
+        if not isinstance(exc, OSError):
+            raise
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
             reason += " (another server there? use another port, or port 0 for a free one)"
         raise CliError(f"cannot listen on {address}: {reason}") from None
+    side = None
+    if dashboard is not None:
+        side = dashboard.attach(getattr(server, "server", server), key.encode())  # a ServiceHost's
     with _stop_on_signals(server):  # before the line below: whoever reads it may signal us
         if generated:
             click.echo(
@@ -218,5 +233,7 @@ def serve(
                 err=True,
             )
         click.echo(f"distproc: serving {what} on {format_address(server.address)}", err=True)
+        if side is not None:
+            announce_dashboard(side, http_token_file)
         server.serve()
     return 0

@@ -220,6 +220,10 @@ def status(
 
     The authkey comes from $DISTPROC_AUTHKEY or --authkey-file.
     """
+    from .redis_cli import is_redis_url, redis_status
+
+    if is_redis_url(address):
+        return redis_status(address, None, as_json)
     where = parse_address(address)
     key = read_authkey(authkey_file, os.environ)
     if key is None:

@@ -38,6 +38,7 @@ log = logging.getLogger("distproc.worker")
 Examples:
   $ DISTPROC_AUTHKEY=... distproc worker 192.168.0.9:5000 -c 4
   $ distproc worker 127.0.0.1:5000 --authkey-file ~/.config/distproc/authkey --threads -c 8
+  $ distproc worker redis://10.0.0.5:6379/0 -c 8 --queue crawl
 """,
 )
 @click.argument("address", metavar="HOST:PORT")
@@ -49,6 +50,7 @@ Examples:
     help="Tasks run at once [default: the number of CPUs].",
 )
 @click.option("--threads", is_flag=True, help="Run tasks on threads of this process.")
+@click.option("--queue", help="The queue to serve, for a redis:// URL [default: default].")
 @click.option(
     "--allow-pickle",
     is_flag=True,
@@ -64,6 +66,7 @@ def worker(
     address: str,
     concurrency: int | None,
     threads: bool,
+    queue: str | None,
     allow_pickle: bool,
     authkey_file: str | None,
     child: bool,
@@ -73,13 +76,21 @@ def worker(
 ) -> int:
     """Join the task service at HOST:PORT and run its tasks until stopped.
 
+    Or serve a queue in Redis: give redis://HOST:PORT/DB (rediss:// for TLS)
+    instead, with --queue NAME (default: default); no authkey is needed.
+
     Functions are imported by name ('module:function'): run the worker where
     the task modules import (the current directory is on sys.path). The
     authkey comes from $DISTPROC_AUTHKEY or --authkey-file.
     """
     from ..tasks.fleet import EXIT_REFUSED
     from ..tasks.worker import TaskWorker
+    from .redis_cli import is_redis_url, run_worker
 
+    if is_redis_url(address):
+        return run_worker(address, queue, concurrency or os.cpu_count() or 1, threads=threads,
+                          allow_pickle=allow_pickle, child=child, parent=parent,
+                          main_path=main_path, exit_on_disconnect=exit_on_disconnect)  # fmt: skip
     try:
         host, port = parse_address(address)
         key = _authkey(authkey_file, child)

@@ -172,7 +172,10 @@ class BaseProxy:
             kind, result = mux.call(self._id, methodname, args, kwds)
             if kind == KIND_RETURN:
                 return result
-            return self._result(kind, result, native=True)
+            try:
+                return self._result(kind, result, native=True)
+            finally:
+                del result  # an exception raised here must not keep itself alive (gh-106558)
         conn: Connection | None = getattr(self._tls, "connection", None)
         if conn is None:
             conn = self._connect()
@@ -196,7 +199,10 @@ class BaseProxy:
             ):
                 raise ConnectionLostError(f"lost the connection to the server: {exc}") from exc
             raise
-        return self._result(kind, result, native=False)
+        try:
+            return self._result(kind, result, native=False)
+        finally:
+            del result
 
     def _result(self, kind: str, result: Any, *, native: bool) -> Any:
         if kind == KIND_RETURN:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -27,7 +28,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..addresses import format_address, listen_on
@@ -51,7 +52,7 @@ from .stdlib_session import StdlibSession
 from .sync_types import Array, Namespace, Value
 from .threads import ElasticPool
 
-__all__ = ["CHEAP_CONSTRUCTORS", "Server"]
+__all__ = ["CHEAP_CONSTRUCTORS", "Listener", "Server"]
 
 log = logging.getLogger("distproc.server")
 
@@ -95,6 +96,38 @@ def _not_a_server_method(method: str) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+class Listener:
+    """The server's listening socket, as ``Server.listener``: what the stdlib's is
+    (a ``multiprocessing.connection.Listener``) to programs that hold a server
+    they will not serve: its ``address``, and ``close()``, which frees the port.
+
+    The server accepts connections itself, on its loop; a listener that is
+    closed cannot be served.
+    """
+
+    def __init__(self, sock: socket.socket, address: Any) -> None:
+        self._socket = sock
+        self._address = address
+
+    @property
+    def address(self) -> Any:
+        return self._address
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (or the server has stopped)."""
+        return self._socket.fileno() == -1
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Server:
@@ -148,6 +181,8 @@ class Server:
         self._sock = sock
         name = self._sock.getsockname()
         self.address: Any = name if isinstance(name, str) else (name[0], name[1])
+        #: The listening socket, as the stdlib's ``Server.listener``.
+        self.listener = Listener(self._sock, self.address)
         #: The same-host Unix socket's name while it is served (see :mod:`distproc.wire.same_host`).
         self.local_address: str | None = None
         self.table = ObjectTable()
@@ -162,6 +197,9 @@ class Server:
         self.services: list[StatusReporter] = []
         #: Called on the loop's thread once the socket is served, before ``started`` is set.
         self.on_start: list[Callable[[], None]] = []
+        #: Awaited on the loop once the connections are closed, before the loop closes
+        #: (a part that runs on the loop, such as the dashboard, stops there).
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.started = threading.Event()
         self.stopped = threading.Event()
         self._stop_requested = False
@@ -169,6 +207,10 @@ class Server:
     # ------------------------------------------------------------------ running
     def serve(self) -> None:
         """Run until :meth:`stop`, a ``shutdown`` request or Ctrl-C; then return."""
+        if self.listener.closed:
+            raise OSError(
+                errno.EBADF, f"cannot serve {_address_text(self.address)}: its listener is closed"
+            )
         loop = new_event_loop()
         self.loop = loop
         local_srv: asyncio.AbstractServer | None = None
@@ -195,6 +237,8 @@ class Server:
                 if local_srv is not None:
                     local_srv.close()
                 loop.run_until_complete(self._close_connections())
+                for stopping in self.on_stop:
+                    loop.run_until_complete(stopping())
         finally:
             if local_srv is not None:
                 local_srv.close()  # again, in case the TCP server could not be made

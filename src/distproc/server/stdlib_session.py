@@ -76,6 +76,9 @@ class StdlibSession:
             if self.inflight is None:
                 self.next_request()
         elif self.state == _FIRST_REQUEST:
+            # The client's pickle protocol, if older than ours, for the whole
+            # connection: a Python 2.7 client reads protocol 2 at most.
+            self.codec = self.codec.for_peer(frame)
             self.first_request(frame)
 
     def flush(self) -> None:

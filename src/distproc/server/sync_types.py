@@ -11,14 +11,11 @@ those names are read back as these classes.
 from __future__ import annotations
 
 import array
-import multiprocessing.managers
 from typing import Any
 
-from ..wire.codecs import register_pickle_alias, register_pickle_reducer
+from ..wire.codecs import register_pickle_reducer, register_wire_name, wire_global
 
 __all__ = ["Array", "Namespace", "Value"]
-
-_mp: Any = multiprocessing.managers  # typeshed lacks Namespace and Value
 
 
 class Namespace:
@@ -55,7 +52,7 @@ def Array(typecode: str, sequence: Any, lock: bool = True) -> array.array[Any]:
     return array.array(typecode, sequence)
 
 
-register_pickle_reducer(Namespace, lambda ns: (_mp.Namespace, (), dict(ns.__dict__)))
-register_pickle_reducer(Value, lambda v: (_mp.Value, (v._typecode, v._value)))
-register_pickle_alias("multiprocessing.managers", "Namespace", Namespace)
-register_pickle_alias("multiprocessing.managers", "Value", Value)
+register_pickle_reducer(Namespace, lambda ns: (wire_global(Namespace), (), dict(ns.__dict__)))
+register_pickle_reducer(Value, lambda v: (wire_global(Value), (v._typecode, v._value)))
+register_wire_name("multiprocessing.managers", "Namespace", Namespace)
+register_wire_name("multiprocessing.managers", "Value", Value)

@@ -407,6 +407,10 @@ class WorkerChannel(abc.ABC):
     def goodbye(self, wid: str, tids: list[int]) -> None: ...
 
     @abc.abstractmethod
+    def initializer_failed(self, wid: str, record: dict[str, Any]) -> None:
+        """The initializer that the join's reply named raised (``record``: its error)."""
+
+    @abc.abstractmethod
     def close(self) -> None: ...
 
 
@@ -442,6 +446,9 @@ class ServiceWorkerChannel(WorkerChannel):
 
     def goodbye(self, wid: str, tids: list[int]) -> None:
         self.service.goodbye(wid, tids)
+
+    def initializer_failed(self, wid: str, record: dict[str, Any]) -> None:
+        self.service.initializer_failed(wid, record)
 
     def close(self) -> None:
         self._proxy = None  # drops this slot's reference to the service object

@@ -3,12 +3,17 @@
 A :class:`concurrent.futures.Executor` whose tasks run on workers of a task
 service (:mod:`.service`):
 
-* ``Executor(workers=4)``: a private service on a loopback port with a random
-  authkey, and four local worker processes: a process pool;
+* ``Executor(workers=4)`` (or ``Executor(4)``, ``Executor(max_workers=4)``,
+  ``Executor()`` for one per CPU, as ``ProcessPoolExecutor``): a private
+  service on a loopback port with a random authkey, and four local worker
+  processes: a process pool, ready when the constructor returns;
 * ``Executor(address=("0.0.0.0", 5000), authkey=key, workers=N)``: the same
   service, also open to remote ``distproc worker HOST:5000`` processes;
 * ``Executor(connect=(host, port), authkey=key)``: submit to a service that
   ``distproc serve`` hosts and other masters share.
+
+``http=(host, port)`` also serves the dashboard of the service it hosts
+there (:mod:`distproc.web`; ``dashboard_url`` is the address to open).
 
 When the Executor hosts the service, it runs on a thread of this process and
 the Executor talks to it on its loop, with no connection in between; with
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -31,10 +37,11 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from ..addresses import is_loopback
+from ..addresses import format_address, is_loopback
 from ..errors import (
     FrameTooLargeError,
     StartError,
@@ -48,8 +55,10 @@ from .blockmap import READ_AHEAD, BlockReader, BlockRun, LinesOut, input_size
 from .channels import HostedMasterChannel, MasterChannel, RemoteMasterChannel
 from .fleet import Fleet, local_workers
 from .host import ServiceHost
+from .map_status import MapStatus
 from .mapping import MapRun
 from .payloads import NATIVE, PICKLE, PICKLED_CALLABLE, decode, encode, function_ref, rebuild_error
+from .pool import check_pool_arguments, default_workers, initializer_failed
 from .records import ERROR, LOST, OK, TIMEOUT, UNAVAILABLE, Outcome, TaskOptions, TaskSpec
 
 if TYPE_CHECKING:
@@ -57,12 +66,16 @@ if TYPE_CHECKING:
 
 __all__ = ["Executor"]
 
+_T = TypeVar("_T")
+
 log = logging.getLogger("distproc.tasks")
 
 #: Room left in a frame for what travels with a task's payload (ids, options).
 ENVELOPE = 64 * 1024
 #: Room left in a block's payload for its first line number and flags.
 ENVELOPE_OF_BLOCK = 1024
+#: Seconds the constructor waits for its local worker processes to join.
+READY_TIMEOUT = 60.0
 
 
 class _Pending:
@@ -107,15 +120,49 @@ class Executor(concurrent.futures.Executor):
     (``store_sync``: ``"full"``, the default, or ``"normal"``).
     ``reconnect_timeout``: how long a master of a remote service
     (``connect=``) keeps reconnecting when it goes away.
+    ``connect="redis://HOST:PORT/DB"`` (or ``rediss://``) submits to a queue in
+    Redis that ``distproc worker redis://...`` processes serve, with no
+    distproc server between (``queue``: its name, default ``default``; needs
+    ``distproc[redis]``); this master's ``max_attempts`` and
+    ``heartbeat_timeout`` become the queue's; ``workers=N`` starts N local
+    ``distproc worker`` processes on that queue too.  ``http``: serve the
+    dashboard and ``/metrics`` of the hosted service at this ``(host, port)``;
+    ``http_token``: the token it needs (by default, one derived from the
+    authkey, needed on a non-loopback address only).
+
+    ``ProcessPoolExecutor``'s arguments mean what they mean there:
+    ``max_workers`` (also the first positional argument) is ``workers``
+    under the stdlib's name, with its check; with neither, nor ``address``
+    or ``connect``, the pool has a worker process per CPU.  ``initializer(
+    *initargs)`` runs in each worker process before its first task, in the
+    local ones and in remote ``distproc worker`` processes alike (the service
+    hands it to each worker that joins); one that raises breaks the
+    Executor as it breaks the stdlib's pool: pending futures and later
+    ``submit()`` calls fail with ``BrokenProcessPool``.  ``max_tasks_per_child``:
+    a worker process ends after that many tasks and its supervisor (the
+    Executor's fleet, or ``distproc worker -c N``) starts a fresh one.
+    ``mp_context`` is accepted and changes nothing: distproc's workers are
+    always fresh interpreters (``python -m distproc worker``, as the spawn
+    start method makes them), never forks of this process, so they import
+    task functions by name and every start method behaves alike (and
+    ``max_tasks_per_child`` is allowed with a fork context, which the
+    stdlib's pool refuses).  ``initializer`` and ``max_tasks_per_child``
+    need the Executor's own service: not with ``connect=``.
     """
 
     def __init__(
         self,
-        address: tuple[str, int] | None = None,
+        address: tuple[str, int] | int | None = None,
         authkey: bytes | str | None = None,
         *,
         workers: int = 0,
-        connect: tuple[str, int] | None = None,
+        max_workers: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
+        mp_context: Any = None,
+        connect: tuple[str, int] | str | None = None,
+        queue: str | None = None,
         max_attempts: int = 3,
         heartbeat_timeout: float = 10.0,
         serializer: str = "native",
@@ -129,9 +176,34 @@ class Executor(concurrent.futures.Executor):
         store: str | None = None,
         store_sync: str = "full",
         reconnect_timeout: float = 300.0,
+        http: tuple[str, int] | None = None,
+        http_token: str | None = None,
         sock: socket.socket | None = None,
         fleet: Fleet | None = None,
     ) -> None:
+        if http is not None and connect is not None:
+            raise ValueError(
+                "http= shows the service that this Executor hosts; for a service elsewhere, "
+                "run `distproc dashboard HOST:PORT`"
+            )
+        if isinstance(address, int):
+            # Executor(4), as ProcessPoolExecutor(4): the first positional is max_workers.
+            if max_workers is not None:
+                raise TypeError("Executor() got max_workers as its first argument and by name")
+            address, max_workers = None, address
+        check_pool_arguments(max_workers, initializer, max_tasks_per_child)
+        if max_workers is not None:
+            if workers:
+                raise ValueError("pass max_workers or workers (the same thing), not both")
+            workers = max_workers
+        if connect is None and address is None and not workers and fleet is None and sock is None:
+            workers = default_workers()  # ProcessPoolExecutor(): a worker per CPU
+        if connect is not None and (initializer is not None or max_tasks_per_child is not None):
+            raise ValueError(
+                "initializer and max_tasks_per_child are handed to workers by the Executor's "
+                "own service: with connect=, pass them to no Executor; run such set-up at "
+                "the top of the task functions' module instead"
+            )
         if serializer not in ("native", "pickle"):
             raise ValueError(f"serializer must be 'native' or 'pickle', not {serializer!r}")
         if isinstance(authkey, str):
@@ -142,20 +214,20 @@ class Executor(concurrent.futures.Executor):
             raise ValueError("max_pending must be at least 1")
         if workers < 0:
             raise ValueError("workers must be 0 or more")
+        redis_url = connect if isinstance(connect, str) else None
         if connect is not None and (
-            address is not None or workers or store is not None or sock or fleet
+            address is not None or store is not None or sock or fleet
+            or (workers and redis_url is None)
         ):
             raise ValueError(
                 "connect= submits to another service: leave address, workers and store out"
             )
+        if queue is not None and not isinstance(connect, str):
+            raise ValueError("queue= names a queue in Redis: pass connect='redis://...' too")
         if fleet is not None and workers:
             raise ValueError("fleet= is the local workers, already started: leave workers out")
-        if connect is None and address is None and not workers and fleet is None:
-            raise ValueError(
-                "nothing would run the tasks: pass workers=N for local worker processes, "
-                "address=(host, port) for remote workers, or connect=(host, port)"
-            )
         self.serializer = serializer
+        self._mp_context = mp_context  # accepted, see the class docstring
         self._codec = PICKLE if serializer == "pickle" else NATIVE
         self._allow_pickle = serializer == "pickle"
         self._progress = progress
@@ -177,6 +249,8 @@ class Executor(concurrent.futures.Executor):
         self._host: ServiceHost | None = None
         self._fleet: Fleet | None = None
         self._channel: MasterChannel
+        #: The address of the dashboard to open (with its token), when ``http`` is given.
+        self.dashboard_url: str | None = None
         if authkey is None:
             env = os.environ.get("DISTPROC_AUTHKEY")
             if env:
@@ -197,33 +271,136 @@ class Executor(concurrent.futures.Executor):
             frame = min(frame, server_config.max_frame)
         self._frame_limit = frame
         self.max_task_bytes = frame - ENVELOPE
-        if connect is not None:
+        # Made before the service starts: an initializer that cannot travel is refused first.
+        setup = self._worker_setup(initializer, initargs, max_tasks_per_child)
+        if isinstance(connect, str):  # a queue in Redis: no service of ours in between
+            from .redis_channels import RedisMasterChannel
+
+            self._channel = RedisMasterChannel(
+                connect, queue, max_attempts=max_attempts, heartbeat_timeout=heartbeat_timeout,
+                reconnect_timeout=reconnect_timeout,
+            )  # fmt: skip
+        elif connect is not None:
             self._channel = RemoteMasterChannel(connect, self.authkey,
                                                 reconnect_timeout=reconnect_timeout)  # fmt: skip
             self.address = (connect[0], connect[1])
         else:
-            host = ServiceHost(
-                address or ("127.0.0.1", 0), self.authkey, max_attempts=max_attempts,
-                heartbeat_timeout=heartbeat_timeout, config=server_config, store=store,
-                sync=store_sync, sock=sock,
+            self._host = self._host_service(
+                address, server_config, http, http_token, max_attempts=max_attempts,
+                heartbeat_timeout=heartbeat_timeout, store=store, sync=store_sync, sock=sock,
             )  # fmt: skip
-            host.start()
-            self._host = host
-            self.address = host.address
-            self._channel = HostedMasterChannel(host)
+            self.address = self._host.address
+            self._channel = HostedMasterChannel(self._host)
+            self._host.run(self._attach, self._host.service, setup)
         self._channel.start(self)
         self._ids = itertools.count(self._channel.base + 1)
         if workers:
-            assert self.address is not None
-            self._fleet = local_workers(self.address, self.authkey, workers,
-                                        allow_pickle=self._allow_pickle)  # fmt: skip
+            if redis_url is not None:  # workers in Redis are not counted: none to wait for
+                self._fleet = local_workers(redis_url, self.authkey, workers, queue=queue,
+                                            allow_pickle=self._allow_pickle)  # fmt: skip
+            else:
+                assert self.address is not None
+                self._fleet = local_workers(self.address, self.authkey, workers,
+                                            allow_pickle=self._allow_pickle)  # fmt: skip
+                try:
+                    self._await_workers(workers)
+                except BaseException:  # a Ctrl-C while the pool starts: stop what was started
+                    self.shutdown(wait=False)
+                    raise
         elif fleet is not None:
             self._fleet = fleet
         if self._fleet is not None:
             self._fleet.when_refused(self._workers_refused)
 
+    # ------------------------------------------------------------- set-up
+    def _host_service(
+        self,
+        address: tuple[str, int] | None,
+        config: ServerConfig | None,
+        http: tuple[str, int] | None,
+        http_token: str | None,
+        **options: Any,
+    ) -> ServiceHost:
+        """Start the hosted service, with its dashboard when ``http`` is given."""
+        sock = None
+        if http is not None:
+            from .. import web  # the dashboard's libraries are loaded only when it is asked for
+
+            try:  # first: a port in use is an error before anything starts
+                sock = web.bind(http)
+            except OSError as exc:  # named by its address, as the service's own bind is not
+                raise OSError(exc.errno, exc.strerror, format_address(http)) from None
+        try:
+            host = ServiceHost(address or ("127.0.0.1", 0), self.authkey, config=config,
+                               **options)  # fmt: skip
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        if sock is not None:
+            side = web.attach(host.server, sock, self.authkey, http_token)
+            self.dashboard_url = side.login_url
+        host.start()
+        return host
+
+    def _attach(self, service: Any, setup: dict[str, Any]) -> None:
+        """On the loop of the service this Executor hosts: what it tells this Executor,
+        and what it hands each worker (see :meth:`_worker_setup`)."""
+        service.on_leased = self._on_leased
+        service.on_initializer_failed = self._on_initializer_failed
+        service.worker_setup = setup
+
+    def _on_leased(self, tids: list[int]) -> None:
+        """A worker took these tasks (on the service's loop): their futures are running."""
+        with self._lock:
+            futures = [f for f in map(self._futures.get, tids) if f is not None]
+        for future in futures:
+            # Pending only: a lost task leased again stays running; a cancelled one is
+            # left as it is (False: cancelled here meanwhile).
+            if not future.running() and not future.done():
+                future.set_running_or_notify_cancel()
+
+    def _worker_setup(
+        self, initializer: Callable[..., object] | None, initargs: tuple[Any, ...],
+        max_tasks: int | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """What the service hands each joining worker: the initializer and the task limit."""
+        setup: dict[str, Any] = {}
+        if initializer is not None:
+            ref = self._ref(initializer)
+            setup["init"] = [ref or PICKLED_CALLABLE,
+                             self._payload(ref, initializer, tuple(initargs), {})]  # fmt: skip
+        if max_tasks is not None:
+            setup["max_tasks"] = max_tasks
+        return setup
+
+    def _on_initializer_failed(self, worker: str, record: Any) -> None:
+        """A worker's initializer raised (on the service's loop): the pool is broken."""
+        with self._lock:
+            if self._broken is not None:
+                return
+        self.on_broken(initializer_failed(worker, record))
+        if self._fleet is not None:  # as the stdlib's pool ends its processes
+            threading.Thread(target=self._fleet.kill, name="distproc-broken", daemon=True).start()
+
+    def _await_workers(self, count: int) -> None:
+        """Return once ``count`` local workers have joined (a pool that is ready), or it is
+        broken, refused, or :data:`READY_TIMEOUT` has passed (tasks then wait in the queue)."""
+        fleet = self._fleet
+        assert fleet is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        while (self._count_workers() or 0) < count and self._broken is None:
+            if fleet.refused or time.monotonic() > deadline:
+                return
+            fleet.stopping.wait(0.01)
+
     # ------------------------------------------------------------ submitting
     def _ref(self, fn: Callable[..., Any]) -> str:
+        """``fn``'s ``'module:qualname'``, or ``''``: it travels pickled with the arguments.
+
+        Only functions found by name are remembered (in ``_refs``): a bound
+        method or a callable object is never kept here past its task.
+        """
         try:
             return self._refs[fn]
         except (KeyError, TypeError):
@@ -422,7 +599,7 @@ class Executor(concurrent.futures.Executor):
         run = MapRun(self, fn, ref, iterable, timeout=timeout, chunksize=chunksize,
                      bar=self._bar(progress, total), total=total,
                      return_exceptions=return_exceptions)  # fmt: skip
-        return iter(run)
+        return self._on_dashboard(iter(run), ref or repr(fn), total)
 
     def map_lines(
         self,
@@ -463,7 +640,27 @@ class Executor(concurrent.futures.Executor):
         run = BlockRun(self, ref, reader, star=star, records=records, read_ahead=read_ahead,
                        block_lines=block_lines, input_end=None if left is None else offset + left,
                        bar=self._bar(progress, total))  # fmt: skip
-        return iter(run)
+        return self._on_dashboard(iter(run), ref, total, lambda out: out.data.count(b"\n"))
+
+    def _on_dashboard(
+        self,
+        results: Iterator[_T],
+        function: str,
+        total: int | None,
+        weight: Callable[[_T], int] | None = None,
+    ) -> Iterator[_T]:
+        """``results``; with a dashboard, the run is in the status report while it runs."""
+        host = self._host
+        if host is None or self.dashboard_url is None:
+            return results
+        services = host.server.services  # read on the loop: changed there
+
+        def gone(status: MapStatus) -> None:
+            with contextlib.suppress(RuntimeError):  # the service has stopped: nothing to do
+                host.call_soon(services.remove, status)
+
+        shown = functools.partial(host.call_soon, services.append)
+        return MapStatus(function, total).count(results, shown, gone, weight)
 
     def _bar(self, progress: bool | None, total: int | None) -> ProgressBar | None:
         show = self._progress if progress is None else progress
@@ -489,14 +686,14 @@ class Executor(concurrent.futures.Executor):
             self._shutdown = True
             pending = dict(self._futures)
         if cancel_futures:
-            self.cancel_futures(pending.values())
+            self._cancel_unstarted(pending)
         if wait:
             concurrent.futures.wait([f for f in pending.values() if not f.cancelled()])
         if self._host is not None and self._host.service is not None:
             with contextlib.suppress(Exception):
                 self._host.run(setattr, self._host.service, "closing", True)
         if self._fleet is not None:
-            if cancel_futures or not wait:
+            if not wait:
                 self._fleet.kill()
             else:
                 self._fleet.stop()
@@ -506,6 +703,17 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             left = list(self._futures)
         self._fail(left, concurrent.futures.CancelledError())
+
+    def _cancel_unstarted(self, pending: dict[int, concurrent.futures.Future[Any]]) -> None:
+        """``shutdown(cancel_futures=True)``: cancel the tasks that no worker has taken.
+
+        Those a worker holds run to the end, as the stdlib's pool lets the
+        calls it has handed to its processes finish.  Tasks on their way to
+        the service get there first (the cancel follows them), so an idle
+        worker may still take one.
+        """
+        for tid in self._cancel_remote(sorted(pending)):
+            pending[tid].cancel()
 
     def cancel_futures(self, futures: Iterable[concurrent.futures.Future[Any]]) -> int:
         """Cancel these futures, and their tasks on the service where they have not started."""

@@ -4,7 +4,8 @@
 an :class:`~distproc.Executor` with ``workers=N``.  Each child is
 ``python -m distproc worker ... --child``: it holds its own connection, so
 when it dies the service requeues its tasks at once; the fleet then starts
-another.  A child that keeps dying at once is restarted with a growing delay.
+another.  A child that keeps dying at once is restarted with a growing delay (one
+that exits with status 0, having run its ``max_tasks_per_child``, at once).
 With ``relay_stderr``, what a child writes to stderr (its log lines) is copied
 line by line to this process's ``sys.stderr``, whatever that is at the time
 (above a progress bar, say), instead of going to the terminal around it.
@@ -181,12 +182,14 @@ class Fleet:
                 how = describe_exit(returncode)
                 self._refuse(said[0] if said else f"a worker process could not start ({how})")
                 return
-            log.warning(
+            # Status 0: it ended by design (max_tasks_per_child): replaced at once, quietly.
+            log.log(
+                logging.INFO if returncode == 0 else logging.WARNING,
                 "worker process %d ended (%s); starting another", proc.pid,
                 describe_exit(returncode),
             )  # fmt: skip
             delay = min(max(delay * 2, 0.1), MAX_RESTART_DELAY) if (
-                time.monotonic() - born < QUICK_DEATH
+                returncode != 0 and time.monotonic() - born < QUICK_DEATH
             ) else 0.0  # fmt: skip
             if delay:
                 self.stopping.wait(delay)
@@ -235,8 +238,9 @@ class Fleet:
 
 
 def local_workers(
-    address: tuple[str, int], authkey: bytes, count: int, *, allow_pickle: bool = False
-) -> Fleet:
+    address: tuple[str, int] | str, authkey: bytes, count: int, *, allow_pickle: bool = False,
+    queue: str | None = None,
+) -> Fleet:  # fmt: skip
     """Start ``count`` worker processes for this process's task service at ``address``.
 
     The workers of ``Executor(workers=N)``: they import task functions the way
@@ -245,7 +249,11 @@ def local_workers(
     need not be up yet, only listening (:func:`~distproc.addresses.listen_on`):
     ``distproc map`` starts them before its own imports are done.
     """
-    extra = ["--parent", str(os.getpid()), "--exit-on-disconnect"]
+    extra = ["--parent", str(os.getpid())]
+    if isinstance(address, str):  # a Redis URL: they serve its queue, across Redis restarts
+        extra += ["--queue", queue] if queue else []
+    else:
+        extra.append("--exit-on-disconnect")
     if allow_pickle:
         extra.append("--allow-pickle")
     main = getattr(sys.modules.get("__main__"), "__file__", None)
@@ -256,9 +264,13 @@ def local_workers(
     # workers import the task functions the way the master did.
     paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    host = address[0]
-    connect_to = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-    where = f"[{connect_to}]:{address[1]}" if ":" in connect_to else f"{connect_to}:{address[1]}"
+    if isinstance(address, str):
+        where = address
+    else:
+        host = address[0]
+        connect_to = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        port = address[1]
+        where = f"[{connect_to}]:{port}" if ":" in connect_to else f"{connect_to}:{port}"
     fleet = Fleet(child_command(where, extra), count, env, relay_stderr=True)
     fleet.start()
     return fleet

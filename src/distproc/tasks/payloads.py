@@ -18,6 +18,7 @@ named it), with a :class:`~distproc.errors.RemoteTraceback` as its cause.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pickle
 import sys
 import traceback
@@ -78,8 +79,19 @@ def decode(payload: bytes, allow_pickle: bool) -> Any:
     raise ValueError(f"unknown payload codec {tag!r}")
 
 
+def is_bound_method(fn: Any) -> bool:
+    """Whether ``fn`` is a method bound to an instance: its name leads to the function
+    without the instance.  (A classmethod is bound to its class, which the name finds.)"""
+    return inspect.ismethod(fn) and not isinstance(fn.__self__, type)
+
+
 def function_ref(fn: Callable[..., Any]) -> str:
     """``'module:qualname'`` of an importable function, or a :class:`TypeError` saying why not."""
+    if is_bound_method(fn):
+        raise TypeError(
+            f"{fn!r} is bound to an object, and a task names its function by "
+            "'module:qualname', which would call it without that object"
+        )
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
     if not callable(fn) or not isinstance(module, str) or not isinstance(qualname, str):

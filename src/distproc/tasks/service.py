@@ -82,7 +82,8 @@ class TaskService:
 
     __distproc_loop_methods__ = frozenset(
         ("hello_worker", "exchange", "heartbeat", "give_back", "goodbye", "hello_master",
-         "goodbye_master", "submit", "results", "cancel", "status", "dead_letters", "requeue")
+         "goodbye_master", "submit", "results", "cancel", "status", "dead_letters", "requeue",
+         "initializer_failed")
     )  # fmt: skip
     #: Every call waits for its reply: a master learns that its tasks are stored.
     __distproc_defer__: tuple[str, ...] = ()
@@ -117,6 +118,13 @@ class TaskService:
         self._deliver_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        #: Handed to each worker that joins: ``init`` ([function ref, payload]: the
+        #: Executor's initializer) and ``max_tasks`` (its max_tasks_per_child).
+        self.worker_setup: dict[str, Any] = {}
+        #: Called with (worker id, error record) when a worker's initializer raised.
+        self.on_initializer_failed: Callable[[str, Any], None] | None = None
+        #: Called with the ids of tasks just leased (an in-process master's futures run).
+        self.on_leased: Callable[[list[int]], None] | None = None
         self._arm()
 
     @property
@@ -256,8 +264,17 @@ class TaskService:
         self._watch(conn, f"w:{wid}", lambda: self._worker_conn_lost(wid, conn))
         self._answer(call, {"worker": wid, "heartbeat": self.heartbeat_timeout / 4,
                             "store": self.backend.store_id, "resumed": joined.resumed,
-                            "reason": joined.reason})  # fmt: skip
+                            "reason": joined.reason, **self.worker_setup})  # fmt: skip
         self._after()
+
+    def initializer_failed(self, call: LoopCall, wid: str, record: Any) -> None:
+        """Worker ``wid``'s initializer raised (``record``: see ``payloads.error_record``)."""
+        log.error("the initializer raised in worker %s: %s", wid,
+                  record.get("message") if isinstance(record, dict) else record)  # fmt: skip
+        hook = self.on_initializer_failed
+        if hook is not None:
+            hook(wid, record)
+        self._answer(call, None)
 
     def exchange(
         self, call: LoopCall, wid: str, results: list[Any], want: int, wait: float = 0.0
@@ -288,7 +305,7 @@ class TaskService:
             self._answer(call, [])
             self._after()
             return
-        leases = backend.lease(wid, want)
+        leases = self._lease(wid, want)
         if leases or wait <= 0 or backend.holds_leases(wid):
             # A worker that still holds leases has tasks in its buffer (another of
             # its threads refilled it) or results on the way: it must not wait here.
@@ -301,6 +318,13 @@ class TaskService:
         backend.ask_give_back(wid)
         self._after()
 
+    def _lease(self, wid: str, want: int) -> list[Lease]:
+        leases: list[Lease] = self.backend.lease(wid, want)
+        hook = self.on_leased
+        if leases and hook is not None:
+            hook([lease.task for lease in leases])
+        return leases
+
     def _wait_over(self, wid: str, held: _Held) -> None:
         if self._waiters.get(wid) is held:
             del self._waiters[wid]
@@ -309,7 +333,7 @@ class TaskService:
     def _wake(self) -> None:
         """Hand queued tasks to workers that wait for them."""
         for wid, held in list(self._waiters.items()):
-            leases: list[Lease] = self.backend.lease(wid, held.want)
+            leases = self._lease(wid, held.want)
             if leases:
                 del self._waiters[wid]
                 self._answer_held(held, [lease.to_wire() for lease in leases])
@@ -547,6 +571,9 @@ class TaskService:
             "masters": report["masters"],
             "workers": report["workers"],
             "dead_letters": report["dead_letters"],
+            # Stats a backend may keep: for the dashboard and /metrics.
+            "gone_workers": report.get("gone_workers", []),
+            "durations": report.get("durations"),
             "store": report["store"],
         }
 

@@ -31,6 +31,14 @@ that is not a task service, ends the worker on its first contact
 (:func:`is_fatal`): retrying will not fix it.  After a first contact the
 same is retried with backoff, said once.
 
+The service's reply to a join may name an *initializer* (an Executor's
+``initializer``/``initargs``): the worker runs it once per process, before
+its first task (when that comes, as the stdlib's pool starts its processes
+when tasks come).  One that raises is logged and reported to the service
+(the Executor's pool is then broken, as the stdlib's is) and the worker ends.
+With ``max_tasks`` (``max_tasks_per_child``) a process slot ends after that
+many tasks, handing back what it prefetched; its supervisor starts another.
+
 The first SIGTERM or SIGINT lets each slot finish its running task, hand
 back its prefetched ones and exit; a second one exits at once (the service
 requeues what was held).  A task run past its ``timeout`` is reported as
@@ -149,8 +157,15 @@ class TaskWorker:
         process_slot: bool = True,
         parent_pid: int | None = None,
         exit_on_disconnect: bool = False,
+        open_channel: Callable[[], WorkerChannel] | None = None,
+        where: str | None = None,
     ) -> None:
         self.address = address
+        #: A new channel for a slot (default: a connection to the task service at address).
+        self.open_channel: Callable[[], WorkerChannel] = open_channel or (
+            lambda: ServiceWorkerChannel(address, authkey)
+        )
+        self.where = where
         self.authkey = authkey
         self.slots = slots
         self.allow_pickle = allow_pickle
@@ -166,6 +181,13 @@ class TaskWorker:
         self.joined = threading.Event()  # once any slot has joined the service
         self._said: frozenset[str] = frozenset()  # how the service went away, said once each
         self._lock = threading.Lock()
+        self._init_lock = threading.Lock()
+        self._init: tuple[str, bytes] | None = None  # the initializer's ref and payload
+        self._initialized = False
+        #: Set when the initializer raised: the worker ends with status 1.
+        self.init_failed = False
+        self.max_tasks: int | None = None  # a process slot's task limit, from the service
+        self.tasks_run = 0
 
     # ----------------------------------------------------------- functions
     def function(self, ref: str) -> Callable[..., Any]:
@@ -188,6 +210,62 @@ class TaskWorker:
             raise _Unavailable(error) from None
         return fn
 
+    def call_of(self, ref: str, payload: bytes) -> tuple[Callable[..., Any], Any, Any]:
+        """The function, arguments and keyword arguments of a task (or an initializer)."""
+        fn = None if ref == PICKLED_CALLABLE else self.function(ref)
+        args, kwargs = decode(payload, self.allow_pickle)
+        if fn is None and payload[:1] == PICKLE:
+            fn, args = args[0], args[1:]
+        if fn is None:
+            raise ValueError(f"a task of {ref!r} came without its pickled callable")
+        return fn, args, kwargs
+
+    def set_up(self, reply: dict[str, Any]) -> None:
+        """Take the task limit and the initializer that a join's reply names."""
+        limit = reply.get("max_tasks")
+        if self.process_slot and isinstance(limit, int) and limit > 0:
+            self.max_tasks = limit
+        init = reply.get("init")
+        if init is not None and self._init is None:
+            self._init = (str(init[0]), bytes(init[1]))
+
+    def initialize(self, channel: WorkerChannel, wid: str) -> bool:
+        """Run the initializer once, before this process's first task; False if it raised.
+
+        It runs at the first task, not at the join: a pool's workers join when
+        it is made, and the stdlib's pool starts its processes (which run the
+        initializer) when tasks come.
+        """
+        with self._init_lock:
+            if self._init is None or self._initialized:
+                return not self.init_failed
+            self._initialized = True
+            try:
+                fn, args, kwargs = self.call_of(*self._init)
+                fn(*args, **kwargs)
+            except Exception as exc:
+                # The stdlib's pool logs this, on this logger, in the worker that failed.
+                logging.getLogger("concurrent.futures").critical(
+                    "Exception in initializer:", exc_info=True
+                )
+                self.init_failed = True
+                self.stop()
+                try:
+                    channel.initializer_failed(wid, error_record(exc))
+                except (OSError, EOFError) as lost:  # the worker ends either way
+                    log.info("could not tell the task service: %s", lost)
+            return not self.init_failed
+
+    def ran_task(self) -> None:
+        """One more task done: past ``max_tasks``, this process ends (another replaces it)."""
+        with self._lock:
+            self.tasks_run += 1
+            over = self.max_tasks is not None and self.tasks_run >= self.max_tasks
+        if over and not self.stopping.is_set():
+            log.info("ran %d task(s) (max_tasks_per_child): this worker process ends",
+                     self.tasks_run)  # fmt: skip
+            self.stop()
+
     # ------------------------------------------------------------- running
     def run(self) -> int:
         """Run until stopped; return the exit status.
@@ -204,6 +282,8 @@ class TaskWorker:
         self._slot_main()
         for thread in threads:
             thread.join()
+        if self.init_failed:
+            return 1
         return 0 if self.refused is None else 2
 
     def stop(self) -> None:
@@ -236,7 +316,7 @@ class TaskWorker:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def _where(self) -> str:
-        return format_address(self.address)
+        return self.where or format_address(self.address)
 
     def _gone(self, what: str, exc: BaseException) -> None:
         """Say once that the service went away (or cannot be reached), once that it refuses us."""
@@ -314,7 +394,7 @@ class _WorkerSlot:
             if worker._parent_gone():
                 return False
             try:
-                self.channel = ServiceWorkerChannel(worker.address, worker.authkey)
+                self.channel = worker.open_channel()
                 self.hello()
             except Exception as exc:
                 fatal = is_fatal(exc)
@@ -378,6 +458,7 @@ class _WorkerSlot:
         old, self.wid = self.wid, str(reply["worker"])
         self.store = str(reply.get("store", ""))
         self.interval = float(reply["heartbeat"])
+        self.worker.set_up(reply)
         if old and reply.get("resumed"):
             log.info("back at the task service at %s as %s, with %d task(s)",
                      self.worker._where(), self.wid, len(holding))  # fmt: skip
@@ -488,6 +569,8 @@ class _WorkerSlot:
             log.info("could not say goodbye to the task service: %s", exc)
 
     def _run(self, task: Lease) -> None:
+        if not self.worker.initialize(self._service(), self.wid):
+            return  # the pool is broken: the service requeues the task when this worker ends
         tid, attempt, ref, payload = task.task, task.attempt, task.fn, task.payload
         opts = task.options
         codec = payload[:1]
@@ -496,12 +579,7 @@ class _WorkerSlot:
         self.seq = seq = self.seq + 1
         self.current = (seq, tid, attempt, started, started + float(timeout) if timeout else None)
         try:
-            fn = None if ref == PICKLED_CALLABLE else self.worker.function(ref)
-            args, kwargs = decode(payload, self.worker.allow_pickle)
-            if fn is None and codec == PICKLE:
-                fn, args = args[0], args[1:]
-            if fn is None:
-                raise ValueError(f"a task of {ref!r} came without its pickled callable")
+            fn, args, kwargs = self.worker.call_of(ref, payload)
             if opts.chunk:
                 value = run_chunk(fn, *args)
             elif opts.block:
@@ -531,6 +609,7 @@ class _WorkerSlot:
             if not self.results:
                 self.results_since = time.perf_counter()
             self.results.append(Report(tid, attempt, status, out))
+        self.worker.ran_task()
 
     # ------------------------------------------------------------- monitor
     def _monitor(self) -> None:

@@ -8,8 +8,12 @@ One base class, one implementation per codec:
   registers).  Objects that pickled data names by module path (tokens and
   proxies) are written under their ``multiprocessing.managers`` names, so a
   stdlib peer that has never heard of distproc can load them, and those names
-  are read back as distproc's own classes.  The layers above install that
-  mapping with :func:`register_pickle_alias`.
+  are read back as distproc's own classes.  The layers above declare those
+  names with :func:`register_wire_name`.
+* :class:`OlderPickleCodec` — the same in an older pickle protocol, for a peer
+  that reads no newer one: Python 2.7 reads protocol 2 at most.  A server
+  answers each stdlib client in the protocol of its first request
+  (:meth:`Codec.for_peer`).  A Python 2 ``str`` is read as text (latin-1).
 * :class:`XmlrpcCodec` — the stdlib's ``'xmlrpclib'`` serializer.
 
 A codec never sees handshake bytes: those are raw frames, so nothing is
@@ -20,8 +24,10 @@ from __future__ import annotations
 
 import array
 import copyreg
+import importlib
 import io
 import pickle
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -30,10 +36,15 @@ from typing import Any, ClassVar
 __all__ = [
     "BytesLike",
     "Codec",
+    "OlderPickleCodec",
     "PickleCodec",
     "XmlrpcCodec",
-    "register_pickle_alias",
+    "older_pickle_codec",
+    "pickle_protocol",
     "register_pickle_reducer",
+    "register_wire_name",
+    "wire_global",
+    "wire_names",
 ]
 
 #: What a codec can decode from: a frame, or a slice of one without a copy.
@@ -43,6 +54,8 @@ BytesLike = bytes | bytearray | memoryview
 _OUTGOING: list[tuple[type, Callable[[Any], Any]]] = []
 #: (module, qualname) -> object, consulted when an incoming pickle names a global.
 _INCOMING: dict[tuple[str, str], Any] = {}
+#: object -> (module, qualname): the name it travels under (see :func:`wire_global`).
+_WIRE_NAME: dict[Any, tuple[str, str]] = {}
 
 
 def register_pickle_reducer(cls: type, reducer: Callable[[Any], Any]) -> None:
@@ -50,10 +63,36 @@ def register_pickle_reducer(cls: type, reducer: Callable[[Any], Any]) -> None:
     _OUTGOING.append((cls, reducer))
 
 
-def register_pickle_alias(module: str, qualname: str, obj: Any) -> None:
-    """Load the global ``module.qualname`` as ``obj`` in incoming pickles."""
+def register_wire_name(module: str, qualname: str, obj: Any) -> None:
+    """``obj`` (a class or function) travels as the global ``module.qualname``.
+
+    Incoming pickles that name it load ``obj``; outgoing reducers write it
+    with :func:`wire_global`.
+    """
     _INCOMING[(module, qualname)] = obj
+    _WIRE_NAME[obj] = (module, qualname)
     _ALIASED_MODULES.add(module.encode("utf-8"))
+
+
+def wire_global(obj: Any) -> Any:
+    """What a reducer returns to write ``obj`` under its wire name.
+
+    That is the object the name resolves to *now*: the stdlib's (pickle
+    checks that a global's name leads back to the object written), or
+    ``obj`` itself while :func:`distproc.install` has put distproc's module in
+    the stdlib's place.  Either way the pickle names ``module.qualname``.
+    An object without a wire name is returned as it is.
+    """
+    name = _WIRE_NAME.get(obj)
+    if name is None:
+        return obj
+    module = sys.modules.get(name[0]) or importlib.import_module(name[0])
+    return getattr(module, name[1])
+
+
+def wire_names(module: str) -> dict[str, Any]:
+    """The objects that travel under a name of ``module``, by that name."""
+    return {qualname: obj for (mod, qualname), obj in _INCOMING.items() if mod == module}
 
 
 #: Modules named in ``_INCOMING``: a pickle that names none of them (in bytes,
@@ -183,6 +222,10 @@ class Codec(ABC):
     @abstractmethod
     def loads(self, data: BytesLike) -> Any: ...
 
+    def for_peer(self, message: BytesLike) -> Codec:
+        """The codec to read and answer a peer with, from its first ``message``."""
+        return self
+
 
 class PickleCodec(Codec):
     """The stdlib's ``'pickle'`` serializer."""
@@ -229,6 +272,12 @@ class PickleCodec(Codec):
             local.reused = None
         return parts
 
+    def for_peer(self, message: BytesLike) -> Codec:
+        """This codec, unless the peer's ``message`` is in an older protocol: then
+        that one's, which the peer surely reads (a Python 2.7 peer writes 2)."""
+        protocol = pickle_protocol(message)
+        return self if protocol >= self.protocol else older_pickle_codec(protocol)
+
     def loads(self, data: BytesLike) -> Any:
         # A large payload: from a BytesIO the unpickler would read it into fresh
         # memory twice; through _ViewReader it is copied once, into its objects.
@@ -239,6 +288,73 @@ class PickleCodec(Codec):
             if raw.find(module) >= 0:  # find(): "in" costs twice as much on bytes
                 return _Unpickler(io.BytesIO(raw)).load()
         return pickle.loads(raw)  # names no aliased global: no find_class hook needed
+
+
+def pickle_protocol(data: BytesLike) -> int:
+    """The protocol a pickle was written in: that of its ``PROTO`` opcode (protocol
+    2 and later begin with one), else 0 (protocols 0 and 1, which a reader of
+    protocol 0 reads too)."""
+    return data[1] if len(data) >= 2 and data[0] == 0x80 else 0
+
+
+#: Python 3 globals that Python 2 has under another name, beyond the table that
+#: pickle's ``fix_imports`` applies (``_compat_pickle``): ``queue.Empty`` is
+#: ``_queue.Empty`` since Python 3.7, which Python 2 lacks.
+_PYTHON2_NAMES: dict[tuple[str, str], bytes] = {("_queue", "Empty"): b"Queue\nEmpty\n"}
+
+
+class _OlderPickler(pickle._Pickler):
+    """The pure-Python pickler, with our reducers: its ``save_global`` can be told
+    to write Python 2's name of a global."""
+
+    dispatch_table = _Pickler.dispatch_table
+    reducer_override = _Pickler.reducer_override
+
+    def __init__(self, file: io.BytesIO, protocol: int) -> None:
+        super().__init__(file, protocol)
+        self._python2 = protocol < 3  # what Python 2 reads
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        key = (str(getattr(obj, "__module__", "")), name or str(getattr(obj, "__qualname__", "")))
+        python2_name = _PYTHON2_NAMES.get(key) if self._python2 else None
+        if python2_name is None:
+            super().save_global(obj, name)  # type: ignore[misc]
+            return
+        self.write(pickle.GLOBAL + python2_name)  # type: ignore[attr-defined]
+        self.memoize(obj)  # type: ignore[attr-defined]
+
+
+class OlderPickleCodec(PickleCodec):
+    """Pickle in ``protocol``, older than ours, for a peer that reads no newer one.
+
+    That peer is Python 2.7 (protocol 2) in practice, so a Python 2 ``str``
+    (bytes, in Python 2) is read as a ``str`` of one character per byte
+    (latin-1): the typeids, method names and keyword names of its requests
+    are text, as the stdlib's protocol needs, a ``datetime`` it sends loads,
+    and nothing is lost (``s.encode('latin-1')`` gives the bytes back).  A
+    Python 3 ``str`` reaches it as ``unicode`` and ``bytes`` as ``str``, and
+    globals go under their Python 2 names (``queue.Empty`` as ``Queue.Empty``).
+    It pickles with the pure-Python pickler, which is slower: such peers are few.
+    """
+
+    def dumps_parts(self, obj: Any) -> list[BytesLike]:
+        file = io.BytesIO()
+        _OlderPickler(file, self.protocol).dump(obj)
+        return [file.getvalue()]
+
+    def loads(self, data: BytesLike) -> Any:
+        return _Unpickler(io.BytesIO(bytes(data)), encoding="latin-1").load()
+
+
+_older: dict[int, OlderPickleCodec] = {}
+
+
+def older_pickle_codec(protocol: int) -> OlderPickleCodec:
+    """The codec of ``protocol`` (older than ours), one per protocol."""
+    codec = _older.get(protocol)
+    if codec is None:
+        codec = _older.setdefault(protocol, OlderPickleCodec(protocol))
+    return codec
 
 
 class XmlrpcCodec(Codec):

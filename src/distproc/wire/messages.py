@@ -10,15 +10,15 @@ reply                    ``(kind, result)``, kind one of the constants below
 
 A ``#PROXY`` reply carries ``(exposed, Token)``.  :class:`Token` is written on
 the wire as ``multiprocessing.managers.Token`` and read back as this class, so
-stdlib peers and distproc peers understand each other's tokens.
+stdlib peers and distproc peers understand each other's tokens (also while
+:func:`distproc.install` makes that name distproc's).
 """
 
 from __future__ import annotations
 
-import multiprocessing.managers as _mp
 from typing import Any
 
-from .codecs import register_pickle_alias, register_pickle_reducer
+from .codecs import register_pickle_reducer, register_wire_name, wire_global
 
 __all__ = [
     "KIND_ERROR",
@@ -61,8 +61,8 @@ class Token:
 
 
 def _reduce_token(token: Token) -> tuple[Any, ...]:
-    return _mp.Token, (token.typeid, token.address, token.id)
+    return wire_global(Token), (token.typeid, token.address, token.id)
 
 
 register_pickle_reducer(Token, _reduce_token)
-register_pickle_alias("multiprocessing.managers", "Token", Token)
+register_wire_name("multiprocessing.managers", "Token", Token)

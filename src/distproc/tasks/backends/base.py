@@ -30,13 +30,14 @@ What a backend cannot guarantee is in its :class:`Capabilities`, which
 from __future__ import annotations
 
 import abc
+import itertools
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from ..records import DeadLetter, Lease, Outcome, Report, TaskSpec, WorkerHello
 
-__all__ = ["Capabilities", "Joined", "Notices", "TaskBackend"]
+__all__ = ["DURATION_BUCKETS", "Capabilities", "Durations", "Joined", "Notices", "TaskBackend"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,36 @@ class Notices:
     outcomes: set[int] = field(default_factory=set)
     give_back: set[str] = field(default_factory=set)
     leased: dict[int, list[int]] = field(default_factory=dict)
+
+
+#: Upper bounds (seconds) of the task-duration histogram in the stats.
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+
+
+@dataclass
+class Durations:
+    """How long tasks ran, from lease to result, as a histogram of :data:`DURATION_BUCKETS`.
+
+    Every backend keeps one in its stats, so that ``/metrics`` can show
+    ``distproc_task_duration_seconds`` whichever backend is in use.
+    """
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        index = next((i for i, b in enumerate(DURATION_BUCKETS) if seconds <= b),
+                     len(DURATION_BUCKETS))  # fmt: skip
+        self.counts[index] += 1
+        self.total += seconds
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{"buckets": [[upper bound, count <= it], ...], "sum", "count"}``; the last
+        bound is ``"+Inf"``, the counts are cumulative (Prometheus' histogram)."""
+        bounds: list[float | str] = [*DURATION_BUCKETS, "+Inf"]
+        running = list(itertools.accumulate(self.counts))
+        return {"buckets": [list(pair) for pair in zip(bounds, running, strict=True)],
+                "sum": self.total, "count": running[-1]}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from ..records import (
     WorkerHello,
     split_by_size,
 )
-from .base import Capabilities, Joined, TaskBackend
+from .base import Capabilities, Durations, Joined, TaskBackend
 
 __all__ = [
     "DEAD_LETTERS_KEPT",
@@ -71,6 +71,8 @@ log = logging.getLogger("distproc.tasks")
 QUEUED, LEASED, DELAYED = range(3)
 #: How many dead letters are kept for inspection and requeueing.
 DEAD_LETTERS_KEPT = 1000
+#: Workers that went, kept with how they ended for ``status()``.
+GONE_KEPT = 50
 #: The master of requeued dead letters: their outcomes go to nobody.
 NO_MASTER = 0
 
@@ -169,7 +171,11 @@ class MemoryBackend(TaskBackend):
         self.workers: dict[str, WorkerState] = {}
         self.masters: dict[int, MasterState] = {}
         self.dead: OrderedDict[int, DeadLetter] = OrderedDict()
-        self.counts = {"done": 0, "failed": 0, "dead": 0, "cancelled": 0, "discarded": 0}
+        self.counts = {"done": 0, "failed": 0, "dead": 0, "cancelled": 0, "discarded": 0,
+                       "lease_expired": 0}  # fmt: skip
+        self.durations = Durations()
+        #: The last workers that went, with how each ended (the dashboard shows them).
+        self.gone: deque[dict[str, Any]] = deque(maxlen=GONE_KEPT)
         self.next_worker = 1
         self.next_master = 1
         self._head = self._tail = 0  # the smallest and largest queue positions given
@@ -334,10 +340,15 @@ class MemoryBackend(TaskBackend):
             return
         self._saw_worker_end(wid)
         lost = list(worker.leases)
+        ended = how
         if (worker.leaving and not lost) or self.closing:
             log.info("worker %s left", worker.label)
+            ended = "left"
         else:
             log.warning("worker %s lost (%s) holding %d task(s)", worker.label, how, len(lost))
+        self.gone.append({"id": wid, "host": worker.host, "pid": worker.pid,
+                          "slots": worker.slots, "done": worker.done, "ended": ended,
+                          "at": time.time()})  # fmt: skip
         strike = 0 if worker.absent else policy.strikes_for(len(lost))
         back: list[TaskState] = []
         for tid in lost:
@@ -495,7 +506,7 @@ class MemoryBackend(TaskBackend):
             or task.state != LEASED
             or task.worker != worker.id
             or task.attempt != report.attempt
-            or worker.leases.pop(tid, None) is None
+            or (leased_at := worker.leases.pop(tid, None)) is None
         ):
             self.counts["discarded"] += 1
             log.info("discarded a late result for task %d from %s", tid, worker.label)
@@ -509,6 +520,7 @@ class MemoryBackend(TaskBackend):
                             worker.label, task.fn, error)  # fmt: skip
             return task
         worker.done += 1
+        self.durations.observe(time.monotonic() - leased_at)
         if status == RETRY:
             if task.retries < task.options.retries:
                 task.retries += 1
@@ -689,6 +701,7 @@ class MemoryBackend(TaskBackend):
                     how = (f"did not come back within {self.heartbeat_timeout:g} s of a restart"
                            if worker.absent
                            else f"no heartbeat for {self.heartbeat_timeout:g} s")  # fmt: skip
+                    self.counts["lease_expired"] += len(worker.leases)
                     self.lose_worker(wid, how)
         self._requeue_due(now)
         for mid, master in list(self.masters.items()):
@@ -733,6 +746,7 @@ class MemoryBackend(TaskBackend):
                     "leased": len(w.leases),
                     "oldest_running": (now - next(iter(w.leases.values()))) if w.leases else None,
                     "connected_for": now - w.since,
+                    "heartbeat_ago": now - w.last_seen,
                     "leaving": w.leaving,
                     "absent": w.absent,
                     "quarantined": [
@@ -742,6 +756,8 @@ class MemoryBackend(TaskBackend):
                 for w in self.workers.values()
             ],
             "dead_letters": [d.to_wire() for d in self.dead.values()],
+            "gone_workers": list(self.gone),
+            "durations": self.durations.to_wire(),
             "store": self.describe(),
         }
 
