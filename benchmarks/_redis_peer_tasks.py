@@ -9,7 +9,7 @@ import importlib
 import os
 from typing import Any
 
-from huey import RedisHuey  # type: ignore[import-not-found]
+from huey import RedisHuey  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
 huey = RedisHuey("bench", url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
 

@@ -15,7 +15,8 @@
     │                            the server went away while a call was pending
     ├── RemoteError              (also multiprocessing.managers.RemoteError)
     │                            the server reported a failure with its traceback
-    ├── StartError               a manager's server could not be started
+    ├── StartError               a manager's server, or an Executor's local
+    │                            workers, could not be started
     ├── WorkerLostError          a task took down max_attempts workers (dead letter)
     ├── TaskTimeoutError         (also TimeoutError) a task ran past its timeout
     ├── TaskImportError          (also ImportError) no connected worker can import
@@ -118,7 +119,7 @@ class RemoteError(DistprocError, _mp_managers.RemoteError):
 
 
 class StartError(DistprocError, RuntimeError):
-    """A manager's server process could not be started."""
+    """A manager's server process, or an Executor's local workers, could not be started."""
 
 
 class WorkerLostError(DistprocError):

@@ -13,10 +13,12 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dp_taskfns as fns
 import pytest
 
 import distproc
-from distproc.errors import NoTaskServiceError
+from distproc.errors import NoTaskServiceError, StartError
+from distproc.tasks.fleet import AUTHKEY_HEX_ENV, EXIT_REFUSED, local_workers
 
 from ._procs import TASKFNS, Proc, clean_environ, free_port, wait_for
 
@@ -190,3 +192,37 @@ def test_a_key_changed_under_a_running_worker_is_retried_and_said_once(
     wait_for(lambda: service.count("authentication failed") >= 3, what="three refused attempts")
     assert worker.popen.poll() is None
     assert worker.count("refused by the task service") == 1, worker.text
+
+
+def test_local_workers_that_are_refused_fail_the_executor_not_loop() -> None:
+    port = free_port()
+    fleet = local_workers(("127.0.0.1", port), b"not the executor's key", 1)
+    try:
+        ex = distproc.Executor(address=("127.0.0.1", port), authkey=b"key", fleet=fleet,
+                               progress=False)  # fmt: skip
+        with ex:
+            future = ex.submit(fns.square, 3)
+            with pytest.raises(StartError) as info:
+                future.result(60)
+            message = str(info.value)
+            assert message.startswith("the Executor's local workers cannot start: ")
+            assert f"the task service at 127.0.0.1:{port} refused the authkey" in message
+            with pytest.raises(StartError):
+                ex.submit(fns.square, 4)
+        assert fleet.refused and fleet.pids() == []
+    finally:
+        fleet.kill()
+
+
+@pytest.mark.parametrize(
+    ("environ", "said"),
+    [({}, "no authkey: set DISTPROC_AUTHKEY"), ({AUTHKEY_HEX_ENV: "zz"}, "is not hex")],
+)
+def test_a_worker_child_that_cannot_start_says_so_and_is_not_restarted(
+    procs: Callable[..., Proc], environ: dict[str, str], said: str
+) -> None:
+    worker = procs("worker", "127.0.0.1:9", "--child", cwd=TASKFNS, env=clean_environ(**environ))
+    assert worker.finish(timeout=60) == EXIT_REFUSED, worker.text
+    assert len(worker.lines) == 1, worker.text
+    assert worker.lines[0].startswith("distproc: error: ")
+    assert said in worker.lines[0]

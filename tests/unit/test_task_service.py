@@ -536,3 +536,59 @@ def test_a_reopened_store_keeps_retry_times_dead_letters_and_counts_and_ids_neve
         assert new_mid > mid and joined.worker != wid
     finally:
         again.close()
+
+
+@pytest.mark.parametrize(
+    ("report", "said"),
+    [
+        ("not a list", "a report must be a list of 4 fields"),
+        ([1, 1, OK], "a report must be a list of 4 fields"),
+        ([None, 1, OK, b"r"], "a task id must be an int"),
+        ([True, 1, OK, b"r"], "a task id must be an int"),
+        ([0, "1", OK, b"r"], "an attempt must be an int"),
+        ([0, 1, "done", b"r"], "unknown status 'done'"),
+        ([0, 1, ["ok"], b"r"], "unknown status ['ok']"),
+        ([0, 1, OK, "r"], "a result payload must be bytes, not str"),
+    ],
+)
+def test_a_malformed_report_is_refused_and_loses_nothing(
+    h: Harness, report: Any, said: str
+) -> None:
+    [tid] = h.submit(1)
+    wid, _ = h.worker()
+    [task] = h.exchange(wid).value
+    if isinstance(report, list) and len(report) == 4:
+        report = [tid if report[0] == 0 else report[0], *report[1:]]
+    bad = h.exchange(wid, [report], want=0)
+    assert isinstance(bad.failures[0], ValueError)
+    assert said in str(bad.failures[0])
+    assert h.outcomes() == {}
+    h.exchange(wid, [[task[0], task[1], OK, bytearray(b"r")]], want=0)
+    assert h.outcomes() == {tid: OK}
+    assert h.results == [[tid, OK, b"r"]]
+
+
+@pytest.mark.parametrize(
+    ("task", "said"),
+    [
+        ([1, "m:f", b"n"], "a task must be a list of 4 fields"),
+        ([1.0, "m:f", b"n", None], "a task id must be an int"),
+        ([1, b"m:f", b"n", None], "a task's function must be a str"),
+        ([1, "m:f", 3, None], "a task's payload must be bytes"),
+        ([1, "m:f", b"n", {"retries": -1}], "retries must be 0 or more"),
+        ([1, "m:f", b"n", {"colour": 1}], "unknown task option(s): colour"),
+    ],
+)
+def test_a_malformed_task_is_refused(h: Harness, task: list[Any], said: str) -> None:
+    conn = FakeConnection()
+    hello = FakeCall(conn)
+    h.service.hello_master(hello)
+    h.run()
+    mid, base = hello.value["master"], hello.value["base"]
+    if type(task[0]) is int:
+        task = [base + task[0], *task[1:]]
+    bad = FakeCall(conn)
+    h.service.submit(bad, mid, [task])
+    assert isinstance(bad.failures[0], ValueError)
+    assert said in str(bad.failures[0])
+    assert h.backend.status()["tasks"]["queued"] == 0

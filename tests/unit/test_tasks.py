@@ -197,6 +197,15 @@ def test_a_str_authkey_is_utf8_as_for_base_manager() -> None:
         assert ex.submit(fns.square, 3).result(60) == 9
 
 
+def test_a_binary_authkey_reaches_the_local_workers() -> None:
+    # Random bytes that are not UTF-8 and hold a NUL, which no environment variable can.
+    key = b"\xff\x00" + os.urandom(14)
+    with distproc.Executor(workers=1, authkey=key, progress=False) as ex:
+        assert ex.authkey == key
+        assert ex.submit(fns.square, 7).result(60) == 49
+        assert list(ex.map(fns.square, range(5), chunksize=1, timeout=60)) == [0, 1, 4, 9, 16]
+
+
 @pytest.mark.slow
 def test_functions_of_the_main_script_run_on_local_workers(tmp_path: Path) -> None:
     import subprocess

@@ -151,7 +151,7 @@ def _supervise(
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    fleet.on_refused = done.set
+    fleet.when_refused(lambda reason: done.set())
     fleet.start()
     click.echo(f"distproc: worker with {count} process(es) for {url}", err=True)
     sys.stderr.flush()

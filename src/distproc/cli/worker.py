@@ -116,6 +116,7 @@ def worker(
     authkey comes from $DISTPROC_AUTHKEY or --authkey-file.
     """
     from ..tasks.allowlist import AllowList
+    from ..tasks.fleet import EXIT_REFUSED
     from ..tasks.worker import TaskWorker
     from .redis_cli import is_redis_url, run_worker
 
@@ -138,26 +139,28 @@ def worker(
                           child=child, parent=parent, main_path=main_path,
                           exit_on_disconnect=exit_on_disconnect, allowed=allowed,
                           policy=policy)  # fmt: skip
-    host, port = parse_address(address)
-    key = read_authkey(authkey_file, os.environ)
-    if key is None:
-        raise CliUsageError(
-            f"no authkey: set {AUTHKEY_ENV} or use --authkey-file FILE "
-            "(the same one the task service uses)"
-        )
+    try:
+        host, port = parse_address(address)
+        key = _authkey(authkey_file, child)
+    except CliUsageError as exc:
+        if not child:
+            raise
+        # Another child would fail the same way: the supervisor does not start one.
+        click.echo(f"distproc: error: {exc.message}", err=True)
+        return EXIT_REFUSED
     if child or threads:
         if main_path:
             from ..tasks import payloads
 
             payloads.MAIN_PATH = main_path
         runner = TaskWorker(
-            (host, port), key.encode(), slots=1 if child else count, allow_pickle=allow_pickle,
+            (host, port), key, slots=1 if child else count, allow_pickle=allow_pickle,
             process_slot=child, parent_pid=parent, exit_on_disconnect=exit_on_disconnect,
             allowed=allowed, tls=tls,
         )  # fmt: skip
         runner.install_signal_handlers()
         if not child:
-            if not _first_contact((host, port), key.encode(), tls, runner.stopping):
+            if not _first_contact((host, port), key, tls, runner.stopping):
                 return 0
             click.echo(f"distproc: worker with {count} thread(s) for {address}", err=True)
         status = runner.run()
@@ -165,12 +168,33 @@ def worker(
             return status
         if not child:
             raise CliUsageError(runner.refused)
-        from ..tasks.fleet import EXIT_REFUSED
-
         click.echo(f"distproc: error: {runner.refused}", err=True)
         return EXIT_REFUSED  # the supervisor stops the other children, and says nothing more
     extra = ["--allow-pickle"] if allow_pickle else []
     return _supervise(address, key, count, extra + policy, tls)
+
+
+def _authkey(authkey_file: str | None, child: bool) -> bytes:
+    """The key: from the supervisor for a child (any bytes), else as the user gave it."""
+    from ..tasks.fleet import child_authkey
+
+    if child:
+        try:
+            given = child_authkey(os.environ)
+        except ValueError as exc:
+            raise CliUsageError(str(exc)) from None
+        if given is not None:
+            return given
+    key = read_authkey(authkey_file, os.environ)
+    if key is None:
+        raise CliUsageError(
+            f"no authkey: set {AUTHKEY_ENV} or use --authkey-file FILE "
+            "(the same one the task service uses)"
+        )
+    try:
+        return key.encode()
+    except UnicodeEncodeError:
+        raise CliUsageError(f"{AUTHKEY_ENV} is not UTF-8 text") from None
 
 
 def _first_contact(
@@ -206,14 +230,12 @@ def _first_contact(
 
 
 def _supervise(
-    address: str, key: str, count: int, extra: list[str], tls: TLSConfig | None
+    address: str, key: bytes, count: int, extra: list[str], tls: TLSConfig | None
 ) -> int:
     """Run ``count`` one-slot children (with the options ``extra``) and replace any that dies."""
-    from ..tasks.fleet import Fleet, child_command
+    from ..tasks.fleet import Fleet, child_command, child_env
 
-    env = dict(os.environ)
-    env[AUTHKEY_ENV] = key
-    env.pop("DISTPROC_AUTHKEY_FILE", None)
+    env = child_env(os.environ, key)
     if tls is not None:
         env.update(tls.environ())
     fleet = Fleet(child_command(address, [*extra, "--parent", str(os.getpid())]), count, env)
@@ -235,9 +257,9 @@ def _supervise(
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    if not _first_contact(parse_address(address), key.encode(), tls, stopping):
+    if not _first_contact(parse_address(address), key, tls, stopping):
         return 0
-    fleet.on_refused = done.set  # a child was refused: it said why
+    fleet.when_refused(lambda reason: done.set())  # a child was refused: it said why
     fleet.start()
     click.echo(f"distproc: worker with {count} process(es) for {address}", err=True)
     while not done.wait(1.0):

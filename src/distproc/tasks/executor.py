@@ -46,7 +46,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from ..addresses import format_address, is_loopback
-from ..errors import FrameTooLargeError, TaskImportError, TaskTimeoutError, WorkerLostError
+from ..errors import (
+    FrameTooLargeError,
+    StartError,
+    TaskImportError,
+    TaskTimeoutError,
+    WorkerLostError,
+)
 from ..server import ServerConfig
 from ..wire.framing import DEFAULT_MAX_FRAME
 from .blockmap import READ_AHEAD, BlockReader, BlockRun, LinesOut, input_size
@@ -310,6 +316,8 @@ class Executor(concurrent.futures.Executor):
                     raise
         elif fleet is not None:
             self._fleet = fleet
+        if self._fleet is not None:
+            self._fleet.when_refused(self._workers_refused)
 
     # ------------------------------------------------------------- set-up
     def _host_service(
@@ -497,6 +505,10 @@ class Executor(concurrent.futures.Executor):
             tids = list(self._futures)
         log.error("%s", exc)
         self._fail(tids, exc)
+
+    def _workers_refused(self, reason: str) -> None:
+        """The local workers cannot start, and restarting them would not help: fail for good."""
+        self.on_broken(StartError(f"the Executor's local workers cannot start: {reason}"))
 
     def finished(self) -> bool:
         with self._lock:

@@ -10,7 +10,14 @@ With ``relay_stderr``, what a child writes to stderr (its log lines) is copied
 line by line to this process's ``sys.stderr``, whatever that is at the time
 (above a progress bar, say), instead of going to the terminal around it.
 A child that exits with ``EXIT_REFUSED`` (the service refused it: a wrong
-authkey, not a task service) is not restarted: the fleet stops.
+authkey, not a task service; or it cannot start: no usable authkey, a bad
+option) is not restarted, since another would fail the same way: the fleet
+stops, and calls the callback given to :meth:`Fleet.when_refused` with the
+child's last ``distproc: error:`` line.
+
+Children get the authkey as hex in ``DISTPROC_AUTHKEY_HEX`` (see
+:func:`child_env`), so that any bytes reach them, not only UTF-8 text without
+NUL that an environment variable can hold.
 """
 
 from __future__ import annotations
@@ -29,15 +36,51 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:
     from ..tls import TLSConfig
 
-__all__ = ["EXIT_REFUSED", "Fleet", "child_command", "describe_exit", "local_workers"]
+__all__ = [
+    "AUTHKEY_HEX_ENV",
+    "EXIT_REFUSED",
+    "Fleet",
+    "child_authkey",
+    "child_command",
+    "child_env",
+    "describe_exit",
+    "local_workers",
+]
 
 log = logging.getLogger("distproc.worker")
 
 #: A child that lived shorter than this is restarted after a growing delay.
 QUICK_DEATH = 1.0
 MAX_RESTART_DELAY = 5.0
-#: A child's exit status when the service refused it (EX_CONFIG of sysexits.h).
+#: A child's exit status when the service refused it or it cannot start (EX_CONFIG
+#: of sysexits.h): the fleet does not start another.
 EXIT_REFUSED = 78
+#: How a fleet hands its children the authkey: its bytes as hex.
+AUTHKEY_HEX_ENV = "DISTPROC_AUTHKEY_HEX"
+_ERROR_PREFIX = "distproc: error: "
+
+
+def child_env(base: Mapping[str, str], authkey: bytes) -> dict[str, str]:
+    """``base`` with ``authkey`` as the only key a child finds (the text ones removed)."""
+    env = dict(base)
+    env.pop("DISTPROC_AUTHKEY", None)
+    env.pop("DISTPROC_AUTHKEY_FILE", None)
+    env[AUTHKEY_HEX_ENV] = authkey.hex()
+    return env
+
+
+def child_authkey(environ: Mapping[str, str]) -> bytes | None:
+    """The key that :func:`child_env` put in ``environ``, if any; ValueError if not hex."""
+    text = environ.get(AUTHKEY_HEX_ENV)
+    if text is None:
+        return None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{AUTHKEY_HEX_ENV} is not hex") from None
+    if not key:
+        raise ValueError(f"{AUTHKEY_HEX_ENV} is empty")
+    return key
 
 
 def describe_exit(returncode: int) -> str:
@@ -55,11 +98,15 @@ def child_command(address: str, extra: Sequence[str] = ()) -> list[str]:
     return [sys.executable, "-m", "distproc", "worker", address, "--child", *extra]
 
 
-def _relay(stream: IO[bytes]) -> None:
+def _relay(stream: IO[bytes], said: list[str]) -> None:
+    """Copy ``stream`` to ``sys.stderr``; its last ``distproc: error:`` line goes in ``said``."""
     with stream:
-        for line in stream:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace")
+            if line.startswith(_ERROR_PREFIX):
+                said[:] = [line[len(_ERROR_PREFIX):].strip()]
             with contextlib.suppress(Exception):  # no stderr left to write to
-                sys.stderr.write(line.decode("utf-8", "replace"))
+                sys.stderr.write(line)
                 sys.stderr.flush()
 
 
@@ -84,9 +131,11 @@ class Fleet:
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        #: Set when a child exited with EXIT_REFUSED; ``on_refused`` is then called.
+        #: Set when a child exited with EXIT_REFUSED; see :meth:`when_refused`.
         self.refused = False
-        self.on_refused: Callable[[], None] | None = None
+        #: What that child said (its ``distproc: error:`` line, when relayed).
+        self.refused_reason = ""
+        self._on_refused: Callable[[str], None] | None = None
 
     def start(self) -> None:
         for index in range(self.count):
@@ -95,6 +144,14 @@ class Fleet:
             )
             self._threads.append(thread)
             thread.start()
+
+    def when_refused(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` once a child exits with EXIT_REFUSED (now, if one has)."""
+        with self._lock:
+            self._on_refused = callback
+            if not self.refused:
+                return
+        callback(self.refused_reason)
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -113,17 +170,20 @@ class Fleet:
                     stderr=subprocess.PIPE if self.relay_stderr else None,
                 )  # fmt: skip
                 self.procs[index] = proc
+            said: list[str] = []
+            relay = None
             if proc.stderr is not None:
-                threading.Thread(target=_relay, args=(proc.stderr,), daemon=True).start()
+                relay = threading.Thread(target=_relay, args=(proc.stderr, said), daemon=True)
+                relay.start()
             born = time.monotonic()
             returncode = proc.wait()
             if self.stopping.is_set():
                 return
             if returncode == EXIT_REFUSED:
-                self.refused = True
-                self.stopping.set()
-                if self.on_refused is not None:
-                    self.on_refused()
+                if relay is not None:
+                    relay.join(5.0)  # its last lines, unless a grandchild holds the pipe
+                how = describe_exit(returncode)
+                self._refuse(said[0] if said else f"a worker process could not start ({how})")
                 return
             # Status 0: it ended by design (max_tasks_per_child): replaced at once, quietly.
             log.log(
@@ -136,6 +196,15 @@ class Fleet:
             ) else 0.0  # fmt: skip
             if delay:
                 self.stopping.wait(delay)
+
+    def _refuse(self, reason: str) -> None:
+        with self._lock:
+            first = not self.refused
+            self.refused, self.refused_reason = True, reason
+            self.stopping.set()
+            callback = self._on_refused
+        if first and callback is not None:
+            callback(reason)
 
     def signal(self, signum: int) -> None:
         with self._lock:
@@ -201,8 +270,7 @@ def local_workers(
     main = getattr(sys.modules.get("__main__"), "__file__", None)
     if isinstance(main, str) and main.endswith(".py") and os.path.exists(main):
         extra += ["--main", os.path.abspath(main)]
-    env = dict(os.environ)
-    env["DISTPROC_AUTHKEY"] = authkey.decode("utf-8", "surrogateescape")
+    env = child_env(os.environ, authkey)
     if tls is not None:
         env.update(tls.environ())
     # This process's sys.path, as multiprocessing's spawn hands it to children:

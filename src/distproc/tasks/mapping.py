@@ -218,9 +218,11 @@ class MapRun:
         try:
             while not self.stop.is_set():
                 self._wait_for_timing()
-                with self.window:
-                    while self.unyielded >= IN_FLIGHT and not self.stop.is_set():
-                        self.window.wait()
+                # Only this thread raises the count: below the limit unlocked is below it.
+                if self.unyielded >= IN_FLIGHT:
+                    with self.window:
+                        while self.unyielded >= IN_FLIGHT and not self.stop.is_set():
+                            self.window.wait()
                 assert self.input is not None
                 chunk = [list(args) for args in self.input.take(self._size())]
                 if not chunk or self.stop.is_set():
@@ -370,8 +372,10 @@ class MapRun:
                 values = self._values(item)
                 del item
                 with self.window:
+                    full = self.unyielded >= IN_FLIGHT
                     self.unyielded -= len(values)
-                    self.window.notify()
+                    if full:  # the feeder may be waiting
+                        self.window.notify()
                 while values:
                     if isinstance(values[-1], _Raise):
                         raise values.pop().error

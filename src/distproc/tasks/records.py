@@ -6,6 +6,13 @@ that form and its ``from_wire()`` reads it back, checking every field's type,
 so a malformed message from a peer is a :class:`ValueError` that says what
 was wrong, raised where it arrives, and no code further in reads a bare list.
 
+A task, its lease, its report and its outcome are made once per task each,
+on the path every task takes: they are plain slotted dataclasses (a frozen
+one costs several times as much to make), and their ``from_wire()`` checks
+the common, well-formed case in one expression before it looks closer at a
+message that fails it.  Options are frozen (one default instance is shared
+by every task) and make their wire form once.
+
 ==============  ===================================================  ==========
 record          wire form                                            from
 ==============  ===================================================  ==========
@@ -95,10 +102,10 @@ def split_by_size(items: list[_T], size: Callable[[_T], int]) -> list[list[_T]]:
 
 
 # ------------------------------------------------------------------ checks
-def _fields(value: Any, n: int, what: str) -> list[Any]:
+def _fields(value: Any, n: int, what: str) -> list[Any] | tuple[Any, ...]:
     if not isinstance(value, (list, tuple)) or len(value) != n:
         raise ValueError(f"a {what} must be a list of {n} fields, not {value!r:.200}")
-    return list(value)
+    return value
 
 
 def _int(value: Any, what: str) -> int:
@@ -138,6 +145,9 @@ def _pairs(value: Any, what: str) -> tuple[tuple[str, str], ...]:
 
 
 # ----------------------------------------------------------------- options
+_UNMADE: Any = object()
+
+
 @dataclass(frozen=True, slots=True)
 class TaskOptions:
     """How one task runs: set by its master, read by the service and the worker.
@@ -164,9 +174,21 @@ class TaskOptions:
     split: bool = False
     chunk: bool = False
     block: bool = False
+    #: The wire form, made on the first ``to_wire()`` (every lease of the task sends it).
+    _wire: Any = field(default=_UNMADE, init=False, repr=False, compare=False)
 
     def to_wire(self) -> dict[str, Any] | None:
-        """The options that differ from the defaults (``None`` when none does)."""
+        """The options that differ from the defaults (``None`` when none does).
+
+        The same object each time: whoever receives it must not change it.
+        """
+        wire = self._wire
+        if wire is _UNMADE:
+            wire = self._make_wire()
+            object.__setattr__(self, "_wire", wire)
+        return wire  # type: ignore[no-any-return]  # _make_wire's result, kept
+
+    def _make_wire(self) -> dict[str, Any] | None:
         out: dict[str, Any] = {}
         for name, default in _DEFAULTS.items():
             value = getattr(self, name)
@@ -212,12 +234,14 @@ class TaskOptions:
 
 DEFAULT_OPTIONS = TaskOptions()
 _DEFAULTS: dict[str, Any] = {
-    name: getattr(DEFAULT_OPTIONS, name) for name in TaskOptions.__dataclass_fields__
+    name: getattr(DEFAULT_OPTIONS, name)
+    for name, spec in TaskOptions.__dataclass_fields__.items()
+    if spec.init
 }
 
 
 # ------------------------------------------------------------------- tasks
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskSpec:
     """A task as its master submits it: its id, its function, its arguments, its options."""
 
@@ -232,6 +256,8 @@ class TaskSpec:
     @classmethod
     def from_wire(cls, value: Any) -> TaskSpec:
         tid, fn, payload, options = _fields(value, 4, "task")
+        if type(tid) is int and type(fn) is str and type(payload) is bytes and options is None:
+            return cls(tid, fn, payload)
         return cls(
             _int(tid, "a task id"),
             _str(fn, "a task's function"),
@@ -240,7 +266,7 @@ class TaskSpec:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lease:
     """A task handed to a worker: its ``attempt`` number fences late results."""
 
@@ -256,6 +282,9 @@ class Lease:
     @classmethod
     def from_wire(cls, value: Any) -> Lease:
         tid, attempt, fn, payload, options = _fields(value, 5, "lease")
+        if (type(tid) is int and type(attempt) is int and type(fn) is str
+                and type(payload) is bytes and options is None):  # fmt: skip
+            return cls(tid, attempt, fn, payload)
         return cls(
             _int(tid, "a task id"),
             _int(attempt, "an attempt"),
@@ -265,7 +294,7 @@ class Lease:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Report:
     """A worker's word on one lease: how the run ended, and its result or error."""
 
@@ -280,15 +309,17 @@ class Report:
     @classmethod
     def from_wire(cls, value: Any) -> Report:
         tid, attempt, status, payload = _fields(value, 4, "report")
-        if status not in _REPORTED:
+        if type(status) is not str or status not in _REPORTED:
             raise ValueError(f"unknown status {status!r:.50} in a worker's report")
+        if type(tid) is int and type(attempt) is int and type(payload) is bytes:
+            return cls(tid, attempt, status, payload)
         return cls(
             _int(tid, "a task id"), _int(attempt, "an attempt"), status,
             _bytes(payload, "a result payload"),
         )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """A finished task, for its master.  ``seq`` numbers a master's outcomes, from 1.
 
@@ -307,7 +338,7 @@ class Outcome:
     @classmethod
     def from_wire(cls, value: Any) -> Outcome:
         tid, status, payload, seq = _fields(value, 4, "outcome")
-        if status not in _RECEIVED:
+        if type(status) is not str or status not in _RECEIVED:
             raise ValueError(f"unknown status {status!r:.50} in an outcome")
         if status in (LOST, UNAVAILABLE):
             if not isinstance(payload, dict):

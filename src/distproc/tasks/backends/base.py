@@ -30,6 +30,7 @@ What a backend cannot guarantee is in its :class:`Capabilities`, which
 from __future__ import annotations
 
 import abc
+import bisect
 import itertools
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -96,9 +97,8 @@ class Durations:
     total: float = 0.0
 
     def observe(self, seconds: float) -> None:
-        index = next((i for i, b in enumerate(DURATION_BUCKETS) if seconds <= b),
-                     len(DURATION_BUCKETS))  # fmt: skip
-        self.counts[index] += 1
+        # The first bound >= seconds (the bounds are sorted); past them all: the last count.
+        self.counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
         self.total += seconds
 
     def to_wire(self) -> dict[str, Any]:
