@@ -54,6 +54,7 @@ __all__ = [
     "ServiceWorkerChannel",
     "WorkerChannel",
     "backoff_delays",
+    "send_outbox",
 ]
 
 log = logging.getLogger("distproc.tasks")
@@ -76,6 +77,37 @@ def backoff_delays() -> Callable[[], float]:
         return delay
 
     return next_delay
+
+
+def send_outbox(
+    end: MasterEnd,
+    wake: threading.Event,
+    closed: Callable[[], bool],
+    submit: Callable[[list[TaskSpec]], object],
+) -> None:
+    """A master channel's sending thread: each time ``wake`` is set, hand the tasks in
+    the master's outbox to ``submit`` in parts that fit a frame, until the master is
+    finished or the channel ``closed``.
+
+    A lost service breaks the master; a part that ``submit`` refuses (a bad task,
+    or one the store could not keep) fails those tasks alone.
+    """
+    while True:
+        wake.wait()
+        wake.clear()
+        batch = end.take_outbox()
+        if not batch:
+            if end.finished() or closed():
+                return
+            continue
+        for part in split_by_size(batch, lambda spec: len(spec.payload)):
+            try:
+                submit(part)
+            except ServiceLostError as exc:
+                end.on_broken(exc)
+                return
+            except Exception as exc:  # refused (a bad task), or not stored (StoreError)
+                end.on_failed(part, exc)
 
 
 def _connection_failed(exc: BaseException) -> bool:
@@ -323,24 +355,11 @@ class RemoteMasterChannel(MasterChannel):
         self._wake.set()
 
     def _send_loop(self) -> None:
-        end = self._end
-        assert end is not None
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            batch = end.take_outbox()
-            if not batch:
-                if end.finished() or self._closed:
-                    return
-                continue
-            for part in split_by_size(batch, lambda spec: len(spec.payload)):
-                try:
-                    self._call("submit", [spec.to_wire() for spec in part])
-                except ServiceLostError as exc:
-                    end.on_broken(exc)
-                    return
-                except Exception as exc:  # refused (a bad task), or not stored (StoreError)
-                    end.on_failed(part, exc)
+        assert self._end is not None
+        send_outbox(
+            self._end, self._wake, lambda: self._closed,
+            lambda part: self._call("submit", [spec.to_wire() for spec in part]),
+        )  # fmt: skip
 
     def _receive_loop(self) -> None:
         end = self._end

@@ -23,8 +23,16 @@ import redis
 
 from ..errors import ServiceLostError
 from .backends.redis_backend import BEATS, RedisBackend
-from .channels import POLL_MAX, POLL_WAIT, MasterChannel, MasterEnd, WorkerChannel, backoff_delays
-from .records import Lease, Report, WorkerHello, split_by_size
+from .channels import (
+    POLL_MAX,
+    POLL_WAIT,
+    MasterChannel,
+    MasterEnd,
+    WorkerChannel,
+    backoff_delays,
+    send_outbox,
+)
+from .records import Lease, Report, WorkerHello
 
 __all__ = ["RedisMasterChannel", "RedisWorkerChannel", "redis_down"]
 
@@ -126,24 +134,9 @@ class RedisMasterChannel(MasterChannel):
         self._wake.set()
 
     def _send_loop(self) -> None:
-        end = self._end
-        assert end is not None
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            batch = end.take_outbox()
-            if not batch:
-                if end.finished() or self._closed.is_set():
-                    return
-                continue
-            for part in split_by_size(batch, lambda spec: len(spec.payload)):
-                try:
-                    self._call(self.backend.enqueue, self.mid, part)
-                except ServiceLostError as exc:
-                    end.on_broken(exc)
-                    return
-                except Exception as exc:
-                    end.on_failed(part, exc)
+        assert self._end is not None
+        send_outbox(self._end, self._wake, self._closed.is_set,
+                    lambda part: self._call(self.backend.enqueue, self.mid, part))  # fmt: skip
 
     def _receive_loop(self) -> None:
         end = self._end
