@@ -185,7 +185,7 @@ class TLSSocket(ssl.SSLSocket):
             return socket.socket.recv(self, 1, flags)
         return super().recv(buflen, flags)
 
-    def sendmsg(self, buffers: Iterable[Any], *args: Any) -> int:  # type: ignore[override]
+    def sendmsg(self, buffers: Iterable[Any], *args: Any) -> int:  # type: ignore[override]  # ancillary data and flags are not taken
         sent = 0
         for part in buffers:
             self.sendall(part)

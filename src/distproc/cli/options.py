@@ -155,4 +155,4 @@ def tls_options(command: _F) -> _F:
             type=click.Path(dir_okay=False),
             help=f"{text} [env: {env}]",
         )(wrapped)
-    return wrapped  # type: ignore[no-any-return]
+    return wrapped  # type: ignore[no-any-return]  # click.option returns its argument

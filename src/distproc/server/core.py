@@ -589,7 +589,7 @@ class Server:
         if codec is None:
             codec = self._session_codecs[serializer] = get_codec(serializer)
             if serializer == "native":  # what a few bytes may expand to (see ServerConfig)
-                codec.max_items = self.config.max_decoded_items  # type: ignore[attr-defined]
+                codec.max_items = self.config.max_decoded_items  # type: ignore[attr-defined]  # only the native codec has the bound
         return codec
 
     def encode_parts(self, msg: Any, codec: Codec | None = None) -> list[BytesLike]:

@@ -78,7 +78,7 @@ class ServerSource:
     def _requeuer(self) -> Callable[[Any, list[int]], None] | None:
         for service in self._server.services:
             if REQUEUE_METHOD in getattr(service, "__distproc_loop_methods__", ()):
-                return getattr(service, REQUEUE_METHOD)  # type: ignore[no-any-return]
+                return getattr(service, REQUEUE_METHOD)  # type: ignore[no-any-return]  # a loop method, found by name
         return None
 
     def can_requeue(self) -> bool:

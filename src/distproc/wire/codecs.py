@@ -318,10 +318,10 @@ class _OlderPickler(pickle._Pickler):
         key = (str(getattr(obj, "__module__", "")), name or str(getattr(obj, "__qualname__", "")))
         python2_name = _PYTHON2_NAMES.get(key) if self._python2 else None
         if python2_name is None:
-            super().save_global(obj, name)  # type: ignore[misc]
+            super().save_global(obj, name)  # type: ignore[misc]  # typeshed does not list save_global
             return
-        self.write(pickle.GLOBAL + python2_name)  # type: ignore[attr-defined]
-        self.memoize(obj)  # type: ignore[attr-defined]
+        self.write(pickle.GLOBAL + python2_name)  # type: ignore[attr-defined]  # the pure-Python Pickler's
+        self.memoize(obj)  # type: ignore[attr-defined]  # the pure-Python Pickler's
 
 
 class OlderPickleCodec(PickleCodec):
